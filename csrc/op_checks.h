@@ -1,0 +1,78 @@
+#pragma once
+// Argument checks shared by the CPU and CUDA registrations of every op. The
+// Python layer validates user input with friendly errors first; these guard
+// the op boundary for direct torch.ops callers.
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+#include "schedule_math.h"
+
+namespace lrsched_fused {
+
+inline int64_t num_schedule_groups(const at::Tensor& schedule_state) {
+  TORCH_CHECK(schedule_state.scalar_type() == at::kDouble && schedule_state.dim() == 1 &&
+                  schedule_state.is_contiguous(),
+              "schedule_state must be a contiguous 1-D float64 tensor, got ", schedule_state.scalar_type(),
+              " with shape ", schedule_state.sizes());
+  const int64_t payload = schedule_state.numel() - layout::kHeaderSize;
+  TORCH_CHECK(payload >= 0 && payload % layout::kGroupStride == 0,
+              "schedule_state has ", schedule_state.numel(), " elements, which is not ", layout::kHeaderSize,
+              " + ", layout::kGroupStride, " * num_groups");
+  return payload / layout::kGroupStride;
+}
+
+inline void check_group_index(const at::Tensor& schedule_state, int64_t group_index) {
+  const int64_t groups = num_schedule_groups(schedule_state);
+  TORCH_CHECK(group_index >= 0 && group_index < groups, "group_index ", group_index,
+              " is out of range for a schedule_state of ", groups, " groups");
+}
+
+// Every tensor of a slot (grads, exp_avgs, ...) must match the parameter it
+// belongs to in device, dtype, shape and strides, and the parameter must be
+// dense so that one flat pass over its storage covers it exactly.
+inline void check_slot(at::TensorList params, at::TensorList slot, const char* slot_name) {
+  TORCH_CHECK(slot.size() == params.size(), slot_name, " has ", slot.size(), " tensors, expected ",
+              params.size(), " (one per parameter)");
+  for (size_t i = 0; i < params.size(); ++i) {
+    const at::Tensor& p = params[i];
+    const at::Tensor& t = slot[i];
+    TORCH_CHECK(t.device() == p.device() && t.scalar_type() == p.scalar_type() && t.sizes() == p.sizes() &&
+                    t.strides() == p.strides(),
+                slot_name, "[", i, "] must match its parameter in device, dtype, shape and strides: got ",
+                t.device(), " ", t.scalar_type(), " ", t.sizes(), " strides ", t.strides(), " vs ", p.device(),
+                " ", p.scalar_type(), " ", p.sizes(), " strides ", p.strides());
+  }
+}
+
+inline void check_params(at::TensorList params, const at::Tensor& schedule_state) {
+  for (size_t i = 0; i < params.size(); ++i) {
+    const at::Tensor& p = params[i];
+    TORCH_CHECK(at::isFloatingType(p.scalar_type()), "params[", i, "] has dtype ", p.scalar_type(),
+                "; accepted: float16, bfloat16, float32, float64");
+    TORCH_CHECK(p.scalar_type() == params[0].scalar_type(), "params[", i, "] has dtype ", p.scalar_type(),
+                " but params[0] has ", params[0].scalar_type(), "; one call takes one dtype");
+    TORCH_CHECK(p.device() == schedule_state.device(), "params[", i, "] is on ", p.device(),
+                " but schedule_state is on ", schedule_state.device());
+    TORCH_CHECK(p.is_non_overlapping_and_dense(), "params[", i,
+                "] is not dense (a strided view?); lrsched_fused updates dense parameters only");
+  }
+}
+
+inline void check_steps(at::TensorList params, at::TensorList steps) {
+  TORCH_CHECK(steps.size() == params.size(), "steps has ", steps.size(), " tensors, expected ", params.size());
+  for (size_t i = 0; i < steps.size(); ++i) {
+    TORCH_CHECK(steps[i].scalar_type() == at::kDouble && steps[i].numel() == 1 &&
+                    steps[i].device() == params[i].device(),
+                "steps[", i, "] must be a one-element float64 tensor on ", params[i].device(), ", got ",
+                steps[i].scalar_type(), " ", steps[i].sizes(), " on ", steps[i].device());
+  }
+}
+
+inline void check_scalar_tensor(const std::optional<at::Tensor>& t, const char* name) {
+  if (t.has_value()) {
+    TORCH_CHECK(t->numel() == 1 && !at::isComplexType(t->scalar_type()), name,
+                " must be a one-element real tensor, got ", t->scalar_type(), " ", t->sizes());
+  }
+}
+
+}  // namespace lrsched_fused

@@ -1,0 +1,141 @@
+#pragma once
+// The per-element SGD and Adam/AdamW updates, written once for the CPU and the
+// CUDA path. Everything is computed in `opmath_t` (float for fp16/bf16/fp32,
+// double for fp64); what is the same for a whole tensor (lr, bias corrections,
+// the AdamW decay factor) is computed once per tensor in float64, as torch's
+// fused optimizers do, and passed in a coefficient struct.
+//
+// The order of operations follows torch's fused CPU kernels
+// (aten/src/ATen/native/cpu/FusedAdamKernel.cpp, FusedSGDKernel.cpp), so the
+// two agree to rounding.
+
+#include <c10/macros/Macros.h>
+#include <cmath>
+
+namespace lrsched_fused {
+
+template <typename T>
+C10_HOST_DEVICE inline T math_sqrt(T x) {
+  return ::sqrt(x);
+}
+template <>
+C10_HOST_DEVICE inline float math_sqrt<float>(float x) {
+  return ::sqrtf(x);
+}
+
+template <typename opmath_t>
+struct AdamCoefficients {
+  opmath_t grad_sign;              // -1 with maximize
+  opmath_t grad_scale;  // the GradScaler scale the grad is divided by (1 without one)
+  opmath_t weight_decay;            // L2: added to the gradient
+  opmath_t decay_factor;            // decoupled: 1 - lr * weight_decay
+  opmath_t lerp_weight;             // 1 - beta1
+  opmath_t lerp_weight_complement;  // 1 - (1 - beta1), in opmath_t as torch computes it
+  bool lerp_weight_is_small;        // torch's lerp picks its form by |weight| < 0.5
+  opmath_t beta2;
+  opmath_t one_minus_beta2;
+  opmath_t step_size;               // lr / (1 - beta1**step)
+  opmath_t bias_correction2_sqrt;   // sqrt(1 - beta2**step)
+  opmath_t eps;
+};
+
+// Per-tensor coefficients from float64 hyperparameters and the tensor's step.
+template <typename opmath_t>
+C10_HOST_DEVICE inline AdamCoefficients<opmath_t> make_adam_coefficients(
+    double lr, double beta1, double beta2, double weight_decay, double eps, bool maximize,
+    double grad_scale, double step) {
+  AdamCoefficients<opmath_t> c;
+  c.grad_sign = maximize ? opmath_t(-1) : opmath_t(1);
+  c.grad_scale = opmath_t(grad_scale);
+  c.weight_decay = opmath_t(weight_decay);
+  c.decay_factor = opmath_t(1 - lr * weight_decay);
+  c.lerp_weight = opmath_t(1 - beta1);
+  c.lerp_weight_complement = opmath_t(1) - c.lerp_weight;
+  c.lerp_weight_is_small = (c.lerp_weight < opmath_t(0.5)) && (c.lerp_weight > opmath_t(-0.5));
+  c.beta2 = opmath_t(beta2);
+  c.one_minus_beta2 = opmath_t(1 - beta2);
+  const double bias_correction1 = 1 - ::pow(beta1, step);
+  const double bias_correction2 = 1 - ::pow(beta2, step);
+  c.step_size = opmath_t(lr / bias_correction1);
+  c.bias_correction2_sqrt = opmath_t(::sqrt(bias_correction2));
+  c.eps = opmath_t(eps);
+  return c;
+}
+
+// One element of Adam (kDecoupled = false) or AdamW (kDecoupled = true).
+// `grad` is unscaled in place when kUnscale, so the caller can store it back
+// as torch's fused kernels do; `max_exp_avg_sq` is touched only when kAmsgrad.
+template <typename T, bool kAmsgrad, bool kDecoupled, bool kWeightDecay, bool kUnscale>
+C10_HOST_DEVICE inline void adam_update(
+    T& param, T& grad, T& exp_avg, T& exp_avg_sq, T& max_exp_avg_sq, const AdamCoefficients<T>& c) {
+  if constexpr (kUnscale) {
+    grad = grad / c.grad_scale;
+  }
+  T g = grad * c.grad_sign;
+  if constexpr (kWeightDecay) {
+    if constexpr (kDecoupled) {
+      param = param * c.decay_factor;
+    } else {
+      g = g + param * c.weight_decay;
+    }
+  }
+  // exp_avg.lerp_(g, 1 - beta1), in the two forms torch's lerp uses.
+  exp_avg = c.lerp_weight_is_small ? exp_avg + c.lerp_weight * (g - exp_avg)
+                                   : g - (g - exp_avg) * c.lerp_weight_complement;
+  exp_avg_sq = exp_avg_sq * c.beta2 + c.one_minus_beta2 * g * g;
+  T second_moment = exp_avg_sq;
+  if constexpr (kAmsgrad) {
+    max_exp_avg_sq = max_exp_avg_sq < exp_avg_sq ? exp_avg_sq : max_exp_avg_sq;
+    second_moment = max_exp_avg_sq;
+  }
+  const T denom = math_sqrt(second_moment) / c.bias_correction2_sqrt + c.eps;
+  param = param - c.step_size * exp_avg / denom;
+}
+
+template <typename opmath_t>
+struct SgdCoefficients {
+  opmath_t grad_sign;
+  opmath_t grad_scale;
+  opmath_t weight_decay;
+  opmath_t momentum;
+  opmath_t dampening_complement;  // 1 - dampening
+  bool nesterov;
+  opmath_t lr;
+};
+
+template <typename opmath_t>
+C10_HOST_DEVICE inline SgdCoefficients<opmath_t> make_sgd_coefficients(
+    double lr, double momentum, double dampening, double weight_decay, bool nesterov, bool maximize,
+    double grad_scale) {
+  SgdCoefficients<opmath_t> c;
+  c.grad_sign = maximize ? opmath_t(-1) : opmath_t(1);
+  c.grad_scale = opmath_t(grad_scale);
+  c.weight_decay = opmath_t(weight_decay);
+  c.momentum = opmath_t(momentum);
+  c.dampening_complement = opmath_t(1 - dampening);
+  c.nesterov = nesterov;
+  c.lr = opmath_t(lr);
+  return c;
+}
+
+// One element of SGD. With kMomentum, `first_step` says the tensor's
+// momentum_buffer has no history yet: it becomes the gradient (torch's
+// "first-step momentum buffer = grad").
+template <typename T, bool kMomentum, bool kWeightDecay, bool kUnscale>
+C10_HOST_DEVICE inline void sgd_update(
+    T& param, T& grad, T& momentum_buffer, bool first_step, const SgdCoefficients<T>& c) {
+  if constexpr (kUnscale) {
+    grad = grad / c.grad_scale;
+  }
+  T g = grad * c.grad_sign;
+  if constexpr (kWeightDecay) {
+    g = g + param * c.weight_decay;
+  }
+  if constexpr (kMomentum) {
+    momentum_buffer = first_step ? g : momentum_buffer * c.momentum + c.dampening_complement * g;
+    g = c.nesterov ? g + momentum_buffer * c.momentum : momentum_buffer;
+  }
+  param = param - c.lr * g;
+}
+
+}  // namespace lrsched_fused

@@ -1,0 +1,7 @@
+"""lrsched_fused: fused SGD/Adam/AdamW whose learning-rate schedule is
+computed on the device, inside the step, with no host sync."""
+from . import schedules
+from .optimizers import FusedAdam, FusedAdamW, FusedSGD
+
+__all__ = ["FusedSGD", "FusedAdam", "FusedAdamW", "schedules"]
+__version__ = "0.1.0"

@@ -1,0 +1,89 @@
+"""Typed wrappers over torch.ops.lrsched_fused.* and their fake implementations
+(so torch.compile traces through them without a graph break)."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+
+from . import _C  # noqa: F401  (loads the library and registers the ops)
+
+_LIB = "lrsched_fused"
+
+
+def adam_step_(
+    params: Sequence[torch.Tensor],
+    grads: Sequence[torch.Tensor],
+    exp_avgs: Sequence[torch.Tensor],
+    exp_avg_sqs: Sequence[torch.Tensor],
+    max_exp_avg_sqs: Sequence[torch.Tensor],
+    steps: Sequence[torch.Tensor],
+    schedule_state: torch.Tensor,
+    group_index: int,
+    *,
+    beta1: float,
+    beta2: float,
+    weight_decay: float,
+    eps: float,
+    amsgrad: bool,
+    maximize: bool,
+    decoupled_weight_decay: bool,
+    grad_scale: Optional[torch.Tensor] = None,
+    found_inf: Optional[torch.Tensor] = None,
+) -> None:
+    torch.ops.lrsched_fused.adam_step_(
+        params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, schedule_state, group_index,
+        beta1, beta2, weight_decay, eps, amsgrad, maximize, decoupled_weight_decay, grad_scale, found_inf,
+    )
+
+
+def sgd_step_(
+    params: Sequence[torch.Tensor],
+    grads: Sequence[torch.Tensor],
+    momentum_buffers: Sequence[torch.Tensor],
+    first_step: Sequence[bool],
+    schedule_state: torch.Tensor,
+    group_index: int,
+    *,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    maximize: bool,
+    grad_scale: Optional[torch.Tensor] = None,
+    found_inf: Optional[torch.Tensor] = None,
+) -> None:
+    torch.ops.lrsched_fused.sgd_step_(
+        params, grads, momentum_buffers, list(first_step), schedule_state, group_index,
+        momentum, dampening, weight_decay, nesterov, maximize, grad_scale, found_inf,
+    )
+
+
+def schedule_step_(
+    schedule_state: torch.Tensor,
+    kind: int,
+    hyperparameters: Sequence[float],
+    metric: Optional[torch.Tensor] = None,
+    skip_if: Optional[torch.Tensor] = None,
+) -> None:
+    torch.ops.lrsched_fused.schedule_step_(schedule_state, kind, list(hyperparameters), metric, skip_if)
+
+
+# The ops only mutate their inputs in place, so their fake implementations
+# have nothing to compute.
+@torch.library.register_fake(f"{_LIB}::adam_step_")
+def _adam_step_fake(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, schedule_state,
+                    group_index, beta1, beta2, weight_decay, eps, amsgrad, maximize,
+                    decoupled_weight_decay, grad_scale=None, found_inf=None) -> None:
+    return None
+
+
+@torch.library.register_fake(f"{_LIB}::sgd_step_")
+def _sgd_step_fake(params, grads, momentum_buffers, first_step, schedule_state, group_index, momentum,
+                   dampening, weight_decay, nesterov, maximize, grad_scale=None, found_inf=None) -> None:
+    return None
+
+
+@torch.library.register_fake(f"{_LIB}::schedule_step_")
+def _schedule_step_fake(schedule_state, kind, hyperparameters, metric=None, skip_if=None) -> None:
+    return None
