@@ -76,6 +76,10 @@ class _FusedOptimizer(Optimizer):
             )
         if not isinstance(skip_schedule_on_overflow, bool):
             raise TypeError(f"{name}: skip_schedule_on_overflow must be a bool, got {skip_schedule_on_overflow!r}")
+        if isinstance(params, set):
+            raise TypeError(f"{name}: params must be an ordered collection (a list), not a set: its order "
+                            "would change between runs and break state_dict")
+        self._normalize_hyperparameters(defaults, "defaults")
         self._check_hyperparameters(defaults, "defaults")
         self._schedule = schedule
         self._schedule_interval = schedule_interval
@@ -90,6 +94,9 @@ class _FusedOptimizer(Optimizer):
     # ----------------------------------------------------------- validation
     def _check_hyperparameters(self, group: Dict[str, Any], where: str) -> None:
         raise NotImplementedError
+
+    def _normalize_hyperparameters(self, group: Dict[str, Any], where: str) -> None:
+        """Turns one-element tensor hyperparameters (torch accepts some) into floats, once."""
 
     def _fail(self, exc_type, where: str, message: str):
         raise exc_type(f"{type(self).__name__}: {message} ({where})")
@@ -154,12 +161,12 @@ class _FusedOptimizer(Optimizer):
                        "optimizer takes the parameters of one device (use one optimizer per device)")
         merged = {**self.defaults, **group}
         self._normalize_lr(merged, where)
+        self._normalize_hyperparameters(merged, where)
         self._check_hyperparameters(merged, where)
         if self._schedule_state is not None and isinstance(getattr(self._schedule, "min_lr", None), list):
             self._fail(ValueError, where, "the schedule has a per-group min_lr list, which cannot grow with a "
                        "new group; use a single float min_lr")
-        group["params"] = params
-        group["lr"] = merged["lr"]
+        group = {**merged, "params": params}
         super().add_param_group(group)
         if devices:
             self._device = devices.pop()
@@ -383,7 +390,7 @@ class _FusedOptimizer(Optimizer):
                     kept.copy_(value)
                     state[key] = kept
                 else:
-                    state[key] = value
+                    state[key] = value.clone()  # never alias the caller's state_dict
         if schedule_part is not None:
             self._schedule_state.copy_(schedule_part["state"])
         else:
@@ -453,6 +460,14 @@ class FusedAdam(_FusedOptimizer):
         self._normalize_lr(defaults, "defaults")
         super().__init__(params, defaults, schedule, schedule_interval, skip_schedule_on_overflow)
 
+    def _normalize_hyperparameters(self, group: Dict[str, Any], where: str) -> None:
+        betas = group["betas"]
+        if isinstance(betas, (tuple, list)) and any(isinstance(b, torch.Tensor) for b in betas):
+            for i, b in enumerate(betas):
+                if isinstance(b, torch.Tensor) and (b.numel() != 1 or b.is_complex()):
+                    self._fail(ValueError, where, f"betas[{i}] as a tensor must hold one real value")
+            group["betas"] = tuple(float(b) if isinstance(b, torch.Tensor) else b for b in betas)
+
     def _check_hyperparameters(self, group: Dict[str, Any], where: str) -> None:
         for key in ("eps", "weight_decay"):
             self._check_nonnegative(group, key, where)
@@ -461,8 +476,6 @@ class FusedAdam(_FusedOptimizer):
             self._fail(TypeError if not isinstance(betas, (tuple, list)) else ValueError, where,
                        f"betas must be a pair of numbers in [0, 1), got {betas!r}")
         for i, beta in enumerate(betas):
-            if isinstance(beta, torch.Tensor):
-                self._fail(TypeError, where, f"betas[{i}] must be a float in [0, 1), got a Tensor")
             if not _is_real(beta):
                 self._fail(TypeError, where, f"betas[{i}] must be a number in [0, 1), got {beta!r}")
             if not 0.0 <= beta < 1.0:

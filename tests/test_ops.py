@@ -1,0 +1,95 @@
+"""torch.library.opcheck on every op: schema (alias annotations), fake
+implementation and dispatch agree with what the kernels do."""
+import pytest
+import torch
+
+import lrsched_fused  # noqa: F401  (registers the ops)
+from lrsched_fused import _C
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def schedule_state(device, num_groups=2, lr=0.1):
+    values = [0.0] * _C.HEADER_SIZE
+    values[_C.PLATEAU_BEST] = float("inf")
+    for _ in range(num_groups):
+        slots = [0.0] * _C.GROUP_STRIDE
+        slots[_C.GROUP_LR] = lr
+        slots[_C.GROUP_BASE_LR] = lr
+        values += slots
+    return torch.tensor(values, dtype=torch.float64, device=device)
+
+
+def tensors(shapes, dtype, device):
+    return [torch.randn(s, dtype=dtype, device=device) for s in shapes]
+
+
+SHAPES = [(3, 4), (0,), (300,), (5,)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("amsgrad", [False, True])
+@pytest.mark.parametrize("amp", [False, True])
+def test_adam_step_opcheck(device, dtype, amsgrad, amp):
+    params = tensors(SHAPES, dtype, device)
+    grads = tensors(SHAPES, dtype, device)
+    exp_avgs = [torch.zeros_like(p) for p in params]
+    exp_avg_sqs = [torch.zeros_like(p) for p in params]
+    max_exp_avg_sqs = [torch.zeros_like(p) for p in params] if amsgrad else []
+    steps = [torch.zeros((), dtype=torch.float64, device=device) for _ in params]
+    extra = (torch.tensor(4.0, device=device), torch.tensor(0.0, device=device)) if amp else (None, None)
+    args = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, schedule_state(device), 1, 0.9, 0.999,
+            0.01, 1e-8, amsgrad, False, True) + extra
+    torch.library.opcheck(torch.ops.lrsched_fused.adam_step_.default, args)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_sgd_step_opcheck(device, dtype, momentum):
+    params = tensors(SHAPES, dtype, device)
+    grads = tensors(SHAPES, dtype, device)
+    buffers = [torch.zeros_like(p) for p in params] if momentum else []
+    first = [True, False, True, False] if momentum else []
+    args = (params, grads, buffers, first, schedule_state(device), 0, momentum, 0.0, 1e-4, False, True, None, None)
+    torch.library.opcheck(torch.ops.lrsched_fused.sgd_step_.default, args)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind,hyper,with_metric", [
+    (_C.KIND_CONSTANT, [], False),
+    (_C.KIND_STEP, [2.0, 0.5], False),
+    (_C.KIND_COSINE, [10.0, 0.0], False),
+    (_C.KIND_PLATEAU, [0.0, 0.1, 0.0, 1e-4, 0.0, 0.0, 1e-8], True),
+])
+def test_schedule_step_opcheck(device, kind, hyper, with_metric):
+    metric = torch.tensor(1.0, device=device) if with_metric else None
+    args = (schedule_state(device), kind, hyper, metric, torch.tensor(0.0, device=device))
+    torch.library.opcheck(torch.ops.lrsched_fused.schedule_step_.default, args)
+
+
+def test_found_inf_leaves_everything_untouched():
+    params = tensors(SHAPES, torch.float32, "cpu")
+    grads = tensors(SHAPES, torch.float32, "cpu")
+    state = [torch.rand_like(p) for p in params]
+    before = [t.clone() for t in params + grads + state]
+    steps = [torch.full((), 3.0, dtype=torch.float64) for _ in params]
+    torch.ops.lrsched_fused.adam_step_(params, grads, state, [s.clone() for s in state], [], steps,
+                                       schedule_state("cpu"), 0, 0.9, 0.999, 0.0, 1e-8, False, False, False,
+                                       torch.tensor(2.0), torch.tensor(1.0))
+    for a, b in zip(params + grads + state, before):
+        assert torch.equal(a, b)
+    assert all(float(s) == 3.0 for s in steps)
+
+
+def test_op_boundary_checks():
+    p = [torch.zeros(3)]
+    with pytest.raises(RuntimeError, match=r"grads\[0\] must match its parameter"):
+        torch.ops.lrsched_fused.sgd_step_(p, [torch.zeros(4)], [], [], schedule_state("cpu"), 0, 0.0, 0.0, 0.0,
+                                          False, False, None, None)
+    with pytest.raises(RuntimeError, match="group_index 5 is out of range"):
+        torch.ops.lrsched_fused.sgd_step_(p, [torch.zeros(3)], [], [], schedule_state("cpu"), 5, 0.0, 0.0, 0.0,
+                                          False, False, None, None)
+    with pytest.raises(RuntimeError, match="ReduceLROnPlateau needs a metric"):
+        torch.ops.lrsched_fused.schedule_step_(schedule_state("cpu"), _C.KIND_PLATEAU, [0.0] * 7, None, None)
