@@ -28,9 +28,10 @@ SHAPES = [(3, 4), (0,), (300,), (5,)]
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("amsgrad", [False, True])
-@pytest.mark.parametrize("amp", [False, True])
+@pytest.mark.parametrize("dtype,amsgrad,amp", [
+    (torch.float32, False, False), (torch.float64, True, True), (torch.bfloat16, True, False),
+    (torch.float16, False, True),
+], ids=["fp32", "fp64-amsgrad-amp", "bf16-amsgrad", "fp16-amp"])
 def test_adam_step_opcheck(device, dtype, amsgrad, amp):
     params = tensors(SHAPES, dtype, device)
     grads = tensors(SHAPES, dtype, device)

@@ -107,7 +107,8 @@ def plateau_metric(epoch: int, mode: str = "min") -> float:
 
 
 def build_pair(kind: str, kwargs: dict, layout: str, dtype: torch.dtype, schedule_name: Optional[str],
-               schedule_kwargs: dict, *, interval: str = "epoch", device: str = "cpu", group1_lr_scale=0.5):
+               schedule_kwargs: dict, *, interval: str = "epoch", device: str = "cpu", group1_lr_scale=0.5,
+               torch_impl: str = "fused"):
     """(torch optimizer, torch scheduler, our optimizer, torch params, our params)."""
     values = make_params(layout, dtype)
     torch_params = [[v.clone().to(device).requires_grad_() for v in group] for group in values]
@@ -122,7 +123,7 @@ def build_pair(kind: str, kwargs: dict, layout: str, dtype: torch.dtype, schedul
 
     # The reference pair uses a float lr (DESIGN.md): torch computes a Tensor
     # lr's schedule in the tensor's dtype (float32 here), ours in float64.
-    torch_kwargs = dict(kwargs, fused=True)
+    torch_kwargs = dict(kwargs, **({"fused": True} if torch_impl == "fused" else {"foreach": False}))
     if isinstance(torch_kwargs.get("lr"), torch.Tensor):
         torch_kwargs["lr"] = float(torch_kwargs["lr"])
     torch_groups = groups(torch_params)
@@ -141,9 +142,12 @@ def build_pair(kind: str, kwargs: dict, layout: str, dtype: torch.dtype, schedul
 def run_pair(kind: str, kwargs: dict, *, schedule_name: Optional[str], schedule_kwargs: dict, epochs: int,
              steps_per_epoch: int, layout: str = "mixed", dtype=torch.float32, interval: str = "epoch",
              mode: str = "min", none_grad_every: int = 3, device: str = "cpu",
-             metric_as_tensor: bool = True, after_step: Optional[Callable] = None) -> PairRun:
+             metric_as_tensor: bool = True, after_step: Optional[Callable] = None,
+             torch_impl: str = "fused") -> PairRun:
+    """torch_impl: "fused" (the reference) or "for-loop" (torch's single-tensor path)."""
     torch_opt, torch_sched, our_opt, torch_params, our_params = build_pair(
-        kind, kwargs, layout, dtype, schedule_name, schedule_kwargs, interval=interval, device=device)
+        kind, kwargs, layout, dtype, schedule_name, schedule_kwargs, interval=interval, device=device,
+        torch_impl=torch_impl)
     plateau = schedule_name == "ReduceLROnPlateau"
     gen = torch.Generator().manual_seed(1)
     run = PairRun()
