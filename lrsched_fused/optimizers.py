@@ -178,23 +178,24 @@ class _FusedOptimizer(Optimizer):
     def _state_device(self) -> torch.device:
         return self._device if self._device is not None else torch.device("cpu")
 
-    def _new_schedule_state(self) -> torch.Tensor:
-        num_groups = len(self.param_groups)
-        values = list(self._schedule.initial_header())
-        min_lrs = self._schedule.min_lrs(num_groups)
-        for group, min_lr in zip(self.param_groups, min_lrs):
-            slots = [0.0] * _C.GROUP_STRIDE
-            slots[_C.GROUP_LR] = group["lr"]
-            slots[_C.GROUP_BASE_LR] = group["lr"]
-            slots[_C.GROUP_MIN_LR] = min_lr
-            values += slots
-        return torch.tensor(values, dtype=torch.float64).to(self._state_device)
-
-    def _grow_schedule_state(self, lr: float) -> None:
+    @staticmethod
+    def _group_slots(lr: float, min_lr: float) -> List[float]:
+        """One group's slots of the schedule state: its lr is also its base lr."""
         slots = [0.0] * _C.GROUP_STRIDE
         slots[_C.GROUP_LR] = lr
         slots[_C.GROUP_BASE_LR] = lr
-        slots[_C.GROUP_MIN_LR] = self._schedule.min_lrs(1)[0]
+        slots[_C.GROUP_MIN_LR] = min_lr
+        return slots
+
+    def _new_schedule_state(self) -> torch.Tensor:
+        values = list(self._schedule.initial_header())
+        min_lrs = self._schedule.min_lrs(len(self.param_groups))
+        for group, min_lr in zip(self.param_groups, min_lrs):
+            values += self._group_slots(group["lr"], min_lr)
+        return torch.tensor(values, dtype=torch.float64).to(self._state_device)
+
+    def _grow_schedule_state(self, lr: float) -> None:
+        slots = self._group_slots(lr, self._schedule.min_lrs(1)[0])
         extra = torch.tensor(slots, dtype=torch.float64).to(self._state_device)
         self._schedule_state = torch.cat([self._schedule_state, extra])
         self._bind_group_lrs()
