@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine and builds lrsched_fused._C in place; used by
+# tests/run.sh and benchmarks/run.sh.
+#   - installs torch 2.14.1 (the CUDA 13 build: with nvcc present, the CUDA
+#     sources are compiled too, for sm_80 and sm_90, even without a GPU),
+#     ninja, pybind11, pytest (+ any extra packages given as arguments)
+#   - LRSCHED_SKIP_INSTALL=1 skips the pip step (a machine that has them)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+if [ "${LRSCHED_SKIP_INSTALL:-0}" != "1" ]; then
+  "$PY" -m pip install -q --disable-pip-version-check "torch==2.14.1" ninja pybind11 pytest "$@"
+fi
+
+# nvcc: the toolkit at /usr/local/cuda unless CUDA_HOME says otherwise.
+if [ -z "${CUDA_HOME:-}" ] && [ -x /usr/local/cuda/bin/nvcc ]; then
+  export CUDA_HOME=/usr/local/cuda
+fi
+export MAX_JOBS=${MAX_JOBS:-2}
+"$PY" setup.py -q build_ext --inplace
+"$PY" -c "import torch, lrsched_fused; print('lrsched_fused built against torch', torch.__version__, \
+'| CUDA kernels compiled:', torch._C._dispatch_has_kernel_for_dispatch_key('lrsched_fused::adam_step_', 'CUDA'))"
