@@ -104,11 +104,11 @@ void with_bool(bool value, const F& f) {
 template <typename scalar_t, int kDepth, unsigned kStoreMask, typename Update>
 __device__ __forceinline__ void apply_to_chunk(scalar_t* const (&slots)[kDepth], int count, const Update& update) {
   using opmath_t = at::opmath_type<scalar_t>;
-  for (int round = 0; round < count; round += kBlockThreads * kILP) {
+  for (int start = 0; start < count; start += kBlockThreads * kILP) {
     opmath_t values[kILP][kDepth];
 #pragma unroll
     for (int k = 0; k < kILP; ++k) {
-      const int i = round + k * kBlockThreads + static_cast<int>(threadIdx.x);
+      const int i = start + k * kBlockThreads + static_cast<int>(threadIdx.x);
       if (i < count) {
 #pragma unroll
         for (int s = 0; s < kDepth; ++s) {
@@ -118,7 +118,7 @@ __device__ __forceinline__ void apply_to_chunk(scalar_t* const (&slots)[kDepth],
     }
 #pragma unroll
     for (int k = 0; k < kILP; ++k) {
-      const int i = round + k * kBlockThreads + static_cast<int>(threadIdx.x);
+      const int i = start + k * kBlockThreads + static_cast<int>(threadIdx.x);
       if (i < count) {
         update(values[k]);
 #pragma unroll

@@ -53,6 +53,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <limits>
@@ -204,7 +205,12 @@ class TensorTableCache {
     if (capturing) {
       cached.pinned = true;
     } else if (!cached.pinned && stream != cached.allocation_stream) {
-      cached.storage.record_stream(stream.unwrap());
+      const c10::StreamId id = stream.id();
+      if (std::find(cached.recorded_streams.begin(), cached.recorded_streams.end(), id) ==
+          cached.recorded_streams.end()) {
+        cached.storage.record_stream(stream.unwrap());  // once per stream is enough
+        cached.recorded_streams.push_back(id);
+      }
     }
     return cached.table;
   }
@@ -216,6 +222,7 @@ class TensorTableCache {
     at::Tensor storage;  // uint8: TensorEntry[n], then int64_t first_chunks[n]
     TensorTable table;
     c10::cuda::CUDAStream allocation_stream;
+    std::vector<c10::StreamId> recorded_streams;  // other streams that read it
     uint64_t last_use = 0;
     bool pinned = false;   // read by a captured graph: never freed
     bool written = false;  // the content exists outside any graph
@@ -246,7 +253,7 @@ class TensorTableCache {
     at::Tensor storage = at::empty({bytes > 0 ? bytes : 1},
                                    at::TensorOptions().dtype(at::kByte).device(at::Device(at::kCUDA, device)));
     auto* base = static_cast<uint8_t*>(storage.mutable_data_ptr());
-    CachedTable cached{storage, TensorTable{}, stream};
+    CachedTable cached{storage, TensorTable{}, stream, {}};
     cached.table.entries = reinterpret_cast<const TensorEntry*>(base);
     cached.table.first_chunks = reinterpret_cast<const int64_t*>(base + n * sizeof(TensorEntry));
     cached.table.num_tensors = n;
