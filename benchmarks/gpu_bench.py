@@ -130,7 +130,11 @@ def variants(params):
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             opt.step()
-        return graph.replay
+
+        def step():
+            graph.replay()
+        step.keep_alive = opt  # the graph reads and writes the optimizer's state tensors
+        return step
 
     return {
         "torch_fused_cosine": torch_fused_cosine,
