@@ -119,6 +119,10 @@ struct FillBatch {
   int64_t first_chunks[kEntriesPerFill];
 };
 
+// Kernel arguments are limited to 4 KiB (without the CUDA 12.1 large-argument opt-in).
+static_assert(sizeof(FillBatch) + 2 * sizeof(void*) + sizeof(int64_t) + sizeof(int) <= 4096,
+              "fill_table_kernel's arguments must fit in 4 KiB");
+
 __global__ void fill_table_kernel(TensorEntry* entries, int64_t* first_chunks, int64_t offset, int count,
                                   FillBatch batch) {
   const int i = threadIdx.x;
