@@ -342,9 +342,9 @@ def count_kernels(fn) -> list:
 @pytest.mark.parametrize("opt_name", ["adam", "sgd"])
 def test_launches_per_step(opt_name):
     gen = torch.Generator().manual_seed(10)
-    group_a = [torch.randn(int(n), generator=gen).to(DEVICE).requires_grad_() for n in torch.randint(1, 5000, (400,), generator=gen)]
-    group_a += [torch.randn(int(n), generator=gen).to(DEVICE, torch.bfloat16).requires_grad_()
-                for n in torch.randint(1, 5000, (300,), generator=gen)]
+    sizes = [int(n) for n in torch.randint(1, 5000, (700,), generator=gen)]
+    group_a = [torch.randn(n, generator=gen).to(DEVICE).requires_grad_() for n in sizes[:400]]
+    group_a += [torch.randn(n, generator=gen).to(DEVICE, torch.bfloat16).requires_grad_() for n in sizes[400:]]
     group_b = [torch.randn(CHUNK * 3 + 1, generator=gen).to(DEVICE).requires_grad_()]
     params = group_a + group_b
     groups = [{"params": group_a}, {"params": group_b, "lr": 1e-3}]
