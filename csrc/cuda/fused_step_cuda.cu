@@ -8,6 +8,11 @@
 // syncs, and every launch goes to the current stream, so a step can be
 // captured in a CUDA graph. With found_inf != 0 the kernels return before
 // writing anything, step counters included.
+//
+// Launches per call, whatever the number of tensors: adam_step_ 2 (the
+// update, then the step counters), sgd_step_ 1, schedule_step_ 1. The first
+// call with a new list of tensors adds ceil(n / kEntriesPerFill) tiny
+// table-writing launches (NOTE: [device tensor table]).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
