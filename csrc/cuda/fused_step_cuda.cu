@@ -1,0 +1,406 @@
+// CUDA kernels of adam_step_, sgd_step_ and schedule_step_, and their
+// registration. The per-element math and the schedule are the shared headers'
+// (csrc/update_math.h, csrc/schedule_math.h); the chunking is the launcher's
+// (NOTE: [device tensor table]).
+//
+// Each update kernel reads the group's lr from schedule_state, and grad_scale
+// and found_inf, in device memory: nothing is read on the host, nothing
+// syncs, and every launch goes to the current stream, so a step can be
+// captured in a CUDA graph. With found_inf != 0 the kernels return before
+// writing anything, step counters included.
+//
+// Launches per call, whatever the number of tensors: adam_step_ 2 (the
+// update, then the step counters), sgd_step_ 1, schedule_step_ 1. The first
+// call with a new list of tensors adds ceil(n / kEntriesPerFill) tiny
+// table-writing launches (NOTE: [device tensor table]).
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/core/Tensor.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <type_traits>
+
+#include "../op_checks.h"
+#include "../schedule_math.h"
+#include "../update_math.h"
+#include "multi_tensor_launcher.cuh"
+
+namespace lrsched_fused {
+namespace cuda {
+namespace {
+
+// A one-element tensor read inside a kernel; data == nullptr when absent.
+struct DeviceScalar {
+  const void* data;
+  c10::ScalarType dtype;
+};
+
+__device__ inline double load_scalar(const DeviceScalar& s) {
+  switch (s.dtype) {
+    case c10::ScalarType::Double:
+      return *static_cast<const double*>(s.data);
+    case c10::ScalarType::Float:
+      return *static_cast<const float*>(s.data);
+    case c10::ScalarType::Half:
+      return static_cast<float>(*static_cast<const c10::Half*>(s.data));
+    case c10::ScalarType::BFloat16:
+      return static_cast<float>(*static_cast<const c10::BFloat16*>(s.data));
+    case c10::ScalarType::Long:
+      return static_cast<double>(*static_cast<const int64_t*>(s.data));
+    case c10::ScalarType::Int:
+      return *static_cast<const int32_t*>(s.data);
+    case c10::ScalarType::Short:
+      return *static_cast<const int16_t*>(s.data);
+    case c10::ScalarType::Char:
+      return *static_cast<const int8_t*>(s.data);
+    case c10::ScalarType::Byte:
+      return *static_cast<const uint8_t*>(s.data);
+    case c10::ScalarType::Bool:
+      return *static_cast<const bool*>(s.data) ? 1.0 : 0.0;
+    default:
+      return 0.0;  // unreachable: device_scalar() admits only the types above
+  }
+}
+
+__device__ inline bool is_set(const DeviceScalar& s) {
+  return s.data != nullptr && load_scalar(s) != 0.0;
+}
+
+DeviceScalar device_scalar(const std::optional<at::Tensor>& t, const at::Tensor& schedule_state, const char* name) {
+  if (!t.has_value()) {
+    return {nullptr, at::kFloat};
+  }
+  check_scalar_tensor(t, name);
+  const at::ScalarType dtype = t->scalar_type();
+  switch (dtype) {
+    case at::kDouble:
+    case at::kFloat:
+    case at::kHalf:
+    case at::kBFloat16:
+    case at::kLong:
+    case at::kInt:
+    case at::kShort:
+    case at::kChar:
+    case at::kByte:
+    case at::kBool:
+      break;
+    default:
+      TORCH_CHECK(false, name, " has dtype ", dtype, "; accepted: a floating, integer or bool dtype");
+  }
+  TORCH_CHECK(t->device() == schedule_state.device(), name, " is on ", t->device(), " but schedule_state is on ",
+              schedule_state.device(), "; move it to the parameters' device");
+  return {t->const_data_ptr(), dtype};
+}
+
+// Calls f(std::bool_constant<value>{}) so that `value` becomes a template argument.
+template <typename F>
+void with_bool(bool value, const F& f) {
+  if (value) {
+    f(std::true_type{});
+  } else {
+    f(std::false_type{});
+  }
+}
+
+// Loads the kDepth slots of a chunk in rounds of kILP elements per thread,
+// applies `update` to each element (in opmath_t) and stores the slots whose
+// bit is set in kStoreMask. Index i of a round is coalesced across the block.
+template <typename scalar_t, int kDepth, unsigned kStoreMask, typename Update>
+__device__ __forceinline__ void apply_to_chunk(scalar_t* const (&slots)[kDepth], int count, const Update& update) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  for (int start = 0; start < count; start += kBlockThreads * kILP) {
+    opmath_t values[kILP][kDepth];
+#pragma unroll
+    for (int k = 0; k < kILP; ++k) {
+      const int i = start + k * kBlockThreads + static_cast<int>(threadIdx.x);
+      if (i < count) {
+#pragma unroll
+        for (int s = 0; s < kDepth; ++s) {
+          values[k][s] = static_cast<opmath_t>(slots[s][i]);
+        }
+      }
+    }
+#pragma unroll
+    for (int k = 0; k < kILP; ++k) {
+      const int i = start + k * kBlockThreads + static_cast<int>(threadIdx.x);
+      if (i < count) {
+        update(values[k]);
+#pragma unroll
+        for (int s = 0; s < kDepth; ++s) {
+          if ((kStoreMask >> s) & 1u) {
+            slots[s][i] = static_cast<scalar_t>(values[k][s]);
+          }
+        }
+      }
+    }
+  }
+}
+
+constexpr int kParam = 0;
+constexpr int kGrad = 1;
+constexpr int kExpAvg = 2;          // Adam
+constexpr int kExpAvgSq = 3;        // Adam
+constexpr int kMaxExpAvgSq = 4;     // Adam with amsgrad
+constexpr int kMomentumBuffer = 2;  // SGD with momentum
+
+struct AdamArgs {
+  const double* schedule_state;
+  int64_t lr_offset;
+  double beta1;
+  double beta2;
+  double weight_decay;
+  double eps;
+  bool maximize;
+  DeviceScalar grad_scale;
+  DeviceScalar found_inf;
+};
+
+template <typename scalar_t, bool kAmsgrad, bool kDecoupled, bool kWeightDecay, bool kUnscale>
+__global__ void __launch_bounds__(kBlockThreads) adam_chunk_kernel(TensorTable table, AdamArgs args) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  constexpr int kDepth = kAmsgrad ? 5 : 4;
+  constexpr unsigned kStoreMask = (1u << kParam) | (kUnscale ? 1u << kGrad : 0u) | (1u << kExpAvg) |
+                                  (1u << kExpAvgSq) | (kAmsgrad ? 1u << kMaxExpAvgSq : 0u);
+  __shared__ bool skipped;
+  __shared__ ChunkRef chunk;
+  __shared__ TensorEntry entry;
+  __shared__ AdamCoefficients<opmath_t> shared_coefficients;
+  if (threadIdx.x == 0) {
+    skipped = is_set(args.found_inf);
+    if (!skipped) {
+      chunk = locate_chunk(table, blockIdx.x);
+      entry = table.entries[chunk.tensor];
+      // The step counter still holds the previous count: the increment
+      // kernel runs after this one (see adam_step_cuda).
+      const double step = *entry.step + 1.0;
+      const double lr = args.schedule_state[args.lr_offset];
+      const double scale = args.grad_scale.data != nullptr ? load_scalar(args.grad_scale) : 1.0;
+      shared_coefficients = make_adam_coefficients<opmath_t>(lr, args.beta1, args.beta2, args.weight_decay,
+                                                             args.eps, args.maximize, scale, step);
+    }
+  }
+  __syncthreads();
+  if (skipped) {
+    return;
+  }
+  const AdamCoefficients<opmath_t> c = shared_coefficients;
+  scalar_t* slot_pointers[kDepth];
+#pragma unroll
+  for (int s = 0; s < kDepth; ++s) {
+    slot_pointers[s] = static_cast<scalar_t*>(entry.slots[s]) + chunk.begin;
+  }
+  apply_to_chunk<scalar_t, kDepth, kStoreMask>(slot_pointers, chunk.count, [&](opmath_t(&v)[kDepth]) {
+    if constexpr (kAmsgrad) {
+      adam_update<opmath_t, true, kDecoupled, kWeightDecay, kUnscale>(v[kParam], v[kGrad], v[kExpAvg],
+                                                                       v[kExpAvgSq], v[kMaxExpAvgSq], c);
+    } else {
+      opmath_t unused = 0;
+      adam_update<opmath_t, false, kDecoupled, kWeightDecay, kUnscale>(v[kParam], v[kGrad], v[kExpAvg],
+                                                                        v[kExpAvgSq], unused, c);
+    }
+  });
+}
+
+// Runs after adam_chunk_kernel in stream order, so no block of it can see a
+// half-updated counter.
+__global__ void increment_steps_kernel(TensorTable table, DeviceScalar found_inf) {
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (t < table.num_tensors && !is_set(found_inf)) {
+    *table.entries[t].step += 1.0;
+  }
+}
+
+struct SgdArgs {
+  const double* schedule_state;
+  int64_t lr_offset;
+  double momentum;
+  double dampening;
+  double weight_decay;
+  bool nesterov;
+  bool maximize;
+  DeviceScalar grad_scale;
+  DeviceScalar found_inf;
+};
+
+template <typename scalar_t, bool kMomentum, bool kWeightDecay, bool kUnscale>
+__global__ void __launch_bounds__(kBlockThreads) sgd_chunk_kernel(TensorTable table, SgdArgs args) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  constexpr int kDepth = kMomentum ? 3 : 2;
+  constexpr unsigned kStoreMask =
+      (1u << kParam) | (kUnscale ? 1u << kGrad : 0u) | (kMomentum ? 1u << kMomentumBuffer : 0u);
+  __shared__ bool skipped;
+  __shared__ ChunkRef chunk;
+  __shared__ TensorEntry entry;
+  __shared__ SgdCoefficients<opmath_t> shared_coefficients;
+  if (threadIdx.x == 0) {
+    skipped = is_set(args.found_inf);
+    if (!skipped) {
+      chunk = locate_chunk(table, blockIdx.x);
+      entry = table.entries[chunk.tensor];
+      const double lr = args.schedule_state[args.lr_offset];
+      const double scale = args.grad_scale.data != nullptr ? load_scalar(args.grad_scale) : 1.0;
+      shared_coefficients = make_sgd_coefficients<opmath_t>(lr, args.momentum, args.dampening, args.weight_decay,
+                                                            args.nesterov, args.maximize, scale);
+    }
+  }
+  __syncthreads();
+  if (skipped) {
+    return;
+  }
+  const SgdCoefficients<opmath_t> c = shared_coefficients;
+  const bool first_step = entry.first_step != 0;
+  scalar_t* slot_pointers[kDepth];
+#pragma unroll
+  for (int s = 0; s < kDepth; ++s) {
+    slot_pointers[s] = static_cast<scalar_t*>(entry.slots[s]) + chunk.begin;
+  }
+  apply_to_chunk<scalar_t, kDepth, kStoreMask>(slot_pointers, chunk.count, [&](opmath_t(&v)[kDepth]) {
+    if constexpr (kMomentum) {
+      sgd_update<opmath_t, true, kWeightDecay, kUnscale>(v[kParam], v[kGrad], v[kMomentumBuffer], first_step, c);
+    } else {
+      opmath_t unused = 0;
+      sgd_update<opmath_t, false, kWeightDecay, kUnscale>(v[kParam], v[kGrad], unused, first_step, c);
+    }
+  });
+}
+
+struct ScheduleHyperparameters {
+  double values[8];
+};
+
+__global__ void schedule_step_kernel(double* schedule_state, int64_t num_groups, ScheduleKind kind,
+                                     ScheduleHyperparameters hyper, DeviceScalar metric, DeviceScalar skip_if) {
+  if (is_set(skip_if)) {
+    return;
+  }
+  const double metric_value = metric.data != nullptr ? load_scalar(metric) : 0.0;
+  advance_schedule(schedule_state, num_groups, kind, hyper.values, metric_value);
+}
+
+void adam_step_cuda(
+    at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
+    at::TensorList max_exp_avg_sqs, at::TensorList steps, const at::Tensor& schedule_state,
+    int64_t group_index, double beta1, double beta2, double weight_decay, double eps, bool amsgrad,
+    bool maximize, bool decoupled_weight_decay, const std::optional<at::Tensor>& grad_scale,
+    const std::optional<at::Tensor>& found_inf) {
+  check_group_index(schedule_state, group_index);
+  check_params(params, schedule_state);
+  check_slot(params, grads, "grads");
+  check_slot(params, exp_avgs, "exp_avgs");
+  check_slot(params, exp_avg_sqs, "exp_avg_sqs");
+  if (amsgrad) {
+    check_slot(params, max_exp_avg_sqs, "max_exp_avg_sqs");
+  }
+  check_steps(params, steps);
+  const DeviceScalar scale = device_scalar(grad_scale, schedule_state, "grad_scale");
+  const DeviceScalar skip = device_scalar(found_inf, schedule_state, "found_inf");
+  if (params.empty()) {
+    return;
+  }
+  const c10::cuda::CUDAGuard guard(schedule_state.device());
+  const c10::cuda::CUDAStream stream = c10::cuda::getCurrentCUDAStream(schedule_state.device().index());
+  TableSpec spec;
+  spec.slots = {params, grads, exp_avgs, exp_avg_sqs};
+  if (amsgrad) {
+    spec.slots.push_back(max_exp_avg_sqs);
+  }
+  spec.steps = steps;
+  const TensorTable table = TensorTableCache::instance().get(spec, schedule_state.device().index(), stream);
+  const AdamArgs args{schedule_state.const_data_ptr<double>(), layout::lr_offset(group_index), beta1, beta2,
+                      weight_decay, eps, maximize, scale, skip};
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, params[0].scalar_type(), "adam_step_cuda", [&] {
+    with_bool(amsgrad, [&](auto amsgrad_flag) {
+    with_bool(decoupled_weight_decay, [&](auto decoupled_flag) {
+    with_bool(weight_decay != 0.0, [&](auto weight_decay_flag) {
+    with_bool(grad_scale.has_value(), [&](auto unscale_flag) {
+      launch_per_chunk(&adam_chunk_kernel<scalar_t, decltype(amsgrad_flag)::value, decltype(decoupled_flag)::value,
+                                          decltype(weight_decay_flag)::value, decltype(unscale_flag)::value>,
+                       table, args, stream.stream());
+    });
+    });
+    });
+    });
+  });
+  launch_per_tensor(&increment_steps_kernel, table, skip, stream.stream());
+}
+
+void sgd_step_cuda(
+    at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers, c10::List<bool> first_step,
+    const at::Tensor& schedule_state, int64_t group_index, double momentum, double dampening,
+    double weight_decay, bool nesterov, bool maximize, const std::optional<at::Tensor>& grad_scale,
+    const std::optional<at::Tensor>& found_inf) {
+  check_group_index(schedule_state, group_index);
+  check_params(params, schedule_state);
+  check_slot(params, grads, "grads");
+  const bool has_momentum = momentum != 0.0;
+  if (has_momentum) {
+    check_slot(params, momentum_buffers, "momentum_buffers");
+    TORCH_CHECK(first_step.size() == params.size(), "first_step has ", first_step.size(), " entries, expected ",
+                params.size());
+  }
+  const DeviceScalar scale = device_scalar(grad_scale, schedule_state, "grad_scale");
+  const DeviceScalar skip = device_scalar(found_inf, schedule_state, "found_inf");
+  if (params.empty()) {
+    return;
+  }
+  const c10::cuda::CUDAGuard guard(schedule_state.device());
+  const c10::cuda::CUDAStream stream = c10::cuda::getCurrentCUDAStream(schedule_state.device().index());
+  TableSpec spec;
+  spec.slots = {params, grads};
+  if (has_momentum) {
+    spec.slots.push_back(momentum_buffers);
+    spec.first_step = &first_step;
+  }
+  const TensorTable table = TensorTableCache::instance().get(spec, schedule_state.device().index(), stream);
+  const SgdArgs args{schedule_state.const_data_ptr<double>(), layout::lr_offset(group_index), momentum, dampening,
+                     weight_decay, nesterov, maximize, scale, skip};
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, params[0].scalar_type(), "sgd_step_cuda", [&] {
+    with_bool(has_momentum, [&](auto momentum_flag) {
+    with_bool(weight_decay != 0.0, [&](auto weight_decay_flag) {
+    with_bool(grad_scale.has_value(), [&](auto unscale_flag) {
+      launch_per_chunk(&sgd_chunk_kernel<scalar_t, decltype(momentum_flag)::value,
+                                         decltype(weight_decay_flag)::value, decltype(unscale_flag)::value>,
+                       table, args, stream.stream());
+    });
+    });
+    });
+  });
+}
+
+void schedule_step_cuda(
+    const at::Tensor& schedule_state, int64_t kind, c10::ArrayRef<double> hyperparameters,
+    const std::optional<at::Tensor>& metric, const std::optional<at::Tensor>& skip_if) {
+  const int64_t groups = num_schedule_groups(schedule_state);
+  TORCH_CHECK(kind >= 0 && kind <= static_cast<int64_t>(ScheduleKind::Plateau), "unknown schedule kind ", kind);
+  const auto schedule_kind = static_cast<ScheduleKind>(kind);
+  TORCH_CHECK(static_cast<int64_t>(hyperparameters.size()) == num_hyperparameters(schedule_kind),
+              "schedule kind ", kind, " takes ", num_hyperparameters(schedule_kind), " hyperparameters, got ",
+              hyperparameters.size());
+  TORCH_CHECK(schedule_kind != ScheduleKind::Plateau || metric.has_value(), "ReduceLROnPlateau needs a metric");
+  const DeviceScalar metric_scalar = device_scalar(metric, schedule_state, "metric");
+  const DeviceScalar skip = device_scalar(skip_if, schedule_state, "skip_if");
+  ScheduleHyperparameters hyper{};
+  static_assert(sizeof(hyper.values) / sizeof(double) >= 7, "room for the Plateau hyperparameters");
+  for (size_t i = 0; i < hyperparameters.size(); ++i) {
+    hyper.values[i] = hyperparameters[i];
+  }
+  const c10::cuda::CUDAGuard guard(schedule_state.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(schedule_state.device().index()).stream();
+  schedule_step_kernel<<<1, 1, 0, stream>>>(schedule_state.mutable_data_ptr<double>(), groups, schedule_kind,
+                                            hyper, metric_scalar, skip);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+}  // namespace
+}  // namespace cuda
+
+TORCH_LIBRARY_IMPL(lrsched_fused, CUDA, m) {
+  m.impl("adam_step_", &cuda::adam_step_cuda);
+  m.impl("sgd_step_", &cuda::sgd_step_cuda);
+  m.impl("schedule_step_", &cuda::schedule_step_cuda);
+}
+
+}  // namespace lrsched_fused

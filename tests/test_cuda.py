@@ -1,0 +1,518 @@
+"""The CUDA path against torch's fused CUDA optimizers + torch.optim.lr_scheduler.
+
+Every comparison feeds the same parameters and gradients to both sides, step
+by step, and checks the parameters after every step, the lr after every
+schedule step and the optimizer state at the end. The CUDA-only properties
+(no host sync, CUDA graph capture and replay, launches per step, restore
+after capture) have their own tests.
+
+Set LRSCHED_FUSED_CUDA_TESTS_ON_CPU=1 to run the device-agnostic comparisons
+on the CPU against torch's fused CPU optimizers (a check of the test logic on
+a machine without a GPU); the CUDA-only tests then skip.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+
+import pytest
+import torch
+from torch.optim import lr_scheduler
+
+ON_CPU = os.environ.get("LRSCHED_FUSED_CUDA_TESTS_ON_CPU") == "1"
+if not ON_CPU and not torch.cuda.is_available():
+    pytest.skip(
+        "torch.cuda.is_available() is False: the CUDA kernels are compiled but need a GPU to run",
+        allow_module_level=True,
+    )
+
+from lrsched_fused import FusedAdam, FusedAdamW, FusedSGD, schedules  # noqa: E402
+
+DEVICE = torch.device("cpu" if ON_CPU else "cuda")
+needs_cuda = pytest.mark.skipif(ON_CPU, reason="a CUDA-only property (LRSCHED_FUSED_CUDA_TESTS_ON_CPU=1 is set)")
+
+CHUNK = 16384  # kChunkElements in csrc/cuda/multi_tensor_launcher.cuh
+# Shapes that cross chunk boundaries, a zero-size tensor and odd sizes; the
+# last parameter never gets a grad (torch skips it, so must we).
+SHAPES = [(64, 33), (CHUNK + 1,), (2 * CHUNK,), (3 * CHUNK + 5,), (0,), (7,), (1,), (5, 5), (3, 3)]
+NO_GRAD = len(SHAPES) - 1
+
+STEPS_PER_EPOCH = 3
+EPOCHS = 100  # 300 steps
+
+# ||ours - torch|| / ||torch|| over all parameters, after every step.
+# fp32/fp64: the two kernels differ only in rounding of the same formulas
+# (lerp vs fma forms, float64 vs opmath bias corrections); over 300 steps that
+# stays a few 1e-7 (fp32) and ~1e-15 (fp64). bf16/fp16: both sides round every
+# parameter to the storage dtype after each step, so an fp32-level difference
+# flips a rounding now and then, moving that element by one unit in the last
+# place (2**-8 for bf16, 2**-11 for fp16, relative). A CPU simulation of both
+# kernels' formulas (float32 math, fma emulated, 30k elements, these lrs)
+# gives 0.6 ulp norm-relative after 300 steps for both; the bound is 2 ulp.
+TOLERANCES = {
+    torch.float32: 1e-6,
+    torch.float64: 1e-12,
+    torch.bfloat16: 2 * 2.0**-8,
+    torch.float16: 2 * 2.0**-11,
+}
+# AdamW in fp32 against torch's *fused CUDA* kernel is the one exception:
+# torch's CUDA kernel decays with `param -= lr * weight_decay * param`, while
+# ours (shared header, like torch's fused CPU and single-tensor AdamW) uses
+# `param *= float(1 - lr * weight_decay)`. float(1 - lr*wd) is off by up to
+# half an ulp of 1 (3e-8) and the error repeats every step, so the two drift
+# apart by ~300 * 1.7e-8 = 5e-6 after 300 steps at lr * wd = 1e-4. torch's own
+# fused CUDA and single-tensor AdamW differ by the same amount. So AdamW fp32
+# is held to 1e-5 against torch's fused CUDA kernel and to 1e-6 against
+# torch's single-tensor AdamW on CUDA (test_adamw_matches_torch_single_tensor).
+ADAMW_FP32_VS_FUSED_CUDA = 1e-5
+LR_RTOL = 1e-12
+DTYPE_IDS = {torch.float32: "fp32", torch.float64: "fp64", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+OPTIMIZERS = {
+    "sgd": (FusedSGD, torch.optim.SGD, dict(lr=0.05, momentum=0.9, weight_decay=1e-4)),
+    "adam": (FusedAdam, torch.optim.Adam, dict(lr=1e-2, weight_decay=1e-4)),
+    "adamw": (FusedAdamW, torch.optim.AdamW, dict(lr=1e-2, weight_decay=1e-2)),
+}
+
+SCHEDULES = {
+    "step": (
+        lambda: schedules.StepLR(step_size=10, gamma=0.5),
+        lambda opt: lr_scheduler.StepLR(opt, step_size=10, gamma=0.5),
+    ),
+    "cosine": (
+        lambda: schedules.CosineAnnealingLR(T_max=30, eta_min=1e-4),
+        lambda opt: lr_scheduler.CosineAnnealingLR(opt, T_max=30, eta_min=1e-4),
+    ),
+    "plateau": (
+        lambda: schedules.ReduceLROnPlateau(factor=0.5, patience=2, cooldown=1, threshold=1e-3, min_lr=1e-4),
+        lambda opt: lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=2, cooldown=1, threshold=1e-3,
+                                                   min_lr=1e-4),
+    ),
+}
+
+
+def plateau_metric(epoch: int) -> float:
+    """A validation loss that improves, plateaus (the lr drops every few
+    epochs, down to min_lr), is NaN once, improves again and then creeps down
+    by more than the threshold."""
+    if epoch < 15:
+        return 1.0 / (1 + epoch)
+    if epoch < 40:
+        return 0.0625 + 1e-4 * (epoch % 3)
+    if epoch == 40:
+        return math.nan
+    if epoch < 60:
+        return 0.03
+    return 0.03 - 2e-4 * (epoch - 60)
+
+
+@contextlib.contextmanager
+def no_sync_allowed():
+    """Any host sync inside raises (torch.cuda.set_sync_debug_mode('error'))."""
+    if DEVICE.type != "cuda":
+        yield
+        return
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+
+
+def make_params(dtype, seed=0, shapes=SHAPES):
+    gen = torch.Generator().manual_seed(seed)
+    return [(torch.randn(s, generator=gen, dtype=torch.float64) * 0.5).to(dtype).to(DEVICE) for s in shapes]
+
+
+def twin_params(dtype, seed=0, shapes=SHAPES):
+    base = make_params(dtype, seed, shapes)
+    return ([p.clone().requires_grad_() for p in base], [p.clone().requires_grad_() for p in base])
+
+
+def set_grads(ours, ref, gen, skip=(NO_GRAD,)):
+    for i, (a, b) in enumerate(zip(ours, ref)):
+        if i in skip:
+            a.grad = b.grad = None
+            continue
+        g = torch.randn(a.shape, generator=gen, device=DEVICE, dtype=torch.float32).to(a.dtype)
+        a.grad = g.clone()
+        b.grad = g.clone()
+
+
+def rel_err(ours, ref) -> torch.Tensor:
+    a = torch.cat([p.detach().double().flatten() for p in ours])
+    b = torch.cat([p.detach().double().flatten() for p in ref])
+    return (a - b).norm() / b.norm()
+
+
+def assert_small(errors, tol, what):
+    errors = torch.stack(errors).cpu()
+    bad = (errors > tol) | errors.isnan()
+    if bad.any():
+        first = int(bad.nonzero()[0])
+        raise AssertionError(f"{what}: rel err {errors[first].item():.3e} > {tol:.1e} first at step {first + 1} "
+                             f"(max {errors.max().item():.3e})")
+
+
+def assert_lrs_equal(ours, ref, epoch):
+    mine = ours.lr_tensor.tolist()
+    theirs = [float(g["lr"]) for g in ref.param_groups]
+    for i, (a, b) in enumerate(zip(mine, theirs)):
+        assert abs(a - b) <= LR_RTOL * abs(b), f"epoch {epoch}, group {i}: lr {a!r} vs torch {b!r}"
+
+
+def state_names(opt_name, kwargs):
+    if opt_name != "sgd":
+        return ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if kwargs.get("amsgrad") else [])
+    return ["momentum_buffer"] if kwargs.get("momentum", 0) != 0 else []
+
+
+def compare_run(opt_name, sched_name, dtype, extra=None, interval="epoch", ref_kwargs=None):
+    ours_cls, ref_cls, kwargs = OPTIMIZERS[opt_name]
+    kwargs = {**kwargs, **(extra or {})}
+    ref_kwargs = ref_kwargs or {"fused": True}
+    make_ours, make_ref = SCHEDULES[sched_name]
+    ours_params, ref_params = twin_params(dtype)
+    ours = ours_cls(ours_params, schedule=make_ours(), schedule_interval=interval, **kwargs)
+    ref = ref_cls(ref_params, **ref_kwargs, **kwargs)
+    sched = make_ref(ref)
+    gen = torch.Generator(device=DEVICE).manual_seed(1)
+    tol = TOLERANCES[dtype]
+    if ref_kwargs.get("fused") and DEVICE.type == "cuda" and dtype == torch.float32 and (
+            opt_name == "adamw" or kwargs.get("decoupled_weight_decay")) and kwargs.get("weight_decay", 1) != 0:
+        tol = ADAMW_FP32_VS_FUSED_CUDA
+    errors = []
+    for epoch in range(EPOCHS):
+        for _ in range(STEPS_PER_EPOCH):
+            set_grads(ours_params, ref_params, gen)
+            with no_sync_allowed():
+                ours.step()
+            ref.step()
+            if interval == "step":
+                sched.step()
+            errors.append(rel_err(ours_params, ref_params))
+        if interval == "epoch":
+            if sched_name == "plateau":
+                metric = torch.tensor(plateau_metric(epoch), device=DEVICE)
+                with no_sync_allowed():
+                    ours.schedule_step(metric)
+                sched.step(metric)
+            else:
+                with no_sync_allowed():
+                    ours.schedule_step()
+                sched.step()
+        assert_lrs_equal(ours, ref, epoch)
+    assert_small(errors, tol, f"{opt_name}/{sched_name}/{DTYPE_IDS[dtype]} params")
+    with_grad = [(a, b) for i, (a, b) in enumerate(zip(ours_params, ref_params)) if i != NO_GRAD]
+    assert ours.state.get(ours_params[NO_GRAD], {}) == {}
+    assert torch.equal(ours_params[NO_GRAD], ref_params[NO_GRAD])
+    for name in state_names(opt_name, kwargs):
+        # Over all tensors together, like the params: one tiny tensor's
+        # relative error says little.
+        assert_small([rel_err([ours.state[a][name] for a, _ in with_grad], [ref.state[b][name] for _, b in with_grad])],
+                     tol, f"{opt_name} {name} at the end")
+    if opt_name != "sgd":
+        for a, b in with_grad:
+            assert float(ours.state[a]["step"]) == float(ref.state[b]["step"]) == EPOCHS * STEPS_PER_EPOCH
+    return ours, ref
+
+
+@pytest.mark.parametrize("dtype", list(TOLERANCES), ids=DTYPE_IDS.get)
+@pytest.mark.parametrize("sched_name", list(SCHEDULES))
+@pytest.mark.parametrize("opt_name", list(OPTIMIZERS))
+def test_matches_torch_fused(opt_name, sched_name, dtype):
+    compare_run(opt_name, sched_name, dtype)
+
+
+@pytest.mark.parametrize("sched_name", list(SCHEDULES))
+def test_adamw_matches_torch_single_tensor(sched_name):
+    """fp32 AdamW to 1e-6 against torch's single-tensor AdamW, whose decay is
+    written like ours (see ADAMW_FP32_VS_FUSED_CUDA)."""
+    compare_run("adamw", sched_name, torch.float32, ref_kwargs={"foreach": False})
+
+
+OPTION_CONFIGS = {
+    "adam-amsgrad": ("adam", dict(amsgrad=True)),
+    "adam-maximize-l2": ("adam", dict(maximize=True, weight_decay=0.1)),
+    "adam-no-decay": ("adam", dict(weight_decay=0.0, betas=(0.8, 0.99), eps=1e-6)),
+    "adamw-amsgrad": ("adamw", dict(amsgrad=True)),
+    "sgd-nesterov": ("sgd", dict(nesterov=True, weight_decay=1e-3)),
+    "sgd-dampening": ("sgd", dict(dampening=0.3)),
+    "sgd-plain-maximize": ("sgd", dict(momentum=0.0, maximize=True, weight_decay=0.0)),
+}
+
+
+@pytest.mark.parametrize("config", list(OPTION_CONFIGS))
+def test_options_match_torch_fused(config):
+    opt_name, extra = OPTION_CONFIGS[config]
+    compare_run(opt_name, "step", torch.float32, extra)
+
+
+@pytest.mark.parametrize("opt_name", ["adam", "sgd"])
+def test_schedule_every_step_matches_torch(opt_name):
+    compare_run(opt_name, "cosine", torch.float32, interval="step")
+
+
+def test_many_small_tensors_one_call():
+    shapes = [(int(n),) for n in torch.randint(1, 300, (600,), generator=torch.Generator().manual_seed(3))]
+    ours_params, ref_params = twin_params(torch.float32, seed=4, shapes=shapes)
+    ours = FusedAdam(ours_params, lr=1e-2)
+    ref = torch.optim.Adam(ref_params, lr=1e-2, fused=True)
+    gen = torch.Generator(device=DEVICE).manual_seed(5)
+    errors = []
+    for _ in range(30):
+        set_grads(ours_params, ref_params, gen, skip=())
+        with no_sync_allowed():
+            ours.step()
+        ref.step()
+        errors.append(rel_err(ours_params, ref_params))
+    assert_small(errors, TOLERANCES[torch.float32], "600 small tensors")
+
+
+def test_permuted_dense_params_match_contiguous():
+    gen = torch.Generator().manual_seed(6)
+    base = torch.randn(40, 3, 70, generator=gen).to(DEVICE)
+    permuted = base.permute(2, 0, 1).detach().requires_grad_()  # dense, not contiguous
+    contiguous = permuted.detach().contiguous().requires_grad_()
+    opt_a = FusedAdam([permuted], lr=1e-2)
+    opt_b = FusedAdam([contiguous], lr=1e-2)
+    grad_gen = torch.Generator(device=DEVICE).manual_seed(7)
+    for _ in range(5):
+        g = torch.randn(contiguous.shape, generator=grad_gen, device=DEVICE)
+        permuted.grad = torch.empty_like(permuted).copy_(g)
+        contiguous.grad = g.clone()
+        opt_a.step()
+        opt_b.step()
+    assert not permuted.is_contiguous()
+    assert torch.equal(permuted.detach(), contiguous.detach())
+
+
+def test_grad_scaler_found_inf_matches_torch():
+    ours_params, ref_params = twin_params(torch.float32, seed=8, shapes=[(300,), (CHUNK + 3,), (4, 4)])
+    ours = FusedAdam(ours_params, lr=1e-2, schedule=schedules.StepLR(step_size=2))
+    ref = torch.optim.Adam(ref_params, lr=1e-2, fused=True)
+    ref_sched = lr_scheduler.StepLR(ref, step_size=2)
+    scalers = [torch.amp.GradScaler(DEVICE.type, init_scale=2.0**10, growth_interval=3) for _ in range(2)]
+    gen = torch.Generator(device=DEVICE).manual_seed(9)
+    errors = []
+    for step in range(12):
+        targets = [torch.randn(p.shape, generator=gen, device=DEVICE) for p in ours_params]
+        for opt, params, scaler in ((ours, ours_params, scalers[0]), (ref, ref_params, scalers[1])):
+            loss = sum(((p - t) ** 2).sum() for p, t in zip(params, targets))
+            scaler.scale(loss).backward()
+            if step in (4, 5):
+                params[0].grad[3] = math.inf if step == 4 else math.nan
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad()
+        ours.schedule_step()
+        ref_sched.step()
+        errors.append(rel_err(ours_params, ref_params))
+        assert_lrs_equal(ours, ref, step)
+    assert_small(errors, TOLERANCES[torch.float32], "GradScaler")
+    for a, b in zip(ours_params, ref_params):
+        assert float(ours.state[a]["step"]) == float(ref.state[b]["step"]) == 10  # two skipped steps
+    assert scalers[0].get_scale() == scalers[1].get_scale()
+
+
+# ----------------------------------------------------------------------------- CUDA-only properties
+
+
+def count_kernels(fn) -> list:
+    """Names of the CUDA kernels that fn launches, read with torch.profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    names = []
+    for event in prof.events():
+        if event.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        if event.name.startswith(("Memcpy", "Memset")):
+            continue
+        names.append(event.name)
+    return names
+
+
+@needs_cuda
+@pytest.mark.parametrize("opt_name", ["adam", "sgd"])
+def test_launches_per_step(opt_name):
+    gen = torch.Generator().manual_seed(10)
+    sizes = [int(n) for n in torch.randint(1, 5000, (700,), generator=gen)]
+    group_a = [torch.randn(n, generator=gen).to(DEVICE).requires_grad_() for n in sizes[:400]]
+    group_a += [torch.randn(n, generator=gen).to(DEVICE, torch.bfloat16).requires_grad_() for n in sizes[400:]]
+    group_b = [torch.randn(CHUNK * 3 + 1, generator=gen).to(DEVICE).requires_grad_()]
+    params = group_a + group_b
+    groups = [{"params": group_a}, {"params": group_b, "lr": 1e-3}]
+    schedule = schedules.CosineAnnealingLR(T_max=10)
+    if opt_name == "adam":
+        opt = FusedAdam(groups, lr=1e-2, amsgrad=True, schedule=schedule, schedule_interval="step")
+        per_pair = 2  # update + step counters
+    else:
+        opt = FusedSGD(groups, lr=1e-2, momentum=0.9, schedule=schedule, schedule_interval="step")
+        per_pair = 1
+    pairs = 3  # (group a, fp32), (group a, bf16), (group b, fp32)
+    for p in params:
+        p.grad = torch.randn_like(p)
+    for _ in range(3):  # warm-up: state, tables (SGD's first step has other flags)
+        opt.step()
+    names = count_kernels(opt.step)
+    assert len(names) == per_pair * pairs + 1, names
+    assert all("lrsched_fused" in n for n in names), names
+    # torch's fused Adam needs a launch per ~100 tensors: ours does not grow with them.
+    assert len(names) <= 2 * pairs + 1
+
+
+@needs_cuda
+def test_first_step_is_sync_free_and_later_steps_allocate_nothing():
+    params = [p.requires_grad_() for p in make_params(torch.float32)]
+    opt = FusedAdam(params, lr=1e-2, schedule=schedules.ReduceLROnPlateau(patience=1))
+    for p in params:
+        p.grad = torch.randn_like(p)
+    metric = torch.tensor(1.0, device=DEVICE)
+    with no_sync_allowed():
+        opt.step()
+        opt.schedule_step(metric)
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_stats()["allocation.all.allocated"]
+    with no_sync_allowed():
+        for _ in range(5):
+            opt.step()
+            opt.schedule_step(metric)
+    torch.cuda.synchronize()
+    assert torch.cuda.memory_stats()["allocation.all.allocated"] == before
+
+
+class _Regression(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.Tanh(), torch.nn.Linear(64, 4))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def _data(n_batches, seed):
+    gen = torch.Generator().manual_seed(seed)
+    xs = torch.randn(n_batches, 32, 16, generator=gen, dtype=torch.float64).to(DEVICE)
+    w = torch.randn(16, 4, generator=gen, dtype=torch.float64).to(DEVICE)
+    ys = torch.tanh(xs @ w) + 0.3 * torch.randn(n_batches, 32, 4, generator=gen, dtype=torch.float64).to(DEVICE)
+    return xs, ys
+
+
+def _capture_setup(set_to_none_before_capture=False, schedule=None):
+    """Our model + FusedAdam warmed up on a side stream, a captured training
+    step and a captured schedule step; and the torch twin, warmed up eagerly."""
+    torch.manual_seed(11)
+    ref_model = _Regression().to(DEVICE, torch.float64)
+    model = copy.deepcopy(ref_model)
+    schedule = schedule or schedules.ReduceLROnPlateau(factor=0.5, patience=1, threshold=1e-2)
+    opt = FusedAdam(model.parameters(), lr=2e-2, weight_decay=1e-3, schedule=schedule)
+    ref = torch.optim.Adam(ref_model.parameters(), lr=2e-2, weight_decay=1e-3, fused=True)
+    ref_sched = lr_scheduler.ReduceLROnPlateau(ref, factor=0.5, patience=1, threshold=1e-2)
+    xs, ys = _data(40, seed=12)
+    static_x, static_y = xs[0].clone(), ys[0].clone()
+    loss_fn = torch.nn.MSELoss()
+
+    def ours_step():
+        loss_fn(model(static_x), static_y).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=False)
+
+    def ref_step(i):
+        loss_fn(ref_model(xs[i]), ys[i]).backward()
+        ref.step()
+        ref.zero_grad()
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for i in range(3):
+            static_x.copy_(xs[i])
+            static_y.copy_(ys[i])
+            ours_step()
+    torch.cuda.current_stream().wait_stream(side)
+    for i in range(3):
+        ref_step(i)
+    if set_to_none_before_capture:
+        opt.zero_grad(set_to_none=True)  # torch's whole-network recipe: backward allocates grads in the graph
+    step_graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(step_graph):
+        ours_step()
+    val_loss = torch.zeros((), device=DEVICE, dtype=torch.float64)
+    schedule_graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(schedule_graph):
+        opt.schedule_step(val_loss)
+    xv, yv = _data(1, seed=13)
+
+    def evaluate(m):
+        with torch.no_grad():
+            return loss_fn(m(xv[0]), yv[0])
+
+    return dict(model=model, opt=opt, ref_model=ref_model, ref=ref, ref_sched=ref_sched, xs=xs, ys=ys,
+                static_x=static_x, static_y=static_y, step_graph=step_graph, schedule_graph=schedule_graph,
+                val_loss=val_loss, evaluate=evaluate, ref_step=ref_step)
+
+
+def _replay_epochs(s, first_batch, epochs, steps_per_epoch=3, compare=True):
+    errors = []
+    batch = first_batch
+    for epoch in range(epochs):
+        for _ in range(steps_per_epoch):
+            s["static_x"].copy_(s["xs"][batch])
+            s["static_y"].copy_(s["ys"][batch])
+            with no_sync_allowed():
+                s["step_graph"].replay()
+            if compare:
+                s["ref_step"](batch)
+                errors.append(rel_err(s["model"].parameters(), s["ref_model"].parameters()))
+            batch += 1
+        s["val_loss"].copy_(s["evaluate"](s["model"]))
+        with no_sync_allowed():
+            s["schedule_graph"].replay()
+        if compare:
+            s["ref_sched"].step(s["evaluate"](s["ref_model"]))
+            assert_lrs_equal(s["opt"], s["ref"], epoch)
+    return errors, batch
+
+
+@needs_cuda
+@pytest.mark.parametrize("set_to_none", [False, True], ids=["grads-kept", "grads-none-before-capture"])
+def test_graph_replay_matches_eager_torch(set_to_none):
+    s = _capture_setup(set_to_none_before_capture=set_to_none)
+    errors, _ = _replay_epochs(s, first_batch=3, epochs=12)
+    # float64 model: the graph's and the eager GEMMs may round differently.
+    assert_small(errors, 1e-9, "captured step vs eager torch")
+    lrs = s["opt"].get_last_lr()
+    assert lrs[0] < 2e-2, f"the plateau schedule never reduced the lr ({lrs}); the test would not cover it"
+
+
+@needs_cuda
+def test_load_state_dict_after_capture_keeps_graph_valid():
+    s = _capture_setup()
+    opt = s["opt"]
+    _, batch = _replay_epochs(s, first_batch=3, epochs=2, compare=False)
+    snapshot = copy.deepcopy(opt.state_dict())
+    params_snapshot = [p.detach().clone() for p in s["model"].parameters()]
+    tensors = [t for st in opt.state.values() for t in st.values() if isinstance(t, torch.Tensor)]
+    pointers = sorted(t.data_ptr() for t in tensors) + [opt.schedule_state.data_ptr()]
+
+    _replay_epochs(s, first_batch=batch, epochs=4, compare=False)
+    first_run = [p.detach().clone() for p in s["model"].parameters()]
+    first_lrs = opt.lr_tensor.clone()
+
+    opt.load_state_dict(snapshot)
+    with torch.no_grad():
+        for p, saved in zip(s["model"].parameters(), params_snapshot):
+            p.copy_(saved)
+    tensors = [t for st in opt.state.values() for t in st.values() if isinstance(t, torch.Tensor)]
+    assert sorted(t.data_ptr() for t in tensors) + [opt.schedule_state.data_ptr()] == pointers
+
+    _replay_epochs(s, first_batch=batch, epochs=4, compare=False)
+    for a, b in zip(s["model"].parameters(), first_run):
+        assert torch.equal(a.detach(), b)
+    assert torch.equal(opt.lr_tensor, first_lrs)
