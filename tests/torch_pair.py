@@ -75,10 +75,10 @@ def our_schedule(name: str, kwargs: dict):
 
 def make_params(layout: str, dtype: torch.dtype, seed: int = 0) -> List[List[torch.Tensor]]:
     """Parameter values per group. "mixed": a zero-size tensor, one larger than
-    a CPU chunk (2**15 elements), small ones; "many": 520 small tensors."""
+    a CPU work block (2**16 elements) and a CUDA chunk, small ones; "many": 520 small tensors."""
     g = torch.Generator().manual_seed(seed)
     if layout == "mixed":
-        shapes = [[(4, 5), (0,), (40000,)], [(3,), (10, 3), (7, 1, 2)]]
+        shapes = [[(4, 5), (0,), (70000,)], [(3,), (10, 3), (7, 1, 2)]]
     elif layout == "many":
         shapes = [[(1 + (i * 7) % 13, 1 + i % 5) for i in range(300)], [(2 + i % 17,) for i in range(220)]]
     elif layout == "single":
