@@ -11,3 +11,11 @@ os.environ.setdefault("ATEN_CPU_CAPABILITY", "default")
 
 # Tests run against the in-place build (python setup.py build_ext --inplace).
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def pytest_terminal_summary(terminalreporter):
+    from torch_pair import WORST_SEEN
+    if WORST_SEEN:
+        terminalreporter.write_sep("-", "worst errors vs the torch pair (relative: lr per epoch, params per tensor)")
+        for name, seen in sorted(WORST_SEEN.items()):
+            terminalreporter.write_line(f"{name}: lr {seen['lr']:.3e}  params {seen['param']:.3e}  over {seen['runs']} runs")

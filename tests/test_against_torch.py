@@ -3,12 +3,20 @@ same parameters, same gradients, step by step, across named configurations."""
 import pytest
 import torch
 
-from torch_pair import (EXTRA_OPTIMIZER_INPUTS, TORCH_OPTIMIZER_INPUTS, run_pair, worst_lr_error,
+from torch_pair import (EXTRA_OPTIMIZER_INPUTS, TORCH_OPTIMIZER_INPUTS, record_worst, run_pair, worst_lr_error,
                         worst_param_error)
 
 # Relative tolerance of the parameters, ||ours - torch|| / ||torch||, per dtype.
 PARAM_RTOL = {torch.float32: 1e-6, torch.float64: 1e-12}
 LR_RTOL = 1e-12
+
+
+def check(run, dtype):
+    lr_error, param_error = worst_lr_error(run), worst_param_error(run)
+    record_worst(dtype, lr_error, param_error)
+    assert lr_error <= LR_RTOL
+    assert param_error <= PARAM_RTOL[dtype]
+
 
 # (schedule name, kwargs, epochs, steps per epoch): horizons cross every step_size,
 # T_max to 2.5 x T_max (torch's cosine does not clamp), patience and cooldown.
@@ -36,8 +44,7 @@ def test_matches_torch_pair(kind, kwargs, schedule, dtype):
     run = run_pair(kind, kwargs, schedule_name=name, schedule_kwargs=schedule_kwargs, epochs=epochs,
                    steps_per_epoch=steps, dtype=dtype)
     assert epochs * steps >= 300
-    assert worst_lr_error(run) <= LR_RTOL
-    assert worst_param_error(run) <= PARAM_RTOL[dtype]
+    check(run, dtype)
 
 
 @pytest.mark.parametrize("kind,kwargs", [
@@ -50,8 +57,7 @@ def test_matches_torch_pair_with_520_tensors(kind, kwargs, schedule):
     name, schedule_kwargs, epochs, steps = SCHEDULES[schedule]
     run = run_pair(kind, kwargs, schedule_name=name, schedule_kwargs=schedule_kwargs, epochs=epochs,
                    steps_per_epoch=steps, layout="many")
-    assert worst_lr_error(run) <= LR_RTOL
-    assert worst_param_error(run) <= PARAM_RTOL[torch.float32]
+    check(run, torch.float32)
 
 
 @pytest.mark.parametrize("kind,kwargs", [
@@ -64,8 +70,7 @@ def test_step_interval_matches_scheduler_stepped_every_iteration(kind, kwargs, s
     name, schedule_kwargs, _, _ = SCHEDULES[schedule]
     run = run_pair(kind, kwargs, schedule_name=name, schedule_kwargs=schedule_kwargs, epochs=30, steps_per_epoch=10,
                    interval="step", dtype=torch.float64)
-    assert worst_lr_error(run) <= LR_RTOL
-    assert worst_param_error(run) <= PARAM_RTOL[torch.float64]
+    check(run, torch.float64)
 
 
 def test_a_wrong_lr_would_fail():

@@ -193,6 +193,19 @@ def relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
     return diff / denom if denom > 0 else diff
 
 
+# The worst errors seen in this test session, per dtype name, printed at the
+# end of the run (tests/conftest.py): {"fp32": {"lr": .., "param": ..}, ...}
+WORST_SEEN: Dict[str, Dict[str, float]] = {}
+
+
+def record_worst(dtype: torch.dtype, lr_error: float, param_error: float) -> None:
+    name = {torch.float32: "fp32", torch.float64: "fp64", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+    seen = WORST_SEEN.setdefault(name, {"lr": 0.0, "param": 0.0, "runs": 0})
+    seen["lr"] = max(seen["lr"], lr_error)
+    seen["param"] = max(seen["param"], param_error)
+    seen["runs"] += 1
+
+
 def worst_param_error(run: PairRun) -> float:
     return max(relative_error(o, t) for o, t in zip(run.our_params, run.torch_params))
 
