@@ -1,5 +1,7 @@
 """lrsched_fused: fused SGD/Adam/AdamW whose learning-rate schedule is
 computed on the device, inside the step, with no host sync."""
+import torch  # noqa: F401  (loads libc10 and libtorch before the extension)
+
 from . import schedules
 from .optimizers import FusedAdam, FusedAdamW, FusedSGD
 
