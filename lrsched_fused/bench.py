@@ -435,7 +435,7 @@ def plot(rows: Sequence[dict], path: str, title: str) -> Optional[str]:
         return "matplotlib is not importable: no plot (pip install matplotlib)"
     panels = sorted({(r["workload"], r["dtype"]) for r in rows}, key=lambda k: (list(WORKLOADS).index(k[0]), k[1]))
     impls = [i for i in dict.fromkeys(r["impl"] for r in rows) if i != CEILING]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(12, 3.2 * len(panels)), squeeze=False)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(13, 3.2 * len(panels)), squeeze=False)
     for ax, (workload, dtype) in zip(axes[:, 0], panels):
         mine = [r for r in rows if r["workload"] == workload and r["dtype"] == dtype and "median_ms" in r]
         groups = list(dict.fromkeys((r["optimizer"], r["schedule"]) for r in mine))
@@ -463,7 +463,7 @@ def plot(rows: Sequence[dict], path: str, title: str) -> Optional[str]:
         ax.set_title(f"{workload} {dtype}")
         ax.set_xticks(range(len(groups)))
         ax.set_xticklabels([f"{o}\n{s}" for o, s in groups], fontsize=8)
-        ax.legend(fontsize=7, ncol=4)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
