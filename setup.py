@@ -44,8 +44,18 @@ def _nvidia_wheel_includes():
     return sorted(set(found))
 
 
+def _openmp_flags():
+    """at::parallel_for is a header template; with torch's OpenMP backend it is
+    a `#pragma omp parallel`, which compiles to a serial loop without -fopenmp.
+    Linking -fopenmp adds libgomp.so.1, which resolves to the one torch loaded."""
+    if getattr(torch._C, "has_openmp", False) and sys.platform.startswith("linux"):
+        return ["-fopenmp"]
+    return []
+
+
 def extension():
-    cxx_flags = ["-O3", "-fno-math-errno"]  # the C++ standard is the one torch's headers ask for
+    cxx_flags = ["-O3", "-fno-math-errno"] + _openmp_flags()  # the C++ standard is the one torch's headers ask for
+    link_flags = _openmp_flags()
     sources = [os.path.relpath(p, ROOT) for p in sorted(glob.glob(os.path.join(ROOT, "csrc", "**", "*.cpp"), recursive=True))]
     cuda_sources = [os.path.relpath(p, ROOT) for p in sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))]
     include_dirs = [os.path.join(ROOT, "csrc")]
@@ -59,9 +69,11 @@ def extension():
             include_dirs=include_dirs + _nvidia_wheel_includes(),
             define_macros=[("LRSCHED_FUSED_WITH_CUDA", "1")],
             extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
+            extra_link_args=link_flags,
         )
     return cpp_extension.CppExtension(
-        "lrsched_fused._C", sources, include_dirs=include_dirs, extra_compile_args={"cxx": cxx_flags}
+        "lrsched_fused._C", sources, include_dirs=include_dirs, extra_compile_args={"cxx": cxx_flags},
+        extra_link_args=link_flags,
     )
 
 
