@@ -10,6 +10,12 @@ from . import _C  # noqa: F401  (loads the library and registers the ops)
 
 _LIB = "lrsched_fused"
 
+# The overloads, bound once: calling an OpOverload skips the packet's overload
+# resolution on every step.
+_adam_step = torch.ops.lrsched_fused.adam_step_.default
+_sgd_step = torch.ops.lrsched_fused.sgd_step_.default
+_schedule_step = torch.ops.lrsched_fused.schedule_step_.default
+
 
 def adam_step_(
     params: Sequence[torch.Tensor],
@@ -31,7 +37,7 @@ def adam_step_(
     grad_scale: Optional[torch.Tensor] = None,
     found_inf: Optional[torch.Tensor] = None,
 ) -> None:
-    torch.ops.lrsched_fused.adam_step_(
+    _adam_step(
         params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, schedule_state, group_index,
         beta1, beta2, weight_decay, eps, amsgrad, maximize, decoupled_weight_decay, grad_scale, found_inf,
     )
@@ -53,7 +59,7 @@ def sgd_step_(
     grad_scale: Optional[torch.Tensor] = None,
     found_inf: Optional[torch.Tensor] = None,
 ) -> None:
-    torch.ops.lrsched_fused.sgd_step_(
+    _sgd_step(
         params, grads, momentum_buffers, list(first_step), schedule_state, group_index,
         momentum, dampening, weight_decay, nesterov, maximize, grad_scale, found_inf,
     )
@@ -66,7 +72,7 @@ def schedule_step_(
     metric: Optional[torch.Tensor] = None,
     skip_if: Optional[torch.Tensor] = None,
 ) -> None:
-    torch.ops.lrsched_fused.schedule_step_(schedule_state, kind, list(hyperparameters), metric, skip_if)
+    _schedule_step(schedule_state, kind, list(hyperparameters), metric, skip_if)
 
 
 # The ops only mutate their inputs in place, so their fake implementations
