@@ -1,0 +1,71 @@
+"""Our AVX2 loops (NOTE: [CPU instruction sets]) give bit-identical results to
+our baseline loops. The rest of the suite pins ATEN_CPU_CAPABILITY=default
+(tests/conftest.py), which selects the baseline loops, so this runs the same
+training in a subprocess at the machine's own capability and compares."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SCRIPT = r"""
+import sys, torch
+from lrsched_fused import FusedAdam, FusedAdamW, FusedSGD, schedules
+print(torch.backends.cpu.get_cpu_capability(), file=sys.stderr)
+inputs = torch.load(sys.argv[2])  # made by the parent: torch.randn itself differs across instruction sets
+results = {}
+for dtype in (torch.float32, torch.float64, torch.bfloat16):
+    for name, make in (
+        ("sgd", lambda ps: FusedSGD(ps, lr=0.05, momentum=0.9, weight_decay=0.01, nesterov=True)),
+        ("adam", lambda ps: FusedAdam(ps, lr=0.01, weight_decay=0.1, amsgrad=True)),
+        ("adamw", lambda ps: FusedAdamW(ps, lr=0.01, maximize=True,
+                                        schedule=schedules.CosineAnnealingLR(T_max=3))),
+    ):
+        params = [t.to(dtype).clone().requires_grad_() for t in inputs["params"]]
+        opt = make(params)
+        for step in range(20):
+            for p, grad in zip(params, inputs["grads"][step]):
+                p.grad = grad.to(dtype)
+            opt.step()
+            if step % 5 == 4:
+                opt.schedule_step()
+        results[f"{name}-{dtype}"] = [p.detach().clone() for p in params]
+torch.save(results, sys.argv[1])
+"""
+
+
+def make_inputs(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    sizes = (70000, 37, 1000, 3)
+    inputs = {"params": [torch.randn(n, generator=g) for n in sizes],
+              "grads": [[torch.randn(n, generator=g) for n in sizes] for _ in range(20)]}
+    path = tmp_path / "inputs.pt"
+    torch.save(inputs, path)
+    return path
+
+
+def run(tmp_path, capability):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("ATEN_CPU_CAPABILITY", None)
+    if capability is not None:
+        env["ATEN_CPU_CAPABILITY"] = capability
+    out = tmp_path / f"{capability or 'native'}.pt"
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(out), str(make_inputs(tmp_path))], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    return torch.load(out), done.stderr.strip().splitlines()[0]
+
+
+def test_avx2_loops_match_the_baseline_loops_bit_for_bit(tmp_path):
+    native, capability = run(tmp_path, None)
+    if capability not in ("AVX2", "AVX512"):
+        pytest.skip(f"this CPU's capability is {capability}: only the baseline loops exist here")
+    baseline, baseline_capability = run(tmp_path, "default")
+    assert baseline_capability == "DEFAULT"
+    assert native.keys() == baseline.keys()
+    for key in native:
+        for a, b in zip(native[key], baseline[key]):
+            assert torch.equal(a, b), key
