@@ -209,17 +209,27 @@ class _FusedOptimizer(Optimizer):
             group["lr"] = view
 
     def _adopt_assigned_lrs(self) -> None:
-        """Copies an lr the user assigned to group["lr"] into the schedule state."""
+        """Copies an lr the user assigned to group["lr"] into the schedule state
+        (all of them checked first, so a bad one changes nothing)."""
+        assigned = []
         for i, (group, view) in enumerate(zip(self.param_groups, self._lr_views)):
             lr = group["lr"]
             if lr is view:
                 continue
             if isinstance(lr, torch.Tensor):
-                view.copy_(lr.detach().reshape(()))
+                if lr.numel() != 1 or lr.is_complex():
+                    self._fail(ValueError, f"param group {i}", f"lr as a tensor must hold one real value, got "
+                               f"shape {tuple(lr.shape)}")
+                assigned.append((group, view, lr.detach().reshape(())))
             else:
                 probe = {"lr": lr}
                 self._normalize_lr(probe, f"param group {i}")
-                view.fill_(probe["lr"])
+                assigned.append((group, view, probe["lr"]))
+        for group, view, lr in assigned:
+            if isinstance(lr, torch.Tensor):
+                view.copy_(lr)
+            else:
+                view.fill_(lr)
             group["lr"] = view
 
     @property

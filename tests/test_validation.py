@@ -155,3 +155,13 @@ def test_loading_a_state_dict_of_another_schedule_or_group_count():
     two_groups = FusedAdam([{"params": params()}, {"params": params()}], schedule=schedules.StepLR(2))
     with pytest.raises(ValueError, match="the state_dict has 2 param groups, this optimizer 1"):
         opt.load_state_dict(two_groups.state_dict())
+
+
+def test_a_bad_lr_assigned_by_hand_changes_nothing():
+    opt = FusedSGD([{"params": params()}, {"params": params()}], lr=0.1)
+    before = opt.schedule_state.clone()
+    opt.param_groups[0]["lr"] = 0.05
+    opt.param_groups[1]["lr"] = -1.0
+    with pytest.raises(ValueError, match=r"lr must be a finite real number >= 0, got -1.0 \(param group 1\)"):
+        opt.step()
+    assert torch.equal(opt.schedule_state, before)
