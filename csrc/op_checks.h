@@ -3,6 +3,7 @@
 // Python layer validates user input with friendly errors first; these guard
 // the op boundary for direct torch.ops callers.
 #include <ATen/core/Tensor.h>
+#include <c10/util/ArrayRef.h>
 #include <c10/util/Exception.h>
 
 #include "schedule_math.h"
@@ -73,6 +74,46 @@ inline void check_scalar_tensor(const std::optional<at::Tensor>& t, const char* 
     TORCH_CHECK(t->numel() == 1 && !at::isComplexType(t->scalar_type()), name,
                 " must be a one-element real tensor, got ", t->scalar_type(), " ", t->sizes());
   }
+}
+
+// The tensor-list arguments of adam_step_, the same on every device.
+inline void check_adam_step_args(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
+                                 at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs, at::TensorList steps,
+                                 const at::Tensor& schedule_state, int64_t group_index, bool amsgrad) {
+  check_group_index(schedule_state, group_index);
+  check_params(params, schedule_state);
+  check_slot(params, grads, "grads");
+  check_slot(params, exp_avgs, "exp_avgs");
+  check_slot(params, exp_avg_sqs, "exp_avg_sqs");
+  if (amsgrad) {
+    check_slot(params, max_exp_avg_sqs, "max_exp_avg_sqs");
+  }
+  check_steps(params, steps);
+}
+
+// The tensor-list arguments of sgd_step_, the same on every device.
+inline void check_sgd_step_args(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
+                                size_t num_first_step_flags, const at::Tensor& schedule_state,
+                                int64_t group_index, bool has_momentum) {
+  check_group_index(schedule_state, group_index);
+  check_params(params, schedule_state);
+  check_slot(params, grads, "grads");
+  if (has_momentum) {
+    check_slot(params, momentum_buffers, "momentum_buffers");
+    TORCH_CHECK(num_first_step_flags == params.size(), "first_step has ", num_first_step_flags,
+                " entries, expected ", params.size());
+  }
+}
+
+// The kind and hyperparameters of schedule_step_; returns the kind.
+inline ScheduleKind check_schedule_step_args(int64_t kind, c10::ArrayRef<double> hyperparameters, bool has_metric) {
+  TORCH_CHECK(kind >= 0 && kind <= static_cast<int64_t>(ScheduleKind::Plateau), "unknown schedule kind ", kind);
+  const auto schedule_kind = static_cast<ScheduleKind>(kind);
+  TORCH_CHECK(static_cast<int64_t>(hyperparameters.size()) == num_hyperparameters(schedule_kind),
+              "schedule kind ", kind, " takes ", num_hyperparameters(schedule_kind), " hyperparameters, got ",
+              hyperparameters.size());
+  TORCH_CHECK(schedule_kind != ScheduleKind::Plateau || has_metric, "ReduceLROnPlateau needs a metric");
+  return schedule_kind;
 }
 
 }  // namespace lrsched_fused

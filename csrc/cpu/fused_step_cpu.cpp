@@ -285,15 +285,8 @@ void adam_step_cpu(
     int64_t group_index, double beta1, double beta2, double weight_decay, double eps, bool amsgrad,
     bool maximize, bool decoupled_weight_decay, const std::optional<at::Tensor>& grad_scale,
     const std::optional<at::Tensor>& found_inf) {
-  check_group_index(schedule_state, group_index);
-  check_params(params, schedule_state);
-  check_slot(params, grads, "grads");
-  check_slot(params, exp_avgs, "exp_avgs");
-  check_slot(params, exp_avg_sqs, "exp_avg_sqs");
-  if (amsgrad) {
-    check_slot(params, max_exp_avg_sqs, "max_exp_avg_sqs");
-  }
-  check_steps(params, steps);
+  check_adam_step_args(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, schedule_state, group_index,
+                       amsgrad);
   check_scalar_tensor(grad_scale, "grad_scale");
   check_scalar_tensor(found_inf, "found_inf");
   if (params.empty() || step_is_skipped(found_inf)) {
@@ -342,15 +335,8 @@ void sgd_step_cpu(
     const at::Tensor& schedule_state, int64_t group_index, double momentum, double dampening,
     double weight_decay, bool nesterov, bool maximize, const std::optional<at::Tensor>& grad_scale,
     const std::optional<at::Tensor>& found_inf) {
-  check_group_index(schedule_state, group_index);
-  check_params(params, schedule_state);
-  check_slot(params, grads, "grads");
   const bool has_momentum = momentum != 0.0;
-  if (has_momentum) {
-    check_slot(params, momentum_buffers, "momentum_buffers");
-    TORCH_CHECK(first_step.size() == params.size(), "first_step has ", first_step.size(), " entries, expected ",
-                params.size());
-  }
+  check_sgd_step_args(params, grads, momentum_buffers, first_step.size(), schedule_state, group_index, has_momentum);
   check_scalar_tensor(grad_scale, "grad_scale");
   check_scalar_tensor(found_inf, "found_inf");
   if (params.empty() || step_is_skipped(found_inf)) {
@@ -391,14 +377,9 @@ void schedule_step_cpu(
     const at::Tensor& schedule_state, int64_t kind, c10::ArrayRef<double> hyperparameters,
     const std::optional<at::Tensor>& metric, const std::optional<at::Tensor>& skip_if) {
   const int64_t groups = num_schedule_groups(schedule_state);
-  TORCH_CHECK(kind >= 0 && kind <= static_cast<int64_t>(ScheduleKind::Plateau), "unknown schedule kind ", kind);
-  const auto schedule_kind = static_cast<ScheduleKind>(kind);
-  TORCH_CHECK(static_cast<int64_t>(hyperparameters.size()) == num_hyperparameters(schedule_kind),
-              "schedule kind ", kind, " takes ", num_hyperparameters(schedule_kind), " hyperparameters, got ",
-              hyperparameters.size());
+  const ScheduleKind schedule_kind = check_schedule_step_args(kind, hyperparameters, metric.has_value());
   check_scalar_tensor(metric, "metric");
   check_scalar_tensor(skip_if, "skip_if");
-  TORCH_CHECK(schedule_kind != ScheduleKind::Plateau || metric.has_value(), "ReduceLROnPlateau needs a metric");
   for (const auto* t : {&metric, &skip_if}) {
     TORCH_CHECK(!t->has_value() || (*t)->device().is_cpu(), "metric and skip_if must be on the CPU, like ",
                 "schedule_state");

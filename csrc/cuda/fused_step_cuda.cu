@@ -284,15 +284,8 @@ void adam_step_cuda(
     int64_t group_index, double beta1, double beta2, double weight_decay, double eps, bool amsgrad,
     bool maximize, bool decoupled_weight_decay, const std::optional<at::Tensor>& grad_scale,
     const std::optional<at::Tensor>& found_inf) {
-  check_group_index(schedule_state, group_index);
-  check_params(params, schedule_state);
-  check_slot(params, grads, "grads");
-  check_slot(params, exp_avgs, "exp_avgs");
-  check_slot(params, exp_avg_sqs, "exp_avg_sqs");
-  if (amsgrad) {
-    check_slot(params, max_exp_avg_sqs, "max_exp_avg_sqs");
-  }
-  check_steps(params, steps);
+  check_adam_step_args(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, schedule_state, group_index,
+                       amsgrad);
   const DeviceScalar scale = device_scalar(grad_scale, schedule_state, "grad_scale");
   const DeviceScalar skip = device_scalar(found_inf, schedule_state, "found_inf");
   if (params.empty()) {
@@ -331,15 +324,8 @@ void sgd_step_cuda(
     const at::Tensor& schedule_state, int64_t group_index, double momentum, double dampening,
     double weight_decay, bool nesterov, bool maximize, const std::optional<at::Tensor>& grad_scale,
     const std::optional<at::Tensor>& found_inf) {
-  check_group_index(schedule_state, group_index);
-  check_params(params, schedule_state);
-  check_slot(params, grads, "grads");
   const bool has_momentum = momentum != 0.0;
-  if (has_momentum) {
-    check_slot(params, momentum_buffers, "momentum_buffers");
-    TORCH_CHECK(first_step.size() == params.size(), "first_step has ", first_step.size(), " entries, expected ",
-                params.size());
-  }
+  check_sgd_step_args(params, grads, momentum_buffers, first_step.size(), schedule_state, group_index, has_momentum);
   const DeviceScalar scale = device_scalar(grad_scale, schedule_state, "grad_scale");
   const DeviceScalar skip = device_scalar(found_inf, schedule_state, "found_inf");
   if (params.empty()) {
@@ -374,12 +360,7 @@ void schedule_step_cuda(
     const at::Tensor& schedule_state, int64_t kind, c10::ArrayRef<double> hyperparameters,
     const std::optional<at::Tensor>& metric, const std::optional<at::Tensor>& skip_if) {
   const int64_t groups = num_schedule_groups(schedule_state);
-  TORCH_CHECK(kind >= 0 && kind <= static_cast<int64_t>(ScheduleKind::Plateau), "unknown schedule kind ", kind);
-  const auto schedule_kind = static_cast<ScheduleKind>(kind);
-  TORCH_CHECK(static_cast<int64_t>(hyperparameters.size()) == num_hyperparameters(schedule_kind),
-              "schedule kind ", kind, " takes ", num_hyperparameters(schedule_kind), " hyperparameters, got ",
-              hyperparameters.size());
-  TORCH_CHECK(schedule_kind != ScheduleKind::Plateau || metric.has_value(), "ReduceLROnPlateau needs a metric");
+  const ScheduleKind schedule_kind = check_schedule_step_args(kind, hyperparameters, metric.has_value());
   const DeviceScalar metric_scalar = device_scalar(metric, schedule_state, "metric");
   const DeviceScalar skip = device_scalar(skip_if, schedule_state, "skip_if");
   ScheduleHyperparameters hyper{};
