@@ -6,6 +6,8 @@
 #include <c10/util/ArrayRef.h>
 #include <c10/util/Exception.h>
 
+#include <cmath>
+
 #include "schedule_math.h"
 
 namespace lrsched_fused {
@@ -105,15 +107,35 @@ inline void check_sgd_step_args(at::TensorList params, at::TensorList grads, at:
   }
 }
 
-// The kind and hyperparameters of schedule_step_; returns the kind.
-inline ScheduleKind check_schedule_step_args(int64_t kind, c10::ArrayRef<double> hyperparameters, bool has_metric) {
-  TORCH_CHECK(kind >= 0 && kind <= static_cast<int64_t>(ScheduleKind::Plateau), "unknown schedule kind ", kind);
-  const auto schedule_kind = static_cast<ScheduleKind>(kind);
-  TORCH_CHECK(static_cast<int64_t>(hyperparameters.size()) == num_hyperparameters(schedule_kind),
-              "schedule kind ", kind, " takes ", num_hyperparameters(schedule_kind), " hyperparameters, got ",
-              hyperparameters.size());
-  TORCH_CHECK(schedule_kind != ScheduleKind::Plateau || has_metric, "ReduceLROnPlateau needs a metric");
-  return schedule_kind;
+// A schedule program (NOTE: [schedule program]) read in full before any state
+// changes; returns it, checked.
+inline Program check_schedule_program(c10::ArrayRef<double> program, bool has_metric) {
+  const int64_t size = static_cast<int64_t>(program.size());
+  auto is_count = [](double v) { return v >= 0 && v == std::floor(v) && v < 1e9; };
+  TORCH_CHECK(size >= 2 && is_count(program[0]) && program[0] <= kLastCombinator,
+              "schedule program: unknown combinator ", size >= 1 ? program[0] : -1.0);
+  TORCH_CHECK(is_count(program[1]) && program[1] >= 1 && program[1] <= layout::kMaxLeaves,
+              "schedule program: num_leaves must be in [1, ", layout::kMaxLeaves, "], got ", program[1]);
+  const Program view{program.data()};
+  TORCH_CHECK(view.combinator() != Combinator::Single || view.num_leaves() == 1,
+              "schedule program: a single schedule has one leaf");
+  int64_t at = 2 + view.num_milestones();
+  bool has_plateau = false;
+  for (int64_t l = 0; l < view.num_leaves(); ++l) {
+    TORCH_CHECK(at + 2 <= size && is_count(program[at]) && program[at] <= kLastScheduleKind &&
+                    is_count(program[at + 1]),
+                "schedule program: leaf ", l, " is malformed");
+    const auto kind = static_cast<ScheduleKind>(static_cast<int64_t>(program[at]));
+    const int64_t count = static_cast<int64_t>(program[at + 1]);
+    const int64_t expected = num_hyperparameters(kind);
+    TORCH_CHECK(expected < 0 ? count >= 1 : count == expected, "schedule program: leaf ", l, " of kind ",
+                program[at], " takes ", expected, " hyperparameters, got ", count);
+    has_plateau = has_plateau || kind == ScheduleKind::Plateau;
+    at += 2 + count;
+  }
+  TORCH_CHECK(at == size, "schedule program: ", size, " values, expected ", at);
+  TORCH_CHECK(!has_plateau || has_metric, "ReduceLROnPlateau needs a metric");
+  return view;
 }
 
 }  // namespace lrsched_fused

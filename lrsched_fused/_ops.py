@@ -36,10 +36,12 @@ def adam_step_(
     decoupled_weight_decay: bool,
     grad_scale: Optional[torch.Tensor] = None,
     found_inf: Optional[torch.Tensor] = None,
+    momentum_from_schedule: bool = False,
 ) -> None:
     _adam_step(
         params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, schedule_state, group_index,
         beta1, beta2, weight_decay, eps, amsgrad, maximize, decoupled_weight_decay, grad_scale, found_inf,
+        momentum_from_schedule,
     )
 
 
@@ -58,21 +60,23 @@ def sgd_step_(
     maximize: bool,
     grad_scale: Optional[torch.Tensor] = None,
     found_inf: Optional[torch.Tensor] = None,
+    momentum_from_schedule: bool = False,
 ) -> None:
     _sgd_step(
         params, grads, momentum_buffers, list(first_step), schedule_state, group_index,
-        momentum, dampening, weight_decay, nesterov, maximize, grad_scale, found_inf,
+        momentum, dampening, weight_decay, nesterov, maximize, grad_scale, found_inf, momentum_from_schedule,
     )
 
 
 def schedule_step_(
     schedule_state: torch.Tensor,
-    kind: int,
-    hyperparameters: Sequence[float],
+    program: Sequence[float],
     metric: Optional[torch.Tensor] = None,
     skip_if: Optional[torch.Tensor] = None,
+    *,
+    initial: bool = False,
 ) -> None:
-    _schedule_step(schedule_state, kind, list(hyperparameters), metric, skip_if)
+    _schedule_step(schedule_state, list(program), metric, skip_if, initial)
 
 
 # The ops only mutate their inputs in place, so their fake implementations
@@ -80,16 +84,17 @@ def schedule_step_(
 @torch.library.register_fake(f"{_LIB}::adam_step_")
 def _adam_step_fake(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, schedule_state,
                     group_index, beta1, beta2, weight_decay, eps, amsgrad, maximize,
-                    decoupled_weight_decay, grad_scale=None, found_inf=None) -> None:
+                    decoupled_weight_decay, grad_scale=None, found_inf=None, momentum_from_schedule=False) -> None:
     return None
 
 
 @torch.library.register_fake(f"{_LIB}::sgd_step_")
 def _sgd_step_fake(params, grads, momentum_buffers, first_step, schedule_state, group_index, momentum,
-                   dampening, weight_decay, nesterov, maximize, grad_scale=None, found_inf=None) -> None:
+                   dampening, weight_decay, nesterov, maximize, grad_scale=None, found_inf=None,
+                   momentum_from_schedule=False) -> None:
     return None
 
 
 @torch.library.register_fake(f"{_LIB}::schedule_step_")
-def _schedule_step_fake(schedule_state, kind, hyperparameters, metric=None, skip_if=None) -> None:
+def _schedule_step_fake(schedule_state, program, metric=None, skip_if=None, initial=False) -> None:
     return None

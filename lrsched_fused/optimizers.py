@@ -49,7 +49,9 @@ class _FusedOptimizer(Optimizer):
     ``schedule_state`` (layout: csrc/schedule_math.h), so it always shows the
     lr the kernels use, on the device, without a copy. Assigning a new value
     to ``group["lr"]`` (float or tensor) is honoured: the next ``step()``
-    copies it into the schedule state and restores the view.
+    copies it into the schedule state and restores the view. With a schedule
+    that cycles momentum, SGD's ``group["momentum"]`` and Adam's
+    ``group["betas"][0]`` are such views too, and are adopted the same way.
     """
 
     _step_supports_amp_scaling = True
@@ -82,10 +84,12 @@ class _FusedOptimizer(Optimizer):
         self._normalize_hyperparameters(defaults, "defaults")
         self._check_hyperparameters(defaults, "defaults")
         self._schedule = schedule
+        self._program = schedule.program()
         self._schedule_interval = schedule_interval
         self._skip_schedule_on_overflow = skip_schedule_on_overflow
         self._schedule_state: Optional[torch.Tensor] = None
         self._lr_views: List[torch.Tensor] = []
+        self._momentum_views: List[torch.Tensor] = []
         self._device: Optional[torch.device] = None
         super().__init__(params, defaults)
         self._schedule_state = self._new_schedule_state()
@@ -163,54 +167,81 @@ class _FusedOptimizer(Optimizer):
         self._normalize_lr(merged, where)
         self._normalize_hyperparameters(merged, where)
         self._check_hyperparameters(merged, where)
-        if self._schedule_state is not None and isinstance(getattr(self._schedule, "min_lr", None), list):
-            self._fail(ValueError, where, "the schedule has a per-group min_lr list, which cannot grow with a "
-                       "new group; use a single float min_lr")
+        if self._schedule_state is not None:
+            if not self._schedule.composable:
+                self._fail(ValueError, where, f"{type(self._schedule).__name__} sets every group's lr from its own "
+                           "per-group values and cannot take a group added later (torch's fails on it too)")
+            lists = self._schedule.per_group_lists()
+            if lists:
+                self._fail(ValueError, where, f"the schedule has per-group lists ({', '.join(lists)}), which "
+                           "cannot grow with a new group; use single floats")
         group = {**merged, "params": params}
         super().add_param_group(group)
         if devices:
             self._device = devices.pop()
         if self._schedule_state is not None:
-            self._grow_schedule_state(group["lr"])
+            self._grow_schedule_state(group)
 
     # ----------------------------------------------------- schedule state
     @property
     def _state_device(self) -> torch.device:
         return self._device if self._device is not None else torch.device("cpu")
 
-    @staticmethod
-    def _group_slots(lr: float, min_lr: float) -> List[float]:
-        """One group's slots of the schedule state: its lr is also its base lr."""
-        slots = [0.0] * _C.GROUP_STRIDE
-        slots[_C.GROUP_LR] = lr
-        slots[_C.GROUP_BASE_LR] = lr
-        slots[_C.GROUP_MIN_LR] = min_lr
-        return slots
+    # The momentum a group hands the schedule (SGD's momentum, Adam's beta1),
+    # and where a cycling schedule puts it back; see FusedSGD, FusedAdam.
+    def _group_momentum(self, group: Dict[str, Any]) -> float:
+        raise NotImplementedError
+
+    def _set_group_momentum(self, group: Dict[str, Any], value) -> None:
+        raise NotImplementedError
+
+    def _group_slots(self, groups: List[Dict[str, Any]], per_group: Dict[int, List[float]]) -> List[float]:
+        """The group slots of the schedule state (NOTE: [schedule state layout]):
+        each group's lr is also its base lr, then the schedule's own values."""
+        values = []
+        for i, group in enumerate(groups):
+            slots = [0.0] * _C.GROUP_STRIDE
+            slots[_C.GROUP_LR] = slots[_C.GROUP_BASE_LR] = float(group["lr"])
+            slots[_C.GROUP_MOMENTUM] = self._group_momentum(group)
+            for slot, per_group_values in per_group.items():
+                slots[slot] = per_group_values[i]
+            values += slots
+        return values
 
     def _new_schedule_state(self) -> torch.Tensor:
-        values = list(self._schedule.initial_header())
-        min_lrs = self._schedule.min_lrs(len(self.param_groups))
-        for group, min_lr in zip(self.param_groups, min_lrs):
-            values += self._group_slots(group["lr"], min_lr)
-        return torch.tensor(values, dtype=torch.float64).to(self._state_device)
+        """The schedule state after torch's scheduler constructor (its initial
+        step runs on the device, in the schedule's own code)."""
+        values = [0.0] * _C.HEADER_SIZE
+        values += self._group_slots(self.param_groups, self._schedule.group_slots(len(self.param_groups)))
+        state = torch.tensor(values, dtype=torch.float64).to(self._state_device)
+        _ops.schedule_step_(state, self._program, None, None, initial=True)
+        return state
 
-    def _grow_schedule_state(self, lr: float) -> None:
-        slots = self._group_slots(lr, self._schedule.min_lrs(1)[0])
-        extra = torch.tensor(slots, dtype=torch.float64).to(self._state_device)
+    def _grow_schedule_state(self, group: Dict[str, Any]) -> None:
+        """A group added later joins with its own lr as base lr and no initial
+        step, as torch's chainable schedulers treat it."""
+        extra = self._group_slots([group], self._schedule.group_slots(1))
+        extra = torch.tensor(extra, dtype=torch.float64).to(self._state_device)
         self._schedule_state = torch.cat([self._schedule_state, extra])
         self._bind_group_lrs()
 
-    def _lr_offset(self, group_index: int) -> int:
-        return _C.HEADER_SIZE + group_index * _C.GROUP_STRIDE + _C.GROUP_LR
+    def _slot_offset(self, group_index: int, slot: int) -> int:
+        return _C.HEADER_SIZE + group_index * _C.GROUP_STRIDE + slot
 
     def _bind_group_lrs(self) -> None:
-        self._lr_views = [self._schedule_state[self._lr_offset(i)] for i in range(len(self.param_groups))]
+        state = self._schedule_state
+        self._lr_views = [state[self._slot_offset(i, _C.GROUP_LR)] for i in range(len(self.param_groups))]
         for group, view in zip(self.param_groups, self._lr_views):
             group["lr"] = view
+        if self._schedule.cycles_momentum:
+            self._momentum_views = [state[self._slot_offset(i, _C.GROUP_MOMENTUM)]
+                                    for i in range(len(self.param_groups))]
+            for group, view in zip(self.param_groups, self._momentum_views):
+                self._set_group_momentum(group, view)
 
     def _adopt_assigned_lrs(self) -> None:
-        """Copies an lr the user assigned to group["lr"] into the schedule state
-        (all of them checked first, so a bad one changes nothing)."""
+        """Copies an lr (or a cycled momentum) the user assigned to a group
+        into the schedule state (all checked first, so a bad one changes nothing)."""
         assigned = []
         for i, (group, view) in enumerate(zip(self.param_groups, self._lr_views)):
             lr = group["lr"]
@@ -220,17 +251,31 @@ class _FusedOptimizer(Optimizer):
                 if lr.numel() != 1 or lr.is_complex():
                     self._fail(ValueError, f"param group {i}", f"lr as a tensor must hold one real value, got "
                                f"shape {tuple(lr.shape)}")
-                assigned.append((group, view, lr.detach().reshape(())))
+                assigned.append((view, lr.detach().reshape(())))
             else:
                 probe = {"lr": lr}
                 self._normalize_lr(probe, f"param group {i}")
-                assigned.append((group, view, probe["lr"]))
-        for group, view, lr in assigned:
-            if isinstance(lr, torch.Tensor):
-                view.copy_(lr)
+                assigned.append((view, probe["lr"]))
+        for i, (group, view) in enumerate(zip(self.param_groups, self._momentum_views)):
+            momentum = self._assigned_momentum(group)
+            if momentum is view:
+                continue
+            if isinstance(momentum, torch.Tensor) and (momentum.numel() != 1 or momentum.is_complex()):
+                self._fail(ValueError, f"param group {i}", "a momentum/beta1 tensor must hold one real value")
+            if not isinstance(momentum, torch.Tensor) and (not _is_real(momentum) or not 0 <= momentum < 1):
+                self._fail(ValueError, f"param group {i}", f"momentum/beta1 must be in [0, 1), got {momentum!r}")
+            assigned.append((view, momentum.detach().reshape(()) if isinstance(momentum, torch.Tensor)
+                             else float(momentum)))
+        for view, value in assigned:
+            if isinstance(value, torch.Tensor):
+                view.copy_(value)
             else:
-                view.fill_(lr)
-            group["lr"] = view
+                view.fill_(value)
+        if assigned:
+            self._bind_group_lrs()
+
+    def _assigned_momentum(self, group: Dict[str, Any]):
+        raise NotImplementedError
 
     @property
     def schedule(self) -> Schedule:
@@ -289,8 +334,7 @@ class _FusedOptimizer(Optimizer):
         raise TypeError(f"{name}: the metric must be a real number or a one-element tensor, got {metric!r}")
 
     def _advance_schedule(self, metric: Optional[torch.Tensor], skip_if: Optional[torch.Tensor]) -> None:
-        _ops.schedule_step_(self._schedule_state, self._schedule.kind, self._schedule.hyperparameters(), metric,
-                            skip_if)
+        _ops.schedule_step_(self._schedule_state, self._program, metric, skip_if)
 
     # --------------------------------------------------------------- step
     def _amp_tensors(self) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
@@ -357,9 +401,10 @@ class _FusedOptimizer(Optimizer):
         state_dict = super().state_dict()
         values = self._schedule_state.tolist()
         for i, packed in enumerate(state_dict["param_groups"]):
-            base = _C.HEADER_SIZE + i * _C.GROUP_STRIDE
-            packed["lr"] = values[base + _C.GROUP_LR]
-            packed["initial_lr"] = values[base + _C.GROUP_BASE_LR]
+            packed["lr"] = values[self._slot_offset(i, _C.GROUP_LR)]
+            packed["initial_lr"] = values[self._slot_offset(i, _C.GROUP_BASE_LR)]
+            if self._schedule.cycles_momentum:
+                self._set_group_momentum(packed, values[self._slot_offset(i, _C.GROUP_MOMENTUM)])
         state_dict["schedule"] = {
             "name": type(self._schedule).__name__,
             "config": self._schedule.config(),
@@ -406,10 +451,11 @@ class _FusedOptimizer(Optimizer):
             self._schedule_state.copy_(schedule_part["state"])
         else:
             for i, group in enumerate(self.param_groups):
-                base = _C.HEADER_SIZE + i * _C.GROUP_STRIDE
                 lr = float(group["lr"])
-                self._schedule_state[base + _C.GROUP_LR] = lr
-                self._schedule_state[base + _C.GROUP_BASE_LR] = float(group.get("initial_lr", lr))
+                self._schedule_state[self._slot_offset(i, _C.GROUP_LR)] = lr
+                self._schedule_state[self._slot_offset(i, _C.GROUP_BASE_LR)] = float(group.get("initial_lr", lr))
+                if self._schedule.cycles_momentum:
+                    self._schedule_state[self._slot_offset(i, _C.GROUP_MOMENTUM)] = self._group_momentum(group)
         for group in self.param_groups:
             group.pop("initial_lr", None)
         self._bind_group_lrs()
@@ -439,10 +485,20 @@ class FusedSGD(_FusedOptimizer):
             self._fail(ValueError, where, "nesterov=True requires momentum > 0 and dampening == 0, got "
                        f"momentum={group['momentum']!r}, dampening={group['dampening']!r}")
 
+    def _group_momentum(self, group: Dict[str, Any]) -> float:
+        return float(group["momentum"])
+
+    def _set_group_momentum(self, group: Dict[str, Any], value) -> None:
+        group["momentum"] = value
+
+    def _assigned_momentum(self, group: Dict[str, Any]):
+        return group["momentum"]
+
     def _update(self, group_index, group, params, grad_scale, found_inf) -> None:
-        momentum = group["momentum"]
+        cycled = self._schedule.cycles_momentum  # the kernel reads the momentum from the schedule state
+        momentum = 0.0 if cycled else group["momentum"]
         buffers, first_step = [], []
-        if momentum != 0:
+        if cycled or momentum != 0:
             for p in params:
                 state = self.state[p]
                 buffer = state.get("momentum_buffer")
@@ -455,6 +511,7 @@ class FusedSGD(_FusedOptimizer):
             params, [self._grad_like_param(p) for p in params], buffers, first_step, self._schedule_state,
             group_index, momentum=momentum, dampening=group["dampening"], weight_decay=group["weight_decay"],
             nesterov=group["nesterov"], maximize=group["maximize"], grad_scale=grad_scale, found_inf=found_inf,
+            momentum_from_schedule=cycled,
         )
 
 
@@ -494,6 +551,15 @@ class FusedAdam(_FusedOptimizer):
         for key in ("amsgrad", "maximize", "decoupled_weight_decay"):
             self._check_flag(group, key, where)
 
+    def _group_momentum(self, group: Dict[str, Any]) -> float:
+        return float(group["betas"][0])
+
+    def _set_group_momentum(self, group: Dict[str, Any], value) -> None:
+        group["betas"] = (value, *group["betas"][1:])
+
+    def _assigned_momentum(self, group: Dict[str, Any]):
+        return group["betas"][0]
+
     def _update(self, group_index, group, params, grad_scale, found_inf) -> None:
         amsgrad = group["amsgrad"]
         exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps = [], [], [], []
@@ -510,12 +576,14 @@ class FusedAdam(_FusedOptimizer):
             if amsgrad:
                 max_exp_avg_sqs.append(state["max_exp_avg_sq"])
             steps.append(state["step"])
+        cycled = self._schedule.cycles_momentum  # the kernel reads beta1 from the schedule state
         beta1, beta2 = group["betas"]
         _ops.adam_step_(
             params, [self._grad_like_param(p) for p in params], exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
-            self._schedule_state, group_index, beta1=float(beta1), beta2=float(beta2),
+            self._schedule_state, group_index, beta1=0.0 if cycled else float(beta1), beta2=float(beta2),
             weight_decay=group["weight_decay"], eps=group["eps"], amsgrad=amsgrad, maximize=group["maximize"],
             decoupled_weight_decay=group["decoupled_weight_decay"], grad_scale=grad_scale, found_inf=found_inf,
+            momentum_from_schedule=cycled,
         )
 
 

@@ -28,7 +28,7 @@ if not ON_CPU and not torch.cuda.is_available():
         allow_module_level=True,
     )
 
-from lrsched_fused import FusedAdam, FusedAdamW, FusedSGD, schedules  # noqa: E402
+from lrsched_fused import FusedAdam, FusedAdamW, FusedSGD, schedules, torch_reference  # noqa: E402
 
 DEVICE = torch.device("cpu" if ON_CPU else "cuda")
 needs_cuda = pytest.mark.skipif(ON_CPU, reason="a CUDA-only property (LRSCHED_FUSED_CUDA_TESTS_ON_CPU=1 is set)")
@@ -91,6 +91,25 @@ SCHEDULES = {
                                                    min_lr=1e-4),
     ),
 }
+# The other schedules, built on the torch side by lrsched_fused.torch_reference
+# (the stock torch scheduler for each of ours; two stepped by hand for warmup
+# then plateau).
+OTHER_SCHEDULES = {
+    "warmup-cosine": lambda: schedules.SequentialLR(
+        [schedules.LinearLR(start_factor=0.1, total_iters=5), schedules.CosineAnnealingLR(T_max=40)], [5]),
+    "warmup-plateau": lambda: schedules.SequentialLR(
+        [schedules.LinearLR(start_factor=0.1, total_iters=5),
+         schedules.ReduceLROnPlateau(factor=0.5, patience=2, cooldown=1, threshold=1e-3, min_lr=1e-4)], [5]),
+    "chained": lambda: schedules.ChainedScheduler(
+        [schedules.ConstantLR(factor=0.5, total_iters=7), schedules.ExponentialLR(gamma=0.97),
+         schedules.MultiStepLR([20, 50, 50], gamma=0.5)]),
+    "restarts": lambda: schedules.CosineAnnealingWarmRestarts(T_0=5, T_mult=2, eta_min=1e-4),
+    "polynomial": lambda: schedules.PolynomialLR(total_iters=80, power=2.0),
+    "onecycle": lambda: schedules.OneCycleLR(max_lr=0.05, total_steps=EPOCHS, three_phase=True),
+    "cyclic": lambda: schedules.CyclicLR(1e-3, 0.05, step_size_up=7, step_size_down=4, mode="exp_range", gamma=0.99),
+}
+for _name, _make in OTHER_SCHEDULES.items():
+    SCHEDULES[_name] = (_make, lambda opt, _make=_make: torch_reference.torch_scheduler(_make(), opt))
 
 
 def plateau_metric(epoch: int) -> float:
@@ -194,7 +213,7 @@ def compare_run(opt_name, sched_name, dtype, extra=None, interval="epoch", ref_k
                 sched.step()
             errors.append(rel_err(ours_params, ref_params))
         if interval == "epoch":
-            if sched_name == "plateau":
+            if "plateau" in sched_name:
                 metric = torch.tensor(plateau_metric(epoch), device=DEVICE)
                 with no_sync_allowed():
                     ours.schedule_step(metric)

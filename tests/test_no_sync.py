@@ -41,6 +41,12 @@ SCHEDULES = {
     "step": lambda: schedules.StepLR(step_size=2),
     "cosine": lambda: schedules.CosineAnnealingLR(T_max=3),
     "plateau": lambda: schedules.ReduceLROnPlateau(patience=0),
+    "warmup then plateau": lambda: schedules.SequentialLR(
+        [schedules.LinearLR(start_factor=0.1, total_iters=2), schedules.ReduceLROnPlateau(patience=0)], [2]),
+    "one cycle (momentum on the device)": lambda: schedules.OneCycleLR(max_lr=0.1, total_steps=10),
+    "cyclic": lambda: schedules.CyclicLR(0.01, 0.1, step_size_up=2, mode="exp_range", gamma=0.9),
+    "chained": lambda: schedules.ChainedScheduler([schedules.ConstantLR(), schedules.ExponentialLR(0.9)]),
+    "warm restarts": lambda: schedules.CosineAnnealingWarmRestarts(T_0=2, T_mult=2),
 }
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -60,7 +66,7 @@ def test_step_and_schedule_step_do_not_read_device_values(optimizer, schedule, d
         with detector:
             opt.step()  # the first step creates the state lazily; that may allocate, not sync
             opt.step()
-            if schedule == "plateau":
+            if "plateau" in schedule:
                 metric.add_(0.5)
                 opt.schedule_step(metric)
             else:

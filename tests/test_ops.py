@@ -4,14 +4,14 @@ import pytest
 import torch
 
 import lrsched_fused  # noqa: F401  (registers the ops)
-from lrsched_fused import _C
+from lrsched_fused import _C, schedules
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def schedule_state(device, num_groups=2, lr=0.1):
     values = [0.0] * _C.HEADER_SIZE
-    values[_C.PLATEAU_BEST] = float("inf")
+    values[_C.FIRST_LEAF + _C.PLATEAU_BEST] = float("inf")
     for _ in range(num_groups):
         slots = [0.0] * _C.GROUP_STRIDE
         slots[_C.GROUP_LR] = lr
@@ -58,15 +58,49 @@ def test_sgd_step_opcheck(device, dtype, momentum):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("kind,hyper,with_metric", [
-    (_C.KIND_CONSTANT, [], False),
-    (_C.KIND_STEP, [2.0, 0.5], False),
-    (_C.KIND_COSINE, [10.0, 0.0], False),
-    (_C.KIND_PLATEAU, [0.0, 0.1, 0.0, 1e-4, 0.0, 0.0, 1e-8], True),
-])
-def test_schedule_step_opcheck(device, kind, hyper, with_metric):
-    metric = torch.tensor(1.0, device=device) if with_metric else None
-    args = (schedule_state(device), kind, hyper, metric, torch.tensor(0.0, device=device))
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_momentum_from_schedule_opcheck(device, optimizer):
+    """The cycle_momentum path: beta1 / momentum read from the schedule state."""
+    params = tensors(SHAPES, torch.float32, device)
+    grads = tensors(SHAPES, torch.float32, device)
+    state = schedule_state(device)
+    state[_C.HEADER_SIZE + _C.GROUP_MOMENTUM::_C.GROUP_STRIDE] = 0.85
+    if optimizer == "adam":
+        args = (params, grads, [torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params], [],
+                [torch.zeros((), dtype=torch.float64, device=device) for _ in params], state, 1, 0.0, 0.999, 0.0,
+                1e-8, False, False, False, None, None, True)
+        torch.library.opcheck(torch.ops.lrsched_fused.adam_step_.default, args)
+    else:
+        args = (params, grads, [torch.zeros_like(p) for p in params], [True] * len(params), state, 0, 0.0, 0.0,
+                0.0, False, False, None, None, True)
+        torch.library.opcheck(torch.ops.lrsched_fused.sgd_step_.default, args)
+
+
+PROGRAMS = {  # one of every schedule kind, and the composites (NOTE: [schedule program])
+    "Constant": schedules.Constant(),
+    "StepLR": schedules.StepLR(2, 0.5),
+    "MultiStepLR": schedules.MultiStepLR([1, 3, 3], 0.5),
+    "ConstantLR": schedules.ConstantLR(),
+    "LinearLR": schedules.LinearLR(),
+    "ExponentialLR": schedules.ExponentialLR(0.9),
+    "PolynomialLR": schedules.PolynomialLR(),
+    "CosineAnnealingLR": schedules.CosineAnnealingLR(10),
+    "CosineAnnealingWarmRestarts": schedules.CosineAnnealingWarmRestarts(2, 2),
+    "OneCycleLR": schedules.OneCycleLR(0.1, 10),
+    "CyclicLR": schedules.CyclicLR(0.01, 0.1),
+    "ReduceLROnPlateau": schedules.ReduceLROnPlateau(),
+    "SequentialLR": schedules.SequentialLR([schedules.LinearLR(), schedules.ReduceLROnPlateau()], [3]),
+    "ChainedScheduler": schedules.ChainedScheduler([schedules.ConstantLR(), schedules.ExponentialLR(0.9)]),
+}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", list(PROGRAMS))
+@pytest.mark.parametrize("initial", [False, True])
+def test_schedule_step_opcheck(device, name, initial):
+    schedule = PROGRAMS[name]
+    metric = torch.tensor(1.0, device=device) if schedule.requires_metric else None
+    args = (schedule_state(device), schedule.program(), metric, torch.tensor(0.0, device=device), initial)
     torch.library.opcheck(torch.ops.lrsched_fused.schedule_step_.default, args)
 
 
@@ -93,4 +127,14 @@ def test_op_boundary_checks():
         torch.ops.lrsched_fused.sgd_step_(p, [torch.zeros(3)], [], [], schedule_state("cpu"), 5, 0.0, 0.0, 0.0,
                                           False, False, None, None)
     with pytest.raises(RuntimeError, match="ReduceLROnPlateau needs a metric"):
-        torch.ops.lrsched_fused.schedule_step_(schedule_state("cpu"), _C.KIND_PLATEAU, [0.0] * 7, None, None)
+        torch.ops.lrsched_fused.schedule_step_(schedule_state("cpu"), PROGRAMS["ReduceLROnPlateau"].program(),
+                                               None, None)
+    for bad, words in [([0.0], "combinator"), ([0.0, 2.0, 0.0, 0.0, 0.0, 0.0], "a single schedule has one leaf"),
+                       ([1.0, 9.0], "num_leaves"), ([0.0, 1.0, 99.0, 0.0], "malformed"),
+                       ([0.0, 1.0, float(_C.KIND_STEP), 1.0, 2.0], "takes 2 hyperparameters"),
+                       (PROGRAMS["StepLR"].program() + [1.0], "values, expected")]:
+        before = schedule_state("cpu")
+        state = before.clone()
+        with pytest.raises(RuntimeError, match=words):
+            torch.ops.lrsched_fused.schedule_step_(state, bad, None, None)
+        assert torch.equal(state, before)

@@ -122,9 +122,10 @@ def test_plateau_state_matches_torch_counters():
         ours.schedule_step(torch.tensor(metric, dtype=torch.float64))
         state = ours.schedule_state.tolist()
         assert state[_C.LAST_EPOCH] == torch_sched.last_epoch
-        assert state[_C.PLATEAU_BEST] == torch_sched.best
-        assert state[_C.PLATEAU_BAD_EPOCHS] == torch_sched.num_bad_epochs
-        assert state[_C.PLATEAU_COOLDOWN] == torch_sched.cooldown_counter
+        assert state[_C.FIRST_LEAF + _C.LEAF_LAST_EPOCH] == torch_sched.last_epoch
+        assert state[_C.FIRST_LEAF + _C.PLATEAU_BEST] == torch_sched.best
+        assert state[_C.FIRST_LEAF + _C.PLATEAU_BAD_EPOCHS] == torch_sched.num_bad_epochs
+        assert state[_C.FIRST_LEAF + _C.PLATEAU_COOLDOWN] == torch_sched.cooldown_counter
 
 
 def test_no_schedule_keeps_the_lr():

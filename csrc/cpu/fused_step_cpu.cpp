@@ -284,7 +284,7 @@ void adam_step_cpu(
     at::TensorList max_exp_avg_sqs, at::TensorList steps, const at::Tensor& schedule_state,
     int64_t group_index, double beta1, double beta2, double weight_decay, double eps, bool amsgrad,
     bool maximize, bool decoupled_weight_decay, const std::optional<at::Tensor>& grad_scale,
-    const std::optional<at::Tensor>& found_inf) {
+    const std::optional<at::Tensor>& found_inf, bool momentum_from_schedule) {
   check_adam_step_args(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, schedule_state, group_index,
                        amsgrad);
   check_scalar_tensor(grad_scale, "grad_scale");
@@ -292,7 +292,11 @@ void adam_step_cpu(
   if (params.empty() || step_is_skipped(found_inf)) {
     return;
   }
-  const double lr = schedule_state.const_data_ptr<double>()[layout::lr_offset(group_index)];
+  const double* schedule = schedule_state.const_data_ptr<double>();
+  const double lr = schedule[layout::lr_offset(group_index)];
+  if (momentum_from_schedule) {
+    beta1 = schedule[layout::momentum_offset(group_index)];
+  }
   const double scale = grad_scale.has_value() ? read_double(*grad_scale) : 1.0;
   const ElementSpace space(params);
   const bool avx2 = use_avx2();
@@ -334,15 +338,19 @@ void sgd_step_cpu(
     at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers, c10::List<bool> first_step,
     const at::Tensor& schedule_state, int64_t group_index, double momentum, double dampening,
     double weight_decay, bool nesterov, bool maximize, const std::optional<at::Tensor>& grad_scale,
-    const std::optional<at::Tensor>& found_inf) {
-  const bool has_momentum = momentum != 0.0;
+    const std::optional<at::Tensor>& found_inf, bool momentum_from_schedule) {
+  const bool has_momentum = momentum != 0.0 || momentum_from_schedule;
   check_sgd_step_args(params, grads, momentum_buffers, first_step.size(), schedule_state, group_index, has_momentum);
   check_scalar_tensor(grad_scale, "grad_scale");
   check_scalar_tensor(found_inf, "found_inf");
   if (params.empty() || step_is_skipped(found_inf)) {
     return;
   }
-  const double lr = schedule_state.const_data_ptr<double>()[layout::lr_offset(group_index)];
+  const double* schedule = schedule_state.const_data_ptr<double>();
+  const double lr = schedule[layout::lr_offset(group_index)];
+  if (momentum_from_schedule) {
+    momentum = schedule[layout::momentum_offset(group_index)];
+  }
   const double scale = grad_scale.has_value() ? read_double(*grad_scale) : 1.0;
   const ElementSpace space(params);
   const bool avx2 = use_avx2();
@@ -374,10 +382,10 @@ void sgd_step_cpu(
 }
 
 void schedule_step_cpu(
-    const at::Tensor& schedule_state, int64_t kind, c10::ArrayRef<double> hyperparameters,
-    const std::optional<at::Tensor>& metric, const std::optional<at::Tensor>& skip_if) {
+    const at::Tensor& schedule_state, c10::ArrayRef<double> program, const std::optional<at::Tensor>& metric,
+    const std::optional<at::Tensor>& skip_if, bool initial) {
   const int64_t groups = num_schedule_groups(schedule_state);
-  const ScheduleKind schedule_kind = check_schedule_step_args(kind, hyperparameters, metric.has_value());
+  const Program checked = check_schedule_program(program, metric.has_value() || initial);
   check_scalar_tensor(metric, "metric");
   check_scalar_tensor(skip_if, "skip_if");
   for (const auto* t : {&metric, &skip_if}) {
@@ -387,9 +395,12 @@ void schedule_step_cpu(
   if (step_is_skipped(skip_if)) {
     return;
   }
-  const double metric_value = metric.has_value() ? read_double(*metric) : 0.0;
-  advance_schedule(schedule_state.mutable_data_ptr<double>(), groups, schedule_kind, hyperparameters.data(),
-                   metric_value);
+  double* state = schedule_state.mutable_data_ptr<double>();
+  if (initial) {
+    initialize_schedule(state, groups, checked);
+    return;
+  }
+  advance_schedule(state, groups, checked, metric.has_value() ? read_double(*metric) : 0.0);
 }
 
 }  // namespace

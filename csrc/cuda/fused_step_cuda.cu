@@ -147,6 +147,7 @@ constexpr int kMomentumBuffer = 2;  // SGD with momentum
 struct AdamArgs {
   const double* schedule_state;
   int64_t lr_offset;
+  int64_t beta1_offset;  // where beta1 is read from schedule_state; -1: use `beta1`
   double beta1;
   double beta2;
   double weight_decay;
@@ -175,8 +176,9 @@ __global__ void __launch_bounds__(kBlockThreads) adam_chunk_kernel(TensorTable t
       // kernel runs after this one (see adam_step_cuda).
       const double step = *entry.step + 1.0;
       const double lr = args.schedule_state[args.lr_offset];
+      const double beta1 = args.beta1_offset >= 0 ? args.schedule_state[args.beta1_offset] : args.beta1;
       const double scale = args.grad_scale.data != nullptr ? load_scalar(args.grad_scale) : 1.0;
-      shared_coefficients = make_adam_coefficients<opmath_t>(lr, args.beta1, args.beta2, args.weight_decay,
+      shared_coefficients = make_adam_coefficients<opmath_t>(lr, beta1, args.beta2, args.weight_decay,
                                                              args.eps, args.maximize, scale, step);
     }
   }
@@ -214,6 +216,7 @@ __global__ void increment_steps_kernel(TensorTable table, DeviceScalar found_inf
 struct SgdArgs {
   const double* schedule_state;
   int64_t lr_offset;
+  int64_t momentum_offset;  // where momentum is read from schedule_state; -1: use `momentum`
   double momentum;
   double dampening;
   double weight_decay;
@@ -239,8 +242,10 @@ __global__ void __launch_bounds__(kBlockThreads) sgd_chunk_kernel(TensorTable ta
       chunk = locate_chunk(table, blockIdx.x);
       entry = table.entries[chunk.tensor];
       const double lr = args.schedule_state[args.lr_offset];
+      const double momentum =
+          args.momentum_offset >= 0 ? args.schedule_state[args.momentum_offset] : args.momentum;
       const double scale = args.grad_scale.data != nullptr ? load_scalar(args.grad_scale) : 1.0;
-      shared_coefficients = make_sgd_coefficients<opmath_t>(lr, args.momentum, args.dampening, args.weight_decay,
+      shared_coefficients = make_sgd_coefficients<opmath_t>(lr, momentum, args.dampening, args.weight_decay,
                                                             args.nesterov, args.maximize, scale);
     }
   }
@@ -265,17 +270,23 @@ __global__ void __launch_bounds__(kBlockThreads) sgd_chunk_kernel(TensorTable ta
   });
 }
 
-struct ScheduleHyperparameters {
-  double values[8];
+// The schedule program travels in the kernel's arguments (NOTE: [schedule program]).
+struct ProgramArgument {
+  static constexpr int64_t kCapacity = 96;
+  double values[kCapacity];
 };
 
-__global__ void schedule_step_kernel(double* schedule_state, int64_t num_groups, ScheduleKind kind,
-                                     ScheduleHyperparameters hyper, DeviceScalar metric, DeviceScalar skip_if) {
+__global__ void schedule_step_kernel(double* schedule_state, int64_t num_groups, ProgramArgument program,
+                                     DeviceScalar metric, DeviceScalar skip_if, bool initial) {
   if (is_set(skip_if)) {
     return;
   }
+  if (initial) {
+    initialize_schedule(schedule_state, num_groups, Program{program.values});
+    return;
+  }
   const double metric_value = metric.data != nullptr ? load_scalar(metric) : 0.0;
-  advance_schedule(schedule_state, num_groups, kind, hyper.values, metric_value);
+  advance_schedule(schedule_state, num_groups, Program{program.values}, metric_value);
 }
 
 void adam_step_cuda(
@@ -283,7 +294,7 @@ void adam_step_cuda(
     at::TensorList max_exp_avg_sqs, at::TensorList steps, const at::Tensor& schedule_state,
     int64_t group_index, double beta1, double beta2, double weight_decay, double eps, bool amsgrad,
     bool maximize, bool decoupled_weight_decay, const std::optional<at::Tensor>& grad_scale,
-    const std::optional<at::Tensor>& found_inf) {
+    const std::optional<at::Tensor>& found_inf, bool momentum_from_schedule) {
   check_adam_step_args(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, schedule_state, group_index,
                        amsgrad);
   const DeviceScalar scale = device_scalar(grad_scale, schedule_state, "grad_scale");
@@ -300,7 +311,8 @@ void adam_step_cuda(
   }
   spec.steps = steps;
   const TensorTable table = TensorTableCache::instance().get(spec, schedule_state.device().index(), stream);
-  const AdamArgs args{schedule_state.const_data_ptr<double>(), layout::lr_offset(group_index), beta1, beta2,
+  const AdamArgs args{schedule_state.const_data_ptr<double>(), layout::lr_offset(group_index),
+                      momentum_from_schedule ? layout::momentum_offset(group_index) : -1, beta1, beta2,
                       weight_decay, eps, maximize, scale, skip};
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, params[0].scalar_type(), "adam_step_cuda", [&] {
@@ -323,8 +335,8 @@ void sgd_step_cuda(
     at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers, c10::List<bool> first_step,
     const at::Tensor& schedule_state, int64_t group_index, double momentum, double dampening,
     double weight_decay, bool nesterov, bool maximize, const std::optional<at::Tensor>& grad_scale,
-    const std::optional<at::Tensor>& found_inf) {
-  const bool has_momentum = momentum != 0.0;
+    const std::optional<at::Tensor>& found_inf, bool momentum_from_schedule) {
+  const bool has_momentum = momentum != 0.0 || momentum_from_schedule;
   check_sgd_step_args(params, grads, momentum_buffers, first_step.size(), schedule_state, group_index, has_momentum);
   const DeviceScalar scale = device_scalar(grad_scale, schedule_state, "grad_scale");
   const DeviceScalar skip = device_scalar(found_inf, schedule_state, "found_inf");
@@ -340,7 +352,8 @@ void sgd_step_cuda(
     spec.first_step = &first_step;
   }
   const TensorTable table = TensorTableCache::instance().get(spec, schedule_state.device().index(), stream);
-  const SgdArgs args{schedule_state.const_data_ptr<double>(), layout::lr_offset(group_index), momentum, dampening,
+  const SgdArgs args{schedule_state.const_data_ptr<double>(), layout::lr_offset(group_index),
+                     momentum_from_schedule ? layout::momentum_offset(group_index) : -1, momentum, dampening,
                      weight_decay, nesterov, maximize, scale, skip};
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, params[0].scalar_type(), "sgd_step_cuda", [&] {
@@ -357,21 +370,23 @@ void sgd_step_cuda(
 }
 
 void schedule_step_cuda(
-    const at::Tensor& schedule_state, int64_t kind, c10::ArrayRef<double> hyperparameters,
-    const std::optional<at::Tensor>& metric, const std::optional<at::Tensor>& skip_if) {
+    const at::Tensor& schedule_state, c10::ArrayRef<double> program, const std::optional<at::Tensor>& metric,
+    const std::optional<at::Tensor>& skip_if, bool initial) {
   const int64_t groups = num_schedule_groups(schedule_state);
-  const ScheduleKind schedule_kind = check_schedule_step_args(kind, hyperparameters, metric.has_value());
+  check_schedule_program(program, metric.has_value() || initial);
   const DeviceScalar metric_scalar = device_scalar(metric, schedule_state, "metric");
   const DeviceScalar skip = device_scalar(skip_if, schedule_state, "skip_if");
-  ScheduleHyperparameters hyper{};
-  static_assert(sizeof(hyper.values) / sizeof(double) >= 7, "room for the Plateau hyperparameters");
-  for (size_t i = 0; i < hyperparameters.size(); ++i) {
-    hyper.values[i] = hyperparameters[i];
+  ProgramArgument argument{};
+  TORCH_CHECK(static_cast<int64_t>(program.size()) <= ProgramArgument::kCapacity, "the schedule program has ",
+              program.size(), " values; the CUDA kernel takes at most ", ProgramArgument::kCapacity,
+              " (fewer MultiStepLR milestones)");
+  for (size_t i = 0; i < program.size(); ++i) {
+    argument.values[i] = program[i];
   }
   const c10::cuda::CUDAGuard guard(schedule_state.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(schedule_state.device().index()).stream();
-  schedule_step_kernel<<<1, 1, 0, stream>>>(schedule_state.mutable_data_ptr<double>(), groups, schedule_kind,
-                                            hyper, metric_scalar, skip);
+  schedule_step_kernel<<<1, 1, 0, stream>>>(schedule_state.mutable_data_ptr<double>(), groups, argument,
+                                            metric_scalar, skip, initial);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
