@@ -365,11 +365,21 @@ class _FusedOptimizer(Optimizer):
         return buckets
 
     @staticmethod
-    def _grad_like_param(p: torch.Tensor) -> torch.Tensor:
-        g = p.grad
-        if g.stride() == p.stride():
-            return g
-        return torch.empty_like(p).copy_(g)  # the kernels walk param and grad storage in step
+    def _grads_like_params(params: List[torch.Tensor]) -> List[torch.Tensor]:
+        """Each grad, copied to its parameter's layout where the strides differ
+        (the kernels walk param and grad storage in step)."""
+        return [p.grad if p.grad.stride() == p.stride() else torch.empty_like(p).copy_(p.grad) for p in params]
+
+    @staticmethod
+    def _write_back_unscaled_grads(params: List[torch.Tensor], grads: List[torch.Tensor],
+                                   grad_scale: Optional[torch.Tensor]) -> None:
+        """With a GradScaler the kernels unscale the grads in place, as torch's
+        fused optimizers do; a grad that was copied goes back to p.grad."""
+        if grad_scale is None:
+            return
+        for p, g in zip(params, grads):
+            if g is not p.grad:
+                p.grad.copy_(g)
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], float]] = None):
@@ -507,12 +517,14 @@ class FusedSGD(_FusedOptimizer):
                     buffer = torch.empty_like(p, memory_format=torch.preserve_format)
                     state["momentum_buffer"] = buffer
                 buffers.append(buffer)
+        grads = self._grads_like_params(params)
         _ops.sgd_step_(
-            params, [self._grad_like_param(p) for p in params], buffers, first_step, self._schedule_state,
+            params, grads, buffers, first_step, self._schedule_state,
             group_index, momentum=momentum, dampening=group["dampening"], weight_decay=group["weight_decay"],
             nesterov=group["nesterov"], maximize=group["maximize"], grad_scale=grad_scale, found_inf=found_inf,
             momentum_from_schedule=cycled,
         )
+        self._write_back_unscaled_grads(params, grads, grad_scale)
 
 
 class FusedAdam(_FusedOptimizer):
@@ -578,13 +590,15 @@ class FusedAdam(_FusedOptimizer):
             steps.append(state["step"])
         cycled = self._schedule.cycles_momentum  # the kernel reads beta1 from the schedule state
         beta1, beta2 = group["betas"]
+        grads = self._grads_like_params(params)
         _ops.adam_step_(
-            params, [self._grad_like_param(p) for p in params], exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
+            params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
             self._schedule_state, group_index, beta1=0.0 if cycled else float(beta1), beta2=float(beta2),
             weight_decay=group["weight_decay"], eps=group["eps"], amsgrad=amsgrad, maximize=group["maximize"],
             decoupled_weight_decay=group["decoupled_weight_decay"], grad_scale=grad_scale, found_inf=found_inf,
             momentum_from_schedule=cycled,
         )
+        self._write_back_unscaled_grads(params, grads, grad_scale)
 
 
 class FusedAdamW(FusedAdam):

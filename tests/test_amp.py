@@ -60,3 +60,24 @@ def test_skip_schedule_on_overflow():
             scaler.update()
             opt.zero_grad()
         assert opt.get_last_lr() == [0.1 * 0.5 ** expected_epochs]
+
+
+@pytest.mark.parametrize("kind", list(PAIRS))
+def test_unscaled_grads_are_written_back_for_a_grad_with_other_strides(kind):
+    """torch's fused optimizers leave p.grad unscaled after scaler.step(); so
+    does ours when a grad had to be copied to its (transposed) parameter's layout."""
+    torch.manual_seed(0)
+    weight = torch.randn(8, 4)
+    grad = torch.randn(4, 8)
+    plain = weight.t().contiguous().requires_grad_()
+    transposed = weight.clone().t().requires_grad_()  # strides (1, 4)
+    for p in (plain, transposed):
+        opt = PAIRS[kind][1]([p])
+        scaler = torch.amp.GradScaler("cpu", init_scale=256.0)
+        scaler.scale(torch.zeros(()))  # sets the scale up, as scaling the loss does
+        p.grad = grad.contiguous() * 256.0  # contiguous: other strides than `transposed`
+        scaler.step(opt)
+    assert transposed.grad.stride() != transposed.stride()
+    torch.testing.assert_close(transposed.grad, grad, rtol=0, atol=0)
+    torch.testing.assert_close(plain.grad, grad, rtol=0, atol=0)
+    torch.testing.assert_close(transposed.detach(), plain.detach(), rtol=0, atol=0)
