@@ -30,6 +30,8 @@ def _is_real(value) -> bool:
 def _is_dense(t: torch.Tensor) -> bool:
     """True when t's elements fill its storage span exactly (any dim order),
     so the kernels can walk it as one flat array."""
+    if t.numel() == 0:
+        return True
     expected = 1
     for size, stride in sorted(zip(t.shape, t.stride()), key=lambda d: d[1]):
         if size == 1:
