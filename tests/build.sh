@@ -3,14 +3,14 @@
 # tests/run.sh and benchmarks/run.sh.
 #   - installs torch 2.14.1 (the CUDA 13 build: with nvcc present, the CUDA
 #     sources are compiled too, for sm_80 and sm_90, even without a GPU),
-#     ninja, pybind11, pytest (+ any extra packages given as arguments)
+#     ninja, pybind11, pytest, hypothesis (+ any extra packages given as arguments)
 #   - LRSCHED_SKIP_INSTALL=1 skips the pip step (a machine that has them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
 if [ "${LRSCHED_SKIP_INSTALL:-0}" != "1" ]; then
-  "$PY" -m pip install -q --disable-pip-version-check "torch==2.14.1" ninja pybind11 pytest "$@"
+  "$PY" -m pip install -q --disable-pip-version-check "torch==2.14.1" ninja pybind11 pytest hypothesis "$@"
 fi
 
 # nvcc: the toolkit at /usr/local/cuda unless CUDA_HOME says otherwise.
