@@ -73,7 +73,11 @@ def assert_bit_identical(a, b, where=""):
 def test_killed_three_times_the_run_ends_bit_identically(tmp_path):
     straight = tmp_path / "straight"
     straight.mkdir()
-    train.train(str(straight), OPTIMIZER)  # in this process: the uninterrupted reference
+    threads = torch.get_num_threads()
+    try:
+        train.train(str(straight), OPTIMIZER)  # in this process: the uninterrupted reference
+    finally:
+        torch.set_num_threads(threads)
     expected = torch.load(straight / "final.pt")
     directory = tmp_path / "killed"
     directory.mkdir()
