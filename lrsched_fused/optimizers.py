@@ -360,6 +360,8 @@ class _FusedOptimizer(Optimizer):
         """One fused update of every param group (and, with
         ``schedule_interval='step'``, one schedule step). No host sync."""
         loss = None
+        if closure is not None and not callable(closure):
+            raise TypeError(f"{type(self).__name__}: step() takes a callable closure or None, got {closure!r}")
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()

@@ -310,6 +310,8 @@ BAD_CALLS = {
     "schedule_step: a bad lr assigned by hand": (
         "sgd", None, lambda o, ps: (_assign(o, 0, "lr", 0.01), _assign(o, 1, "lr", -1.0), o.schedule_step(1.0)),
         ValueError, r"lr must be a finite real number >= 0, got -1.0 \(param group 1\)"),
+    "step: a closure that is not callable": (
+        "sgd", None, lambda o, ps: o.step(0.5), TypeError, r"step\(\) takes a callable closure or None, got 0.5"),
     "step: sparse gradient": (
         "adam", None, (_set_sparse_grad, lambda o, ps: o.step()), TypeError,
         r"params\[0\] of param group 1 has a sparse gradient; accepted: dense gradients"),
