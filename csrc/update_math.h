@@ -62,6 +62,13 @@ C10_HOST_DEVICE inline AdamCoefficients<opmath_t> make_adam_coefficients(
   return c;
 }
 
+// NOTE: [NaN in amsgrad's max]
+// torch is not consistent here: its for-loop and foreach Adam use
+// torch.maximum (NaN propagates), its fused CPU kernel propagates in the
+// vectorized body but not in the scalar tail, and std::max(max, v) keeps the
+// old max when v is NaN. We follow torch.maximum, the documented semantics,
+// the same for every element on every device.
+
 // One element of Adam (kDecoupled = false) or AdamW (kDecoupled = true).
 // `grad` is unscaled in place when kUnscale, so the caller can store it back
 // as torch's fused kernels do; `max_exp_avg_sq` is touched only when kAmsgrad.
@@ -85,7 +92,8 @@ C10_HOST_DEVICE inline void adam_update(
   exp_avg_sq = exp_avg_sq * c.beta2 + c.one_minus_beta2 * g * g;
   T second_moment = exp_avg_sq;
   if constexpr (kAmsgrad) {
-    max_exp_avg_sq = max_exp_avg_sq < exp_avg_sq ? exp_avg_sq : max_exp_avg_sq;
+    // torch.maximum: a NaN on either side wins (NOTE: [NaN in amsgrad's max]).
+    max_exp_avg_sq = (max_exp_avg_sq < exp_avg_sq || exp_avg_sq != exp_avg_sq) ? exp_avg_sq : max_exp_avg_sq;
     second_moment = max_exp_avg_sq;
   }
   const T denom = math_sqrt(second_moment) / c.bias_correction2_sqrt + c.eps;

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections import defaultdict
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 from torch.optim import Optimizer
@@ -30,6 +30,8 @@ def _is_real(value) -> bool:
 def _is_dense(t: torch.Tensor) -> bool:
     """True when t's elements fill its storage span exactly (any dim order),
     so the kernels can walk it as one flat array."""
+    if t.numel() == 0:
+        return True
     expected = 1
     for size, stride in sorted(zip(t.shape, t.stride()), key=lambda d: d[1]):
         if size == 1:
@@ -81,6 +83,9 @@ class _FusedOptimizer(Optimizer):
         if isinstance(params, set):
             raise TypeError(f"{name}: params must be an ordered collection (a list), not a set: its order "
                             "would change between runs and break state_dict")
+        if isinstance(params, torch.Tensor) or not isinstance(params, Iterable):
+            raise TypeError(f"{name}: params must be an iterable of Tensors or of param-group dicts, got "
+                            f"{type(params).__name__}")
         self._normalize_hyperparameters(defaults, "defaults")
         self._check_hyperparameters(defaults, "defaults")
         self._schedule = schedule
@@ -90,6 +95,8 @@ class _FusedOptimizer(Optimizer):
         self._schedule_state: Optional[torch.Tensor] = None
         self._lr_views: List[torch.Tensor] = []
         self._momentum_views: List[torch.Tensor] = []
+        self._metric_buffer: Optional[torch.Tensor] = None
+        self._checked_hyperparameters: List[tuple] = []
         self._device: Optional[torch.device] = None
         super().__init__(params, defaults)
         self._schedule_state = self._new_schedule_state()
@@ -115,6 +122,22 @@ class _FusedOptimizer(Optimizer):
     def _check_flag(self, group: Dict[str, Any], key: str, where: str) -> None:
         if not isinstance(group[key], bool):
             self._fail(TypeError, where, f"{key} must be a bool, got {group[key]!r}")
+
+    def _check_edited_hyperparameters(self) -> None:
+        """Checks the groups' hyperparameters again where they changed since
+        the last check (torch lets users edit them between steps)."""
+        keys = [key for key in self.defaults if key != "lr"]
+        checked = self._checked_hyperparameters
+        for i, group in enumerate(self.param_groups):
+            if i < len(self._momentum_views) and self._assigned_momentum(group) is self._momentum_views[i]:
+                # the schedule's own momentum view: checked as the schedule's value, not re-read
+                group = dict(group)
+                self._set_group_momentum(group, 0.0)
+            values = tuple(group.get(key) for key in keys)
+            if i < len(checked) and checked[i] == values:
+                continue
+            self._check_hyperparameters(group, f"param group {i}")
+            checked[i:i + 1] = [values]
 
     def _normalize_lr(self, group: Dict[str, Any], where: str) -> None:
         lr = group.get("lr")
@@ -148,9 +171,14 @@ class _FusedOptimizer(Optimizer):
             except TypeError:
                 raise TypeError(f"{name}: params must be an iterable of Tensors, got {params!r} ({where})") from None
         devices = set() if self._device is None else {self._device}
+        seen = {id(p): f"param group {j}" for j, g in enumerate(self.param_groups) for p in g["params"]}
         for i, p in enumerate(params):
             if not isinstance(p, torch.Tensor):
                 self._fail(TypeError, where, f"params[{i}] must be a torch.Tensor, got {type(p).__name__}")
+            if id(p) in seen:
+                self._fail(ValueError, where, f"params[{i}] (shape {tuple(p.shape)}) is already in "
+                           f"{seen[id(p)]}; accepted: each parameter once, in one group")
+            seen[id(p)] = f"this group (params[{i}])"
             if p.is_complex():
                 self._fail(TypeError, where, f"params[{i}] is complex ({p.dtype}); accepted: float16, bfloat16, "
                            "float32, float64 (view complex parameters with torch.view_as_real)")
@@ -330,7 +358,11 @@ class _FusedOptimizer(Optimizer):
                 metric = metric.to(self._schedule_state.device, non_blocking=True)
             return metric
         if _is_real(metric):
-            return torch.full((), float(metric), dtype=torch.float64, device=self._schedule_state.device)
+            # One persistent buffer: a number costs no allocation per call.
+            device = self._schedule_state.device
+            if self._metric_buffer is None or self._metric_buffer.device != device:
+                self._metric_buffer = torch.empty((), dtype=torch.float64, device=device)
+            return self._metric_buffer.fill_(float(metric))
         raise TypeError(f"{name}: the metric must be a real number or a one-element tensor, got {metric!r}")
 
     def _advance_schedule(self, metric: Optional[torch.Tensor], skip_if: Optional[torch.Tensor]) -> None:
@@ -386,9 +418,12 @@ class _FusedOptimizer(Optimizer):
         """One fused update of every param group (and, with
         ``schedule_interval='step'``, one schedule step). No host sync."""
         loss = None
+        if closure is not None and not callable(closure):
+            raise TypeError(f"{type(self).__name__}: step() takes a callable closure or None, got {closure!r}")
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self._check_edited_hyperparameters()
         work = [(i, group, self._grads_by_dtype(i, group)) for i, group in enumerate(self.param_groups)]
         self._adopt_assigned_lrs()
         grad_scale, found_inf = self._amp_tensors()
@@ -423,22 +458,48 @@ class _FusedOptimizer(Optimizer):
         }
         return state_dict
 
+    def _check_saved_state(self, state_dict: Dict[str, Any], saved_groups: List[Dict[str, Any]]) -> None:
+        """Each saved per-parameter tensor must fit the parameter it will be
+        loaded into (torch's load_state_dict pairs them by position)."""
+        saved_ids = [i for group in saved_groups for i in group.get("params", [])]
+        params = [p for group in self.param_groups for p in group["params"]]
+        by_id = dict(zip(saved_ids, enumerate(params)))
+        for saved_id, state in state_dict.get("state", {}).items():
+            if saved_id not in by_id:
+                continue
+            index, p = by_id[saved_id]
+            for key, value in state.items():
+                if key == "step":
+                    if not (_is_real(value) or isinstance(value, torch.Tensor) and value.numel() == 1):
+                        raise ValueError(f"{type(self).__name__}: the state_dict's step of parameter {index} is "
+                                         f"{value!r}; accepted: a number or a one-element tensor")
+                elif isinstance(value, torch.Tensor) and value.shape != p.shape:
+                    raise ValueError(f"{type(self).__name__}: the state_dict's {key} of parameter {index} has "
+                                     f"shape {tuple(value.shape)}, the parameter {tuple(p.shape)}")
+
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Loads ours or a torch optimizer's state_dict, copying into the
         existing state tensors and schedule state (their data_ptr is kept, so
         a captured CUDA graph stays valid)."""
         name = type(self).__name__
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"{name}: load_state_dict takes the dict state_dict() returns, got "
+                            f"{type(state_dict).__name__}")
         state_dict = dict(state_dict)
         schedule_part = state_dict.pop("schedule", None)
         saved_groups = state_dict.get("param_groups", [])
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(f"{name}: the state_dict has {len(saved_groups)} param groups, this optimizer "
                              f"{len(self.param_groups)}")
+        self._check_saved_state(state_dict, saved_groups)
         if schedule_part is not None:
             saved = from_config(schedule_part["name"], schedule_part["config"])
             if saved != self._schedule:
                 raise ValueError(f"{name}: the state_dict holds the schedule {saved!r}, this optimizer has "
                                  f"{self._schedule!r}")
+            if schedule_part.get("interval", self._schedule_interval) != self._schedule_interval:
+                raise ValueError(f"{name}: the state_dict's schedule advances per {schedule_part['interval']!r}, "
+                                 f"this optimizer's per {self._schedule_interval!r}")
             if tuple(schedule_part["state"].shape) != tuple(self._schedule_state.shape):
                 raise ValueError(f"{name}: the saved schedule state has shape {tuple(schedule_part['state'].shape)},"
                                  f" expected {tuple(self._schedule_state.shape)}")
@@ -447,6 +508,8 @@ class _FusedOptimizer(Optimizer):
         for p, state in self.state.items():
             previous = old_state.get(p, {})
             for key, value in list(state.items()):
+                if key == "step" and _is_real(value):
+                    value = torch.tensor(float(value), dtype=torch.float64)
                 if not isinstance(value, torch.Tensor):
                     continue
                 if key == "step":

@@ -1,6 +1,8 @@
 import os
 import sys
 
+import pytest
+
 # The reference runs torch's fused CPU kernels at the baseline instruction set:
 # torch's AVX2/AVX512 kernels contract multiply-adds into FMA, ours do not
 # (csrc/cpu/), and on tiny tensors where grad + weight_decay * param cancels
@@ -19,3 +21,21 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_sep("-", "worst errors vs the torch pair (relative: lr per epoch, params per tensor)")
         for name, seen in sorted(WORST_SEEN.items()):
             terminalreporter.write_line(f"{name}: lr {seen['lr']:.3e}  params {seen['param']:.3e}  over {seen['runs']} runs")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", default=False,
+                     help="also run the tests marked slow (the 1,000-example fuzz run)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a long run, skipped unless --run-slow is given")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

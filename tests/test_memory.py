@@ -1,0 +1,90 @@
+"""After the first step, step() and schedule_step() allocate no tensor memory:
+every allocation the profiler sees (profile_memory=True, its [memory] events)
+is listed, and the list must be empty.
+
+The one case that does allocate, by design: a grad whose strides differ from
+its parameter's (only a grad assigned by hand can: autograd gives a dense
+parameter a grad in its own layout) is copied into a fresh tensor of the
+parameter's layout on every step, because the kernels walk parameter and
+grad storage in step. A metric or AMP tensor on another device than the
+parameters is copied over too (CUDA only)."""
+import pytest
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from lrsched_fused import FusedAdam, FusedAdamW, FusedSGD, schedules
+
+OPTIMIZERS = {
+    "sgd": lambda ps, **kw: FusedSGD(ps, lr=0.1, momentum=0.9, nesterov=True, **kw),
+    "sgd without momentum": lambda ps, **kw: FusedSGD(ps, lr=0.1, **kw),
+    "adam amsgrad": lambda ps, **kw: FusedAdam(ps, lr=0.01, amsgrad=True, weight_decay=0.1, **kw),
+    "adamw": lambda ps, **kw: FusedAdamW(ps, lr=0.01, **kw),
+}
+SCHEDULES = {
+    "none": (lambda: None, "epoch", None),
+    "StepLR": (lambda: schedules.StepLR(step_size=1, gamma=0.9), "epoch", None),
+    "StepLR per step": (lambda: schedules.StepLR(step_size=1, gamma=0.9), "step", None),
+    "Cosine": (lambda: schedules.CosineAnnealingLR(T_max=2), "epoch", None),
+    "Cosine per step": (lambda: schedules.CosineAnnealingLR(T_max=2), "step", None),
+    "Plateau, tensor metric": (lambda: schedules.ReduceLROnPlateau(patience=0), "epoch", lambda: torch.tensor(2.0)),
+    "Plateau, float metric": (lambda: schedules.ReduceLROnPlateau(patience=0), "epoch", lambda: 2.0),
+}
+
+
+def allocations(fn):
+    """(op, bytes) for every allocation made while fn runs."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    found, op = [], None
+    for event in prof.profiler.kineto_results.events():
+        if event.name() != "[memory]":
+            op = event.name()
+        elif event.nbytes() > 0:
+            found.append((op, event.nbytes()))
+    return found
+
+
+def model_params():
+    torch.manual_seed(0)
+    return [torch.randn(5, 3, requires_grad=True), torch.randn(70000, requires_grad=True),
+            torch.randn(6, 4).t().requires_grad_(), torch.empty(0, requires_grad=True)]
+
+
+def backward(params):
+    """Grads from autograd, in each parameter's layout."""
+    for p in params:
+        p.grad = None
+    sum((p * p).sum() for p in params).backward()
+
+
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_steps_after_the_first_allocate_nothing(optimizer, schedule):
+    make_schedule, interval, make_metric = SCHEDULES[schedule]
+    params = model_params()
+    opt = OPTIMIZERS[optimizer](params, schedule=make_schedule(), schedule_interval=interval)
+    metric = make_metric() if make_metric else None
+
+    def one_step():
+        opt.step()
+        if interval == "epoch" and make_schedule() is not None:
+            opt.schedule_step(metric) if metric is not None else opt.schedule_step()
+
+    backward(params)
+    assert params[2].grad.stride() == params[2].stride()
+    first = allocations(one_step)
+    assert first or optimizer == "sgd without momentum", "the first step creates the state: the profiler must see it"
+    for _ in range(3):
+        backward(params)
+        assert allocations(one_step) == []
+    opt.param_groups[0]["lr"] = 0.05  # an lr set by hand is copied into the existing state
+    assert allocations(one_step) == []
+
+
+def test_a_grad_in_another_layout_is_copied_once_per_step():
+    """The documented allocation: one tensor the size of the parameter."""
+    p = torch.randn(6, 4).t().requires_grad_()
+    opt = FusedAdam([p], lr=0.01)
+    p.grad = torch.randn(4, 6)  # contiguous, the parameter is not
+    opt.step()
+    assert allocations(opt.step) == [("aten::empty_strided", p.numel() * p.element_size())]
