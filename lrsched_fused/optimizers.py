@@ -132,7 +132,7 @@ class _FusedOptimizer(Optimizer):
             if i < len(self._momentum_views) and self._assigned_momentum(group) is self._momentum_views[i]:
                 # the schedule's own momentum view: checked as the schedule's value, not re-read
                 group = dict(group)
-                self._set_group_momentum(group, 0.0)
+                self._set_group_momentum(group, 0.5)
             values = tuple(group.get(key) for key in keys)
             if i < len(checked) and checked[i] == values:
                 continue
