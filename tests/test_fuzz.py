@@ -65,6 +65,16 @@ SCHEDULE_KWARGS = {
         "min_lr": st.just(0.0) | unit(0.0, 1e-3) | st.lists(unit(0.0, 1e-3), min_size=2, max_size=2),
         "eps": st.sampled_from([0.0, 1e-8, 1e-4]),
     }),
+    "MultiStepLR": st.fixed_dictionaries({"milestones": st.lists(st.integers(0, 20), min_size=1, max_size=4),
+                                          "gamma": unit(0.05, 1.0)}),
+    "ConstantLR": st.fixed_dictionaries({"factor": unit(0.05, 1.0), "total_iters": st.integers(0, 8)}),
+    "LinearLR": st.fixed_dictionaries({"start_factor": unit(0.05, 1.0), "end_factor": unit(0.0, 1.0),
+                                       "total_iters": st.integers(1, 10)}),
+    "ExponentialLR": st.fixed_dictionaries({"gamma": unit(0.5, 1.0)}),
+    "PolynomialLR": st.fixed_dictionaries({"total_iters": st.integers(1, 10), "power": unit(0.0, 3.0)}),
+    "CosineAnnealingWarmRestarts": st.fixed_dictionaries({"T_0": st.integers(1, 6), "T_mult": st.integers(1, 3),
+                                                          "eta_min": st.just(0.0) | unit(0.0, 0.01)}),
+    # OneCycleLR, CyclicLR and the composites: tests/test_all_schedules.py's property test
 }
 METRIC_SCHEDULES = {"ReduceLROnPlateau"}
 

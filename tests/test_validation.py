@@ -278,7 +278,7 @@ BAD_CALLS = {
     "add_param_group: a per-group min_lr list cannot grow": (
         "adam", schedules.ReduceLROnPlateau(min_lr=[0.0, 1e-3]),
         lambda o, ps: o.add_param_group({"params": [torch.zeros(2)]}), ValueError,
-        r"per-group min_lr list, which cannot grow"),
+        r"per-group lists \(min_lr\), which cannot grow"),
     "schedule_step: metric missing": (
         "adam", None, lambda o, ps: o.schedule_step(), TypeError, r"ReduceLROnPlateau needs a metric"),
     "schedule_step: metric not scalar": (
