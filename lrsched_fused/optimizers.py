@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from collections import defaultdict
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -38,6 +39,18 @@ def _is_dense(t: torch.Tensor) -> bool:
             return False
         expected *= size
     return True
+
+
+def _is_dtensor(t: torch.Tensor) -> bool:
+    # Whoever made a DTensor imported torch.distributed.tensor; not importing
+    # it here keeps `import lrsched_fused` light.
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(t, module.DTensor)
+
+
+def _sharding(t: torch.Tensor):
+    """A DTensor's (mesh, placements); None for a plain tensor."""
+    return (t.device_mesh, t.placements) if _is_dtensor(t) else None
 
 
 class _FusedOptimizer(Optimizer):
@@ -87,6 +100,7 @@ class _FusedOptimizer(Optimizer):
         self._schedule_state: Optional[torch.Tensor] = None
         self._lr_views: List[torch.Tensor] = []
         self._device: Optional[torch.device] = None
+        self._has_dtensors = False
         super().__init__(params, defaults)
         self._schedule_state = self._new_schedule_state()
         self._bind_group_lrs()
@@ -168,6 +182,7 @@ class _FusedOptimizer(Optimizer):
                        "new group; use a single float min_lr")
         group = {**merged, "params": params}
         super().add_param_group(group)
+        self._has_dtensors = self._has_dtensors or any(_is_dtensor(p) for p in params)
         if devices:
             self._device = devices.pop()
         if self._schedule_state is not None:
@@ -327,6 +342,26 @@ class _FusedOptimizer(Optimizer):
             return g
         return torch.empty_like(p).copy_(g)  # the kernels walk param and grad storage in step
 
+    def _local_shards(self, params: List[torch.Tensor], grads: List[torch.Tensor], *states: List[torch.Tensor]):
+        """(params, grads, *states) as the tensors the kernels update.
+
+        NOTE: [DTensor parameters]
+        Under FSDP2 (``fully_shard``) or tensor parallelism the parameters,
+        their grads and the states made from them with ``zeros_like`` are
+        DTensors. The update is elementwise, so updating a DTensor is updating
+        each rank's local shard in place, with no communication (torch's fused
+        Adam does the same through DTensor's pointwise strategy). The states
+        stay DTensors, as torch's do, so distributed checkpoints see the same
+        layout; a grad must be sharded like its parameter.
+        """
+        if not self._has_dtensors:
+            return (params, grads, *states)
+        for p, g in zip(params, grads):
+            if _sharding(g) != _sharding(p):
+                raise ValueError(f"{type(self).__name__}: a grad is sharded as {_sharding(g)}, its parameter as "
+                                 f"{_sharding(p)} (None: a plain tensor); accepted: a grad sharded like its parameter")
+        return tuple([t.to_local() if _is_dtensor(t) else t for t in tensors] for tensors in (params, grads, *states))
+
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], float]] = None):
         """One fused update of every param group (and, with
@@ -452,7 +487,8 @@ class FusedSGD(_FusedOptimizer):
                     state["momentum_buffer"] = buffer
                 buffers.append(buffer)
         _ops.sgd_step_(
-            params, [self._grad_like_param(p) for p in params], buffers, first_step, self._schedule_state,
+            *self._local_shards(params, [self._grad_like_param(p) for p in params], buffers), first_step,
+            self._schedule_state,
             group_index, momentum=momentum, dampening=group["dampening"], weight_decay=group["weight_decay"],
             nesterov=group["nesterov"], maximize=group["maximize"], grad_scale=grad_scale, found_inf=found_inf,
         )
@@ -512,7 +548,8 @@ class FusedAdam(_FusedOptimizer):
             steps.append(state["step"])
         beta1, beta2 = group["betas"]
         _ops.adam_step_(
-            params, [self._grad_like_param(p) for p in params], exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
+            *self._local_shards(params, [self._grad_like_param(p) for p in params], exp_avgs, exp_avg_sqs,
+                                max_exp_avg_sqs), steps,
             self._schedule_state, group_index, beta1=float(beta1), beta2=float(beta2),
             weight_decay=group["weight_decay"], eps=group["eps"], amsgrad=amsgrad, maximize=group["maximize"],
             decoupled_weight_decay=group["decoupled_weight_decay"], grad_scale=grad_scale, found_inf=found_inf,
