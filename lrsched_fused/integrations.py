@@ -62,7 +62,7 @@ class ScheduleView(LRScheduler):
                             f"{'ScheduleView' if plateau else 'PlateauScheduleView'}, or as_lr_scheduler(optimizer)")
         self.optimizer = optimizer
 
-    def step(self, epoch: None = None) -> None:
+    def step(self, epoch=None) -> None:
         """One ``optimizer.schedule_step()`` (device-side, no sync)."""
         if epoch is not None:
             raise TypeError(f"{type(self).__name__}.step() takes no epoch (torch deprecated it), got {epoch!r}")
@@ -90,8 +90,9 @@ class ScheduleView(LRScheduler):
         name = type(self).__name__
         part = state_dict.get("schedule") if isinstance(state_dict, dict) else None
         if not isinstance(part, dict) or not {"name", "config", "state"} <= part.keys():
+            got = f"keys {sorted(map(str, state_dict))}" if isinstance(state_dict, dict) else type(state_dict).__name__
             raise ValueError(f"{name}: expected a state_dict from {name}.state_dict() ({{'schedule': {{'name', "
-                             f"'config', 'interval', 'state'}}}}), got {state_dict!r}")
+                             f"'config', 'interval', 'state'}}}}), got {got}")
         saved = from_config(part["name"], part["config"])
         if saved != self.optimizer.schedule:
             raise ValueError(f"{name}: the state_dict holds the schedule {saved!r}, the optimizer has "
@@ -109,7 +110,7 @@ class PlateauScheduleView(ScheduleView, ReduceLROnPlateau):
     ``torch.optim.lr_scheduler.ReduceLROnPlateau``, which is how Lightning
     and Hugging Face's Trainer know to pass it the monitored metric."""
 
-    def step(self, metrics, epoch: None = None) -> None:  # type: ignore[override]
+    def step(self, metrics, epoch=None) -> None:  # type: ignore[override]
         """One ``optimizer.schedule_step(metrics)``: a one-element tensor is
         read on its device (no sync), a number is accepted too."""
         if epoch is not None:
