@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -46,9 +46,11 @@ SCENARIOS: Dict[str, Scenario] = {
 
 @dataclass
 class Trace:
-    """Full parameters after every step; every group's lr after every schedule step."""
+    """Full parameters after every step; every group's lr after every schedule
+    step; the optimizer state's names and types at the end ("exp_avg: DTensor")."""
     params: List[List[torch.Tensor]]
     lrs: List[List[float]]
+    state_types: List[str] = field(default_factory=list)
 
 
 def make_model() -> torch.nn.Module:
@@ -145,7 +147,9 @@ def _run_scenario(scenario: Scenario, rank: int) -> Trace:
             dist.all_reduce(metric)
             local.schedule_step(metric / WORLD_SIZE)
 
-    return train(trained, optimizer, schedule_step, local.get_last_lr, rank, WORLD_SIZE)
+    trace = train(trained, optimizer, schedule_step, local.get_last_lr, rank, WORLD_SIZE)
+    trace.state_types = sorted({f"{k}: {type(v).__name__}" for state in local.state.values() for k, v in state.items()})
+    return trace
 
 
 def _mismatched_grad_error() -> Optional[str]:

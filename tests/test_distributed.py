@@ -54,6 +54,12 @@ def test_matches_the_single_process_torch_pair_step_by_step(name, rank_results):
                 assert error <= PARAM_TOLERANCE, f"rank {rank}, step {step}, parameter {i}: {error:.3e}"
 
 
+def test_fsdp2_states_are_dtensors_like_torchs(rank_results):
+    """As torch's Adam keeps them under FSDP2: moments sharded like the parameter, a plain step count."""
+    for trace in rank_results["fsdp2-cosine-adamw"]:
+        assert trace.state_types == ["exp_avg: DTensor", "exp_avg_sq: DTensor", "step: Tensor"]
+
+
 def test_the_scenarios_cross_the_schedule_changes():
     """The lr changes in every scenario, and the plateau run has both kinds of epoch."""
     for name in SCENARIOS:
