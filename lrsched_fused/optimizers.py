@@ -332,6 +332,10 @@ class _FusedOptimizer(Optimizer):
                 raise ValueError(f"{type(self).__name__}: the grad of params[{i}] of param group {group_index} is "
                                  f"{g.dtype} {tuple(g.shape)} on {g.device}, its parameter {p.dtype} "
                                  f"{tuple(p.shape)} on {p.device}")
+            if self._has_dtensors and _sharding(g) != _sharding(p):
+                raise ValueError(f"{type(self).__name__}: the grad of params[{i}] of param group {group_index} is "
+                                 f"sharded as {_sharding(g)}, its parameter as {_sharding(p)} (None: a plain "
+                                 "tensor); accepted: a grad sharded like its parameter (NOTE: [DTensor parameters])")
             buckets[p.dtype].append(p)
         return buckets
 
@@ -352,14 +356,11 @@ class _FusedOptimizer(Optimizer):
         each rank's local shard in place, with no communication (torch's fused
         Adam does the same through DTensor's pointwise strategy). The states
         stay DTensors, as torch's do, so distributed checkpoints see the same
-        layout; a grad must be sharded like its parameter.
+        layout. A grad must be sharded like its parameter (checked in
+        ``_grads_by_dtype``, before any update).
         """
         if not self._has_dtensors:
             return (params, grads, *states)
-        for p, g in zip(params, grads):
-            if _sharding(g) != _sharding(p):
-                raise ValueError(f"{type(self).__name__}: a grad is sharded as {_sharding(g)}, its parameter as "
-                                 f"{_sharding(p)} (None: a plain tensor); accepted: a grad sharded like its parameter")
         return tuple([t.to_local() if _is_dtensor(t) else t for t in tensors] for tensors in (params, grads, *states))
 
     @torch.no_grad()

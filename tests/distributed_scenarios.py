@@ -152,8 +152,9 @@ def _run_scenario(scenario: Scenario, rank: int) -> Trace:
     return trace
 
 
-def _mismatched_grad_error() -> Optional[str]:
-    """What FusedAdam says about a grad sharded unlike its parameter (None: nothing)."""
+def _mismatched_grad_error() -> Tuple[Optional[str], torch.Tensor]:
+    """What FusedAdam says about a grad sharded unlike its parameter (None:
+    nothing), and the parameter's local shard afterwards."""
     from torch.distributed.tensor import Replicate, Shard, distribute_tensor, init_device_mesh
 
     mesh = init_device_mesh("cpu", (WORLD_SIZE,))
@@ -163,5 +164,5 @@ def _mismatched_grad_error() -> Optional[str]:
     try:
         optimizer.step()
     except ValueError as error:
-        return str(error)
-    return None
+        return str(error), param.to_local().detach().clone()
+    return None, param.to_local().detach().clone()

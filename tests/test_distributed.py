@@ -71,6 +71,7 @@ def test_the_scenarios_cross_the_schedule_changes():
 
 
 def test_a_grad_sharded_unlike_its_dtensor_parameter_is_refused(rank_results):
-    for message in rank_results["mismatched-grad"]:
-        assert message is not None and "FusedAdam: a grad is sharded as" in message
+    for message, local_shard in rank_results["mismatched-grad"]:
+        assert message is not None and "FusedAdam: the grad of params[0] of param group 0 is sharded as" in message
         assert "Replicate()" in message and "Shard(dim=0)" in message
+        assert torch.equal(local_shard, torch.ones(2, 3, dtype=torch.float64))  # refused before any update
