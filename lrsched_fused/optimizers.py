@@ -42,8 +42,8 @@ def _is_dense(t: torch.Tensor) -> bool:
 
 
 def _is_dtensor(t: torch.Tensor) -> bool:
-    # Whoever made a DTensor imported torch.distributed.tensor; not importing
-    # it here keeps `import lrsched_fused` light.
+    # Looked up rather than imported: whoever made a DTensor has imported
+    # torch.distributed.tensor, and torch builds without distributed lack it.
     module = sys.modules.get("torch.distributed.tensor")
     return module is not None and isinstance(t, module.DTensor)
 
