@@ -3,7 +3,9 @@ computed on the device, inside the step, with no host sync."""
 import torch  # noqa: F401  (loads libc10 and libtorch before the extension)
 
 from . import schedules
+from .integrations import PlateauScheduleView, ScheduleView, as_lr_scheduler
 from .optimizers import FusedAdam, FusedAdamW, FusedSGD
 
-__all__ = ["FusedSGD", "FusedAdam", "FusedAdamW", "schedules"]
+__all__ = ["FusedSGD", "FusedAdam", "FusedAdamW", "schedules", "as_lr_scheduler", "ScheduleView",
+           "PlateauScheduleView"]
 __version__ = "0.1.0"

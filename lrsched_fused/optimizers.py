@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from collections import defaultdict
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
@@ -40,6 +41,18 @@ def _is_dense(t: torch.Tensor) -> bool:
             return False
         expected *= size
     return True
+
+
+def _is_dtensor(t: torch.Tensor) -> bool:
+    # Looked up rather than imported: whoever made a DTensor has imported
+    # torch.distributed.tensor, and torch builds without distributed lack it.
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(t, module.DTensor)
+
+
+def _sharding(t: torch.Tensor):
+    """A DTensor's (mesh, placements); None for a plain tensor."""
+    return (t.device_mesh, t.placements) if _is_dtensor(t) else None
 
 
 class _FusedOptimizer(Optimizer):
@@ -98,6 +111,7 @@ class _FusedOptimizer(Optimizer):
         self._metric_buffer: Optional[torch.Tensor] = None
         self._checked_hyperparameters: List[tuple] = []
         self._device: Optional[torch.device] = None
+        self._has_dtensors = False
         super().__init__(params, defaults)
         self._schedule_state = self._new_schedule_state()
         self._bind_group_lrs()
@@ -205,6 +219,7 @@ class _FusedOptimizer(Optimizer):
                            "cannot grow with a new group; use single floats")
         group = {**merged, "params": params}
         super().add_param_group(group)
+        self._has_dtensors = self._has_dtensors or any(_is_dtensor(p) for p in params)
         if devices:
             self._device = devices.pop()
         if self._schedule_state is not None:
@@ -393,6 +408,10 @@ class _FusedOptimizer(Optimizer):
                 raise ValueError(f"{type(self).__name__}: the grad of params[{i}] of param group {group_index} is "
                                  f"{g.dtype} {tuple(g.shape)} on {g.device}, its parameter {p.dtype} "
                                  f"{tuple(p.shape)} on {p.device}")
+            if self._has_dtensors and _sharding(g) != _sharding(p):
+                raise ValueError(f"{type(self).__name__}: the grad of params[{i}] of param group {group_index} is "
+                                 f"sharded as {_sharding(g)}, its parameter as {_sharding(p)} (None: a plain "
+                                 "tensor); accepted: a grad sharded like its parameter (NOTE: [DTensor parameters])")
             buckets[p.dtype].append(p)
         return buckets
 
@@ -412,6 +431,23 @@ class _FusedOptimizer(Optimizer):
         for p, g in zip(params, grads):
             if g is not p.grad:
                 p.grad.copy_(g)
+
+    def _local_shards(self, params: List[torch.Tensor], grads: List[torch.Tensor], *states: List[torch.Tensor]):
+        """(params, grads, *states) as the tensors the kernels update.
+
+        NOTE: [DTensor parameters]
+        Under FSDP2 (``fully_shard``) or tensor parallelism the parameters,
+        their grads and the states made from them with ``zeros_like`` are
+        DTensors. The update is elementwise, so updating a DTensor is updating
+        each rank's local shard in place, with no communication (torch's fused
+        Adam does the same through DTensor's pointwise strategy). The states
+        stay DTensors, as torch's do, so distributed checkpoints see the same
+        layout. A grad must be sharded like its parameter (checked in
+        ``_grads_by_dtype``, before any update).
+        """
+        if not self._has_dtensors:
+            return (params, grads, *states)
+        return tuple([t.to_local() if _is_dtensor(t) else t for t in tensors] for tensors in (params, grads, *states))
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], float]] = None):
@@ -582,7 +618,7 @@ class FusedSGD(_FusedOptimizer):
                 buffers.append(buffer)
         grads = self._grads_like_params(params)
         _ops.sgd_step_(
-            params, grads, buffers, first_step, self._schedule_state,
+            *self._local_shards(params, grads, buffers), first_step, self._schedule_state,
             group_index, momentum=momentum, dampening=group["dampening"], weight_decay=group["weight_decay"],
             nesterov=group["nesterov"], maximize=group["maximize"], grad_scale=grad_scale, found_inf=found_inf,
             momentum_from_schedule=cycled,
@@ -655,7 +691,7 @@ class FusedAdam(_FusedOptimizer):
         beta1, beta2 = group["betas"]
         grads = self._grads_like_params(params)
         _ops.adam_step_(
-            params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
+            *self._local_shards(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs), steps,
             self._schedule_state, group_index, beta1=0.0 if cycled else float(beta1), beta2=float(beta2),
             weight_decay=group["weight_decay"], eps=group["eps"], amsgrad=amsgrad, maximize=group["maximize"],
             decoupled_weight_decay=group["decoupled_weight_decay"], grad_scale=grad_scale, found_inf=found_inf,

@@ -3,14 +3,17 @@
 # tests/run.sh and benchmarks/run.sh.
 #   - installs torch 2.14.1 (the CUDA 13 build: with nvcc present, the CUDA
 #     sources are compiled too, for sm_80 and sm_90, even without a GPU),
-#     ninja, pybind11, pytest, hypothesis (+ any extra packages given as arguments)
+#     ninja, pybind11, pytest, and what tests and examples import: hypothesis
+#     (property tests), pytorch-lightning (tests/test_lightning.py),
+#     scikit-learn and matplotlib (examples/) (+ any extra packages given as arguments)
 #   - LRSCHED_SKIP_INSTALL=1 skips the pip step (a machine that has them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
 if [ "${LRSCHED_SKIP_INSTALL:-0}" != "1" ]; then
-  "$PY" -m pip install -q --disable-pip-version-check "torch==2.14.1" ninja pybind11 pytest hypothesis "$@"
+  "$PY" -m pip install -q --disable-pip-version-check "torch==2.14.1" ninja pybind11 pytest hypothesis \
+    "pytorch-lightning==2.6.6" "scikit-learn==1.9.1" "matplotlib==3.11.2" "$@"
 fi
 
 # nvcc: the toolkit at /usr/local/cuda unless CUDA_HOME says otherwise.

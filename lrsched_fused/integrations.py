@@ -1,0 +1,135 @@
+"""A fused optimizer's schedule, shaped like a torch lr scheduler, for the
+trainers that step a scheduler object themselves: PyTorch Lightning
+(``configure_optimizers``) and Hugging Face transformers' ``Trainer``
+(``optimizers=(opt, scheduler)``).
+
+The view owns nothing: the schedule state stays in the optimizer's device
+tensor, ``step()`` is ``optimizer.schedule_step()``, and ``state_dict()``
+carries the optimizer's ``schedule`` entry so a trainer's checkpoint of the
+scheduler restores it.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+import torch
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
+
+from . import _C
+from .optimizers import _FusedOptimizer
+from .schedules import from_config
+
+__all__ = ["as_lr_scheduler", "ScheduleView", "PlateauScheduleView"]
+
+
+def as_lr_scheduler(optimizer: _FusedOptimizer) -> "ScheduleView":
+    """The scheduler-shaped view of ``optimizer``'s schedule: a
+    ``PlateauScheduleView`` (a ``ReduceLROnPlateau`` to trainers, stepped
+    with the monitored metric) for ``schedules.ReduceLROnPlateau``, a
+    ``ScheduleView`` (an ``LRScheduler``) otherwise."""
+    plateau = getattr(getattr(optimizer, "schedule", None), "requires_metric", False)
+    return PlateauScheduleView(optimizer) if plateau else ScheduleView(optimizer)
+
+
+def _check_optimizer(optimizer, owner: str) -> None:
+    if not isinstance(optimizer, _FusedOptimizer):
+        raise TypeError(f"{owner}: expected a FusedSGD, FusedAdam or FusedAdamW, got {type(optimizer).__name__} "
+                        "(a torch.optim optimizer takes a torch.optim.lr_scheduler scheduler)")
+    if optimizer._schedule_interval == "step":
+        raise ValueError(f"{owner}: the optimizer's schedule advances inside step() (schedule_interval='step'); "
+                         "a trainer stepping a scheduler would advance it again. Build the optimizer with "
+                         "schedule_interval='epoch' and let the trainer step the view (every batch: Lightning's "
+                         "'interval': 'step', or Hugging Face's Trainer)")
+
+
+class ScheduleView(LRScheduler):
+    """``optimizer``'s schedule as an ``LRScheduler``: ``step()``,
+    ``get_last_lr()``, ``state_dict()``, ``load_state_dict()``, ``optimizer``,
+    ``last_epoch`` and ``base_lrs`` (the last three read the device: they
+    sync on CUDA, as ``get_last_lr()`` does).
+
+    ``LRScheduler.__init__`` is not called: it would wrap
+    ``optimizer.step`` and take a first scheduler step, and the schedule
+    state already starts where torch's constructor leaves it.
+    """
+
+    def __init__(self, optimizer: _FusedOptimizer):
+        name = type(self).__name__
+        _check_optimizer(optimizer, name)
+        plateau = isinstance(self, PlateauScheduleView)
+        if optimizer.schedule.requires_metric != plateau:
+            raise TypeError(f"{name}: the optimizer's schedule is {optimizer.schedule!r}; use "
+                            f"{'ScheduleView' if plateau else 'PlateauScheduleView'}, or as_lr_scheduler(optimizer)")
+        self.optimizer = optimizer
+
+    def step(self, epoch=None) -> None:
+        """One ``optimizer.schedule_step()`` (device-side, no sync)."""
+        if epoch is not None:
+            raise TypeError(f"{type(self).__name__}.step() takes no epoch (torch deprecated it), got {epoch!r}")
+        self.optimizer.schedule_step()
+
+    def get_last_lr(self) -> List[float]:
+        return self.optimizer.get_last_lr()
+
+    @property
+    def last_epoch(self) -> int:
+        """Schedule steps taken so far."""
+        return int(self.optimizer.schedule_state[_C.LAST_EPOCH])
+
+    @property
+    def base_lrs(self) -> List[float]:
+        return self.optimizer.schedule_state[_C.HEADER_SIZE + _C.GROUP_BASE_LR::_C.GROUP_STRIDE].tolist()
+
+    def state_dict(self) -> Dict[str, Any]:
+        """``{"schedule": ...}``: the same entry as in ``optimizer.state_dict()``."""
+        return {"schedule": self.optimizer.state_dict()["schedule"]}
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """Copies a saved schedule state into the optimizer's (its storage is
+        kept, so a captured CUDA graph stays valid)."""
+        name = type(self).__name__
+        part = state_dict.get("schedule") if isinstance(state_dict, dict) else None
+        if not isinstance(part, dict) or not {"name", "config", "state"} <= part.keys():
+            got = f"keys {sorted(map(str, state_dict))}" if isinstance(state_dict, dict) else type(state_dict).__name__
+            raise ValueError(f"{name}: expected a state_dict from {name}.state_dict() ({{'schedule': {{'name', "
+                             f"'config', 'interval', 'state'}}}}), got {got}")
+        saved = from_config(part["name"], part["config"])
+        if saved != self.optimizer.schedule:
+            raise ValueError(f"{name}: the state_dict holds the schedule {saved!r}, the optimizer has "
+                             f"{self.optimizer.schedule!r}")
+        target = self.optimizer.schedule_state
+        if not isinstance(part["state"], torch.Tensor) or part["state"].shape != target.shape:
+            raise ValueError(f"{name}: the saved schedule state must be a tensor of shape {tuple(target.shape)} "
+                             f"(one entry per param group), got {part['state']!r}")
+        target.copy_(part["state"])
+        self.optimizer._bind_group_lrs()  # a pending hand-set lr must not overwrite the loaded one
+
+
+class PlateauScheduleView(ScheduleView, ReduceLROnPlateau):
+    """The view of a ``schedules.ReduceLROnPlateau`` schedule; also a
+    ``torch.optim.lr_scheduler.ReduceLROnPlateau``, which is how Lightning
+    and Hugging Face's Trainer know to pass it the monitored metric."""
+
+    def step(self, metrics, epoch=None) -> None:  # type: ignore[override]
+        """One ``optimizer.schedule_step(metrics)``: a one-element tensor is
+        read on its device (no sync), a number is accepted too."""
+        if epoch is not None:
+            raise TypeError(f"{type(self).__name__}.step() takes no epoch (torch deprecated it), got {epoch!r}")
+        self.optimizer.schedule_step(metrics)
+
+    def _plateau_slot(self, slot: int) -> float:
+        """A slot of the plateau leaf's state (csrc/schedule_math.h; it may sit in a composite)."""
+        leaf = next(i for i, s in enumerate(self.optimizer.schedule.leaves()) if s.requires_metric)
+        return float(self.optimizer.schedule_state[_C.FIRST_LEAF + leaf * _C.LEAF_STRIDE + slot])
+
+    @property
+    def best(self) -> float:
+        return self._plateau_slot(_C.PLATEAU_BEST)
+
+    @property
+    def num_bad_epochs(self) -> int:
+        return int(self._plateau_slot(_C.PLATEAU_BAD_EPOCHS))
+
+    @property
+    def cooldown_counter(self) -> int:
+        return int(self._plateau_slot(_C.PLATEAU_COOLDOWN))

@@ -1,0 +1,168 @@
+"""The torch.distributed scenarios of tests/test_distributed.py.
+
+Each scenario trains the same small float64 MLP for EPOCHS x STEPS_PER_EPOCH
+steps. On two gloo ranks (CPU processes spawned by the test) each rank takes
+half of every batch; the single-process torch pair takes the whole batch.
+Both record the full parameters after every step and the lrs after every
+schedule step, so the test can compare them step by step.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+import torch.distributed as dist
+
+from lrsched_fused import FusedAdam, schedules
+
+WORLD_SIZE = 2
+EPOCHS = 6
+STEPS_PER_EPOCH = 2
+BATCH = 16  # rows per step, split evenly between the ranks
+
+
+@dataclass(frozen=True)
+class Scenario:
+    wrap: str  # "ddp", "zero" (ZeroRedundancyOptimizer under DDP) or "fsdp2"
+    adam: dict  # FusedAdam / torch.optim.Adam keyword arguments
+    schedule: Tuple[str, dict]  # a name in both lrsched_fused.schedules and torch.optim.lr_scheduler
+
+
+SCENARIOS: Dict[str, Scenario] = {
+    "ddp-steplr": Scenario("ddp", {"lr": 0.05, "weight_decay": 0.01}, ("StepLR", {"step_size": 2, "gamma": 0.5})),
+    "zero-cosine-amsgrad": Scenario("zero", {"lr": 0.05, "amsgrad": True},
+                                    ("CosineAnnealingLR", {"T_max": 4, "eta_min": 1e-3})),
+    "fsdp2-cosine-adamw": Scenario("fsdp2", {"lr": 0.05, "weight_decay": 0.1, "decoupled_weight_decay": True},
+                                   ("CosineAnnealingLR", {"T_max": 4, "eta_min": 1e-3})),
+    # threshold 0.4: the validation loss falls by more than 40 % from its best
+    # on one epoch and by less on the others, so the run crosses both branches
+    "ddp-plateau-allreduced-metric": Scenario(
+        "ddp", {"lr": 0.05}, ("ReduceLROnPlateau", {"factor": 0.5, "patience": 0, "threshold": 0.4})),
+}
+
+
+@dataclass
+class Trace:
+    """Full parameters after every step; every group's lr after every schedule
+    step; the optimizer state's names and types at the end ("exp_avg: DTensor")."""
+    params: List[List[torch.Tensor]]
+    lrs: List[List[float]]
+    state_types: List[str] = field(default_factory=list)
+
+
+def make_model() -> torch.nn.Module:
+    """The last layer's weight (1, 3) and bias (1,) leave rank 1 an empty FSDP2 shard."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3), torch.nn.Tanh(),
+                               torch.nn.Linear(3, 1)).double()
+
+
+def data(step: Optional[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The batch of a training step, or (step None) the validation set."""
+    gen = torch.Generator().manual_seed(1000 if step is None else step)
+    x = torch.randn(BATCH, 6, generator=gen, dtype=torch.float64)
+    return x, torch.tanh(x[:, :3].sum(dim=1, keepdim=True))
+
+
+def train(model: torch.nn.Module, optimizer, schedule_step: Callable[[torch.Tensor], None],
+          lrs: Callable[[], List[float]], rank: int = 0, world_size: int = 1) -> Trace:
+    """rank/world_size: which rows of each batch this process sees (all of them when world_size is 1)."""
+    rows = slice(rank * BATCH // world_size, (rank + 1) * BATCH // world_size)
+    trace = Trace([], [])
+    for epoch in range(EPOCHS):
+        for step in range(epoch * STEPS_PER_EPOCH, (epoch + 1) * STEPS_PER_EPOCH):
+            x, y = data(step)
+            optimizer.zero_grad()
+            torch.nn.functional.mse_loss(model(x[rows]), y[rows]).backward()
+            optimizer.step()
+            trace.params.append([_full(p) for p in model.parameters()])
+        with torch.no_grad():
+            x, y = data(None)
+            schedule_step(torch.nn.functional.mse_loss(model(x[rows]), y[rows]))
+        trace.lrs.append(lrs())
+    return trace
+
+
+def _full(p: torch.Tensor) -> torch.Tensor:
+    return (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone()
+
+
+def torch_pair_trace(name: str) -> Trace:
+    """The reference: torch.optim.Adam(fused=True) + torch's scheduler in one process, full batches."""
+    scenario = SCENARIOS[name]
+    model = make_model()
+    optimizer = torch.optim.Adam(model.parameters(), fused=True, **scenario.adam)
+    schedule_name, schedule_kwargs = scenario.schedule
+    scheduler = getattr(torch.optim.lr_scheduler, schedule_name)(optimizer, **schedule_kwargs)
+    plateau = schedule_name == "ReduceLROnPlateau"
+    return train(model, optimizer, lambda metric: scheduler.step(metric) if plateau else scheduler.step(),
+                 lambda: [float(g["lr"]) for g in optimizer.param_groups])
+
+
+def run_ranks(rank: int, init_file: str, names: List[str], out_dir: str) -> None:
+    """torch.multiprocessing.spawn target: runs the named scenarios on this rank, saves their traces."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE,
+                            timeout=datetime.timedelta(seconds=60))
+    try:
+        for name in names:
+            torch.save(_run_scenario(SCENARIOS[name], rank), os.path.join(out_dir, f"{name}.rank{rank}.pt"))
+        torch.save(_mismatched_grad_error(), os.path.join(out_dir, f"mismatched-grad.rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def _run_scenario(scenario: Scenario, rank: int) -> Trace:
+    from test_no_sync import HostReadDetector
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+    from torch.nn.parallel import DistributedDataParallel
+
+    model = make_model()
+    schedule_name, schedule_kwargs = scenario.schedule
+    schedule = getattr(schedules, schedule_name)(**schedule_kwargs)
+    if scenario.wrap == "fsdp2":
+        for layer in model:
+            if isinstance(layer, torch.nn.Linear):
+                fully_shard(layer)
+        fully_shard(model)
+        trained = model
+    else:
+        trained = DistributedDataParallel(model)
+    if scenario.wrap == "zero":
+        optimizer = ZeroRedundancyOptimizer(trained.parameters(), optimizer_class=FusedAdam, schedule=schedule,
+                                            **scenario.adam)
+        local = optimizer.optim  # this rank's FusedAdam: its share of the parameters, and the schedule
+    else:
+        optimizer = local = FusedAdam(trained.parameters(), schedule=schedule, **scenario.adam)
+
+    def schedule_step(metric: torch.Tensor) -> None:
+        if not schedule.requires_metric:
+            local.schedule_step()
+            return
+        with HostReadDetector():  # the mean metric of all ranks, on the device, no host read
+            dist.all_reduce(metric)
+            local.schedule_step(metric / WORLD_SIZE)
+
+    trace = train(trained, optimizer, schedule_step, local.get_last_lr, rank, WORLD_SIZE)
+    trace.state_types = sorted({f"{k}: {type(v).__name__}" for state in local.state.values() for k, v in state.items()})
+    return trace
+
+
+def _mismatched_grad_error() -> Tuple[Optional[str], torch.Tensor]:
+    """What FusedAdam says about a grad sharded unlike its parameter (None:
+    nothing), and the parameter's local shard afterwards."""
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor, init_device_mesh
+
+    mesh = init_device_mesh("cpu", (WORLD_SIZE,))
+    param = torch.nn.Parameter(distribute_tensor(torch.ones(4, 3, dtype=torch.float64), mesh, [Shard(0)]))
+    param.grad = distribute_tensor(torch.ones(4, 3, dtype=torch.float64), mesh, [Replicate()])
+    optimizer = FusedAdam([param])
+    try:
+        optimizer.step()
+    except ValueError as error:
+        return str(error), param.to_local().detach().clone()
+    return None, param.to_local().detach().clone()

@@ -1,0 +1,125 @@
+"""as_lr_scheduler(opt): the schedule as a torch lr scheduler, driven the way
+PyTorch Lightning and Hugging Face's Trainer drive one, against the torch pair
+driven the same way."""
+import io
+
+import pytest
+import torch
+
+from lrsched_fused import FusedAdam, FusedSGD, PlateauScheduleView, ScheduleView, as_lr_scheduler, schedules
+from torch_pair import record_worst, relative_error
+
+SCHEDULES = {
+    "StepLR": {"step_size": 3, "gamma": 0.5},
+    "CosineAnnealingLR": {"T_max": 5, "eta_min": 1e-3},
+    "ReduceLROnPlateau": {"factor": 0.5, "patience": 1, "cooldown": 1},
+}
+# one per evaluation: improvements, plateaus, a rise, a NaN (a bad epoch)
+METRICS = [1.0, 0.9, 0.9, 0.95, 0.9, 0.5, 0.5, 0.5, float("nan"), 0.5, 0.4, 0.4, 0.4, 0.4]
+
+
+def make_pair(schedule_name, seed=0):
+    """(model, torch Adam, its scheduler, our model, FusedAdam, its view) from the same init."""
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 2))
+    ours = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 2))
+    ours.load_state_dict(model.state_dict())
+    kwargs = SCHEDULES[schedule_name]
+    ref_opt = torch.optim.Adam(model.parameters(), lr=0.01, weight_decay=0.01, fused=True)
+    ref_sched = getattr(torch.optim.lr_scheduler, schedule_name)(ref_opt, **kwargs)
+    opt = FusedAdam(ours.parameters(), lr=0.01, weight_decay=0.01, schedule=getattr(schedules, schedule_name)(**kwargs))
+    return model, ref_opt, ref_sched, ours, opt, as_lr_scheduler(opt)
+
+
+def hf_style_steps(model, opt, scheduler, steps, first_step=0, eval_every=2):
+    """What transformers' Trainer does: scheduler.step() after every optimizer
+    step, or, for a ReduceLROnPlateau, scheduler.step(metric) after every
+    evaluation with the metric as a Python float. Returns the lr it would log
+    at every step (get_last_lr()[0], or param_groups[0]["lr"] for a plateau)."""
+    plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    logged = []
+    for step in range(first_step, first_step + steps):
+        gen = torch.Generator().manual_seed(step)
+        x, y = torch.randn(8, 5, generator=gen), torch.randn(8, 2, generator=gen)
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        opt.step()
+        if not plateau:
+            scheduler.step()
+        opt.zero_grad()
+        if plateau and step % eval_every == eval_every - 1:
+            scheduler.step(METRICS[(step // eval_every) % len(METRICS)])
+        logged.append(float(opt.param_groups[0]["lr"]) if plateau else scheduler.get_last_lr()[0])
+    return logged
+
+
+@pytest.mark.parametrize("schedule_name", list(SCHEDULES))
+def test_the_view_stepped_like_hf_trainer_matches_the_torch_pair(schedule_name):
+    model, ref_opt, ref_sched, ours, opt, view = make_pair(schedule_name)
+    assert isinstance(view, torch.optim.lr_scheduler.LRScheduler) and view.optimizer is opt
+    assert isinstance(view, torch.optim.lr_scheduler.ReduceLROnPlateau) == (schedule_name == "ReduceLROnPlateau")
+    assert view.last_epoch == ref_sched.last_epoch and view.base_lrs == [0.01]
+    torch_lrs = hf_style_steps(model, ref_opt, ref_sched, 28)
+    our_lrs = hf_style_steps(ours, opt, view, 28)
+    assert our_lrs == torch_lrs and len(set(our_lrs)) > 3
+    assert view.get_last_lr() == [float(g["lr"]) for g in ref_opt.param_groups]
+    assert view.last_epoch == ref_sched.last_epoch
+    if schedule_name == "ReduceLROnPlateau":
+        assert (view.best, view.num_bad_epochs, view.cooldown_counter, view.in_cooldown) == (
+            ref_sched.best, ref_sched.num_bad_epochs, ref_sched.cooldown_counter, ref_sched.in_cooldown)
+    worst = max(relative_error(a, b) for a, b in zip(ours.parameters(), model.parameters()))
+    record_worst(torch.float32, 0.0, worst)
+    assert worst <= 1e-6
+
+
+@pytest.mark.parametrize("schedule_name", list(SCHEDULES))
+def test_a_checkpoint_of_the_view_resumes_bit_identically(schedule_name):
+    """As Trainer saves it: torch.save(scheduler.state_dict()); torch.load(weights_only=True)."""
+    _, _, _, straight, opt, view = make_pair(schedule_name)
+    straight_lrs = hf_style_steps(straight, opt, view, 20)
+
+    _, _, _, first, opt_a, view_a = make_pair(schedule_name)
+    hf_style_steps(first, opt_a, view_a, 9)
+    buffer = io.BytesIO()
+    torch.save({"model": first.state_dict(), "optimizer": opt_a.state_dict(), "scheduler": view_a.state_dict()},
+               buffer)
+    buffer.seek(0)
+    checkpoint = torch.load(buffer, weights_only=True)
+    _, _, _, resumed, opt_b, view_b = make_pair(schedule_name, seed=1)
+    resumed.load_state_dict(checkpoint["model"])
+    opt_b.load_state_dict(checkpoint["optimizer"])
+    opt_b.schedule_step(0.1) if schedule_name == "ReduceLROnPlateau" else opt_b.schedule_step()  # moved on...
+    view_b.load_state_dict(checkpoint["scheduler"])  # ...and restored by the scheduler checkpoint alone
+    resumed_lrs = hf_style_steps(resumed, opt_b, view_b, 11, first_step=9)
+
+    assert resumed_lrs == straight_lrs[9:]
+    assert torch.equal(opt_b.schedule_state, opt.schedule_state)
+    for a, b in zip(resumed.parameters(), straight.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_bad_input_is_refused_with_a_clear_error():
+    p = torch.nn.Parameter(torch.randn(3))
+    with pytest.raises(TypeError, match="expected a FusedSGD, FusedAdam or FusedAdamW, got Adam"):
+        as_lr_scheduler(torch.optim.Adam([p]))
+    with pytest.raises(ValueError, match="schedule_interval='step'"):
+        as_lr_scheduler(FusedAdam([p], schedule=schedules.StepLR(2), schedule_interval="step"))
+    with pytest.raises(TypeError, match="use PlateauScheduleView"):
+        ScheduleView(FusedAdam([p], schedule=schedules.ReduceLROnPlateau()))
+    with pytest.raises(TypeError, match="use ScheduleView"):
+        PlateauScheduleView(FusedSGD([p], schedule=schedules.StepLR(2)))
+
+    view = as_lr_scheduler(FusedAdam([p], schedule=schedules.StepLR(2)))
+    with pytest.raises(TypeError, match="takes no epoch"):
+        view.step(3)
+    with pytest.raises(ValueError, match=r"from ScheduleView.state_dict.*got keys \[.last_epoch.\]"):
+        view.load_state_dict({"last_epoch": 3})
+    other = as_lr_scheduler(FusedAdam([p], schedule=schedules.StepLR(3))).state_dict()
+    with pytest.raises(ValueError, match=r"holds the schedule StepLR\(step_size=3"):
+        view.load_state_dict(other)
+    two_groups = FusedAdam([{"params": [p]}, {"params": [torch.nn.Parameter(torch.randn(2))]}],
+                           schedule=schedules.StepLR(2))
+    with pytest.raises(ValueError, match=r"tensor of shape"):
+        view.load_state_dict(as_lr_scheduler(two_groups).state_dict())
+    plateau = as_lr_scheduler(FusedAdam([p], schedule=schedules.ReduceLROnPlateau()))
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'metrics'"):
+        plateau.step()
