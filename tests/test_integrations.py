@@ -123,3 +123,28 @@ def test_bad_input_is_refused_with_a_clear_error():
     plateau = as_lr_scheduler(FusedAdam([p], schedule=schedules.ReduceLROnPlateau()))
     with pytest.raises(TypeError, match="missing 1 required positional argument: 'metrics'"):
         plateau.step()
+
+
+def test_the_view_of_warmup_then_plateau_reads_the_plateau_counters():
+    """A composite with a ReduceLROnPlateau is a plateau view; its counters
+    are the plateau leaf's, equal to torch's two schedulers stepped by hand."""
+    from lrsched_fused import torch_reference
+    from torch_pair import plateau_metric
+
+    schedule = schedules.SequentialLR(
+        [schedules.LinearLR(start_factor=0.1, total_iters=4), schedules.ReduceLROnPlateau(patience=1, cooldown=2)],
+        milestones=[4])
+    opt = FusedSGD([torch.zeros(2, requires_grad=True)], lr=0.1, schedule=schedule)
+    view = as_lr_scheduler(opt)
+    assert isinstance(view, PlateauScheduleView)
+    reference = torch.optim.SGD([torch.zeros(2, requires_grad=True)], lr=0.1)
+    by_hand = torch_reference.torch_scheduler(schedule, reference)
+    plateau = by_hand.parts[1]
+    for epoch in range(30):
+        metric = plateau_metric(epoch)
+        view.step(torch.tensor(metric, dtype=torch.float64))
+        by_hand.step(metric)
+        assert view.get_last_lr() == [group["lr"] for group in reference.param_groups]
+        assert (view.best, view.num_bad_epochs, view.cooldown_counter) == (
+            plateau.best, plateau.num_bad_epochs, plateau.cooldown_counter)
+    assert view.last_epoch == 30
