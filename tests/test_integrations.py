@@ -148,3 +148,30 @@ def test_the_view_of_warmup_then_plateau_reads_the_plateau_counters():
         assert (view.best, view.num_bad_epochs, view.cooldown_counter) == (
             plateau.best, plateau.num_bad_epochs, plateau.cooldown_counter)
     assert view.last_epoch == 30
+
+
+def test_a_torch_scheduler_stepping_our_lr_views_matches_the_torch_pair():
+    """Trainer(optimizers=(opt, None)) makes Hugging Face build its own torch
+    scheduler (a LambdaLR) on our optimizer: it writes our group["lr"] views
+    with fill_, and the kernels use what it writes."""
+    import warnings
+
+    values = torch.randn(3, 4, dtype=torch.float64)
+    ours_p, ref_p = values.clone().requires_grad_(), values.clone().requires_grad_()
+    ours = FusedAdam([ours_p], lr=0.1)
+    ref = torch.optim.Adam([ref_p], lr=0.1, fused=True)
+    warmup_then_decay = lambda step: min(1.0, (step + 1) / 4) * max(0.0, 1 - step / 20)  # noqa: E731
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours_sched = torch.optim.lr_scheduler.LambdaLR(ours, warmup_then_decay)
+        ref_sched = torch.optim.lr_scheduler.LambdaLR(ref, warmup_then_decay)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(12):
+        grad = torch.randn(3, 4, generator=gen, dtype=torch.float64)
+        ours_p.grad, ref_p.grad = grad.clone(), grad.clone()
+        ours.step()
+        ref.step()
+        ours_sched.step()
+        ref_sched.step()
+        assert ours.get_last_lr() == [float(g["lr"]) for g in ref.param_groups]
+    torch.testing.assert_close(ours_p, ref_p, rtol=0, atol=0)
