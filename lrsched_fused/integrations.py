@@ -12,12 +12,10 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-import torch
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from . import _C
 from .optimizers import _FusedOptimizer
-from .schedules import from_config
 
 __all__ = ["as_lr_scheduler", "ScheduleView", "PlateauScheduleView"]
 
@@ -93,15 +91,8 @@ class ScheduleView(LRScheduler):
             got = f"keys {sorted(map(str, state_dict))}" if isinstance(state_dict, dict) else type(state_dict).__name__
             raise ValueError(f"{name}: expected a state_dict from {name}.state_dict() ({{'schedule': {{'name', "
                              f"'config', 'interval', 'state'}}}}), got {got}")
-        saved = from_config(part["name"], part["config"])
-        if saved != self.optimizer.schedule:
-            raise ValueError(f"{name}: the state_dict holds the schedule {saved!r}, the optimizer has "
-                             f"{self.optimizer.schedule!r}")
-        target = self.optimizer.schedule_state
-        if not isinstance(part["state"], torch.Tensor) or part["state"].shape != target.shape:
-            raise ValueError(f"{name}: the saved schedule state must be a tensor of shape {tuple(target.shape)} "
-                             f"(one entry per param group), got {part['state']!r}")
-        target.copy_(part["state"])
+        self.optimizer._check_schedule_part(part)
+        self.optimizer.schedule_state.copy_(part["state"])
         self.optimizer._bind_group_lrs()  # a pending hand-set lr must not overwrite the loaded one
 
 

@@ -513,6 +513,31 @@ class _FusedOptimizer(Optimizer):
                     raise ValueError(f"{type(self).__name__}: the state_dict's {key} of parameter {index} has "
                                      f"shape {tuple(value.shape)}, the parameter {tuple(p.shape)}")
 
+    def _check_schedule_part(self, part) -> None:
+        """A saved ``schedule`` entry must be well formed and hold this
+        optimizer's schedule, interval and state shape (checked before anything is copied)."""
+        name = type(self).__name__
+        if not isinstance(part, dict) or not {"name", "config", "state"} <= part.keys():
+            got = f"keys {sorted(map(str, part))}" if isinstance(part, dict) else type(part).__name__
+            raise ValueError(f"{name}: a saved schedule entry is a dict with 'name', 'config', 'interval' and "
+                             f"'state' (as state_dict() writes it), got {got}")
+        try:
+            saved = from_config(part["name"], part["config"])
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ValueError(f"{name}: the saved schedule {part['name']!r} with config {part['config']!r} cannot "
+                             f"be rebuilt: {exc}") from None
+        if saved != self._schedule:
+            raise ValueError(f"{name}: the state_dict holds the schedule {saved!r}, this optimizer has "
+                             f"{self._schedule!r}")
+        if part.get("interval", self._schedule_interval) != self._schedule_interval:
+            raise ValueError(f"{name}: the state_dict's schedule advances per {part['interval']!r}, "
+                             f"this optimizer's per {self._schedule_interval!r}")
+        state = part["state"]
+        if not isinstance(state, torch.Tensor) or tuple(state.shape) != tuple(self._schedule_state.shape):
+            raise ValueError(f"{name}: the saved schedule state must be a tensor of shape "
+                             f"{tuple(self._schedule_state.shape)} (one block per param group), got "
+                             f"{state if not isinstance(state, torch.Tensor) else tuple(state.shape)!r}")
+
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Loads ours or a torch optimizer's state_dict, copying into the
         existing state tensors and schedule state (their data_ptr is kept, so
@@ -529,16 +554,7 @@ class _FusedOptimizer(Optimizer):
                              f"{len(self.param_groups)}")
         self._check_saved_state(state_dict, saved_groups)
         if schedule_part is not None:
-            saved = from_config(schedule_part["name"], schedule_part["config"])
-            if saved != self._schedule:
-                raise ValueError(f"{name}: the state_dict holds the schedule {saved!r}, this optimizer has "
-                                 f"{self._schedule!r}")
-            if schedule_part.get("interval", self._schedule_interval) != self._schedule_interval:
-                raise ValueError(f"{name}: the state_dict's schedule advances per {schedule_part['interval']!r}, "
-                                 f"this optimizer's per {self._schedule_interval!r}")
-            if tuple(schedule_part["state"].shape) != tuple(self._schedule_state.shape):
-                raise ValueError(f"{name}: the saved schedule state has shape {tuple(schedule_part['state'].shape)},"
-                                 f" expected {tuple(self._schedule_state.shape)}")
+            self._check_schedule_part(schedule_part)
         old_state = {p: dict(s) for p, s in self.state.items()}
         super().load_state_dict(state_dict)
         for p, state in self.state.items():

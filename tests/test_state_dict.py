@@ -128,3 +128,29 @@ def test_our_state_dict_loads_into_torch_adam():
     ref.load_state_dict(ours.state_dict())
     assert ref.param_groups[0]["lr"] == 0.005
     assert torch.equal(ref.state[ref.param_groups[0]["params"][0]]["exp_avg"], ours.state[p]["exp_avg"])
+
+
+@pytest.mark.parametrize("edit,words", [
+    (lambda part: part.pop("state"), "'name', 'config', 'interval' and 'state'"),
+    (lambda part: part.update(name="NoSuchLR"), "cannot be rebuilt"),
+    (lambda part: part.update(config={"step_size": 0}), "cannot be rebuilt"),
+    (lambda part: part.update(config={"gamma": 0.5}), "cannot be rebuilt"),
+    (lambda part: part.update(config={"step_size": 3, "gamma": 0.5}), "holds the schedule"),
+    (lambda part: part.update(interval="step"), "advances per 'step'"),
+    (lambda part: part.update(state=[0.0] * 3), "must be a tensor"),
+    (lambda part: part.update(state=part["state"][:-1]), "must be a tensor of shape"),
+], ids=["missing state", "unknown name", "bad config", "missing argument", "other schedule", "other interval",
+        "a list", "short"])
+def test_a_malformed_schedule_entry_is_refused_before_anything_changes(edit, words):
+    p = torch.randn(4, requires_grad=True)
+    opt = FusedAdam([p], lr=0.1, schedule=schedules.StepLR(step_size=2))
+    p.grad = torch.randn(4)
+    opt.step()
+    opt.schedule_step()
+    saved = opt.state_dict()
+    edit(saved["schedule"])
+    before = (p.detach().clone(), opt.schedule_state.clone(), {k: v.clone() for k, v in opt.state[p].items()})
+    with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        opt.load_state_dict(saved)
+    assert torch.equal(p, before[0]) and torch.equal(opt.schedule_state, before[1])
+    assert all(torch.equal(opt.state[p][k], v) for k, v in before[2].items())
