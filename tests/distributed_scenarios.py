@@ -29,12 +29,18 @@ class Scenario:
     wrap: str  # "ddp", "zero" (ZeroRedundancyOptimizer under DDP) or "fsdp2"
     adam: dict  # FusedAdam / torch.optim.Adam keyword arguments
     schedule: Tuple[str, dict]  # a name in both lrsched_fused.schedules and torch.optim.lr_scheduler
+    # checkpoint after this epoch, rebuild everything, load and continue (ZeRO: the schedule
+    # entry travels beside ZeRO's consolidated state_dict, through as_lr_scheduler)
+    resume_after_epoch: Optional[int] = None
 
 
 SCENARIOS: Dict[str, Scenario] = {
     "ddp-steplr": Scenario("ddp", {"lr": 0.05, "weight_decay": 0.01}, ("StepLR", {"step_size": 2, "gamma": 0.5})),
     "zero-cosine-amsgrad": Scenario("zero", {"lr": 0.05, "amsgrad": True},
                                     ("CosineAnnealingLR", {"T_max": 4, "eta_min": 1e-3})),
+    "zero-cosine-amsgrad-resumed": Scenario("zero", {"lr": 0.05, "amsgrad": True},
+                                            ("CosineAnnealingLR", {"T_max": 4, "eta_min": 1e-3}),
+                                            resume_after_epoch=3),
     "fsdp2-cosine-adamw": Scenario("fsdp2", {"lr": 0.05, "weight_decay": 0.1, "decoupled_weight_decay": True},
                                    ("CosineAnnealingLR", {"T_max": 4, "eta_min": 1e-3})),
     # threshold 0.4: the validation loss falls by more than 40 % from its best
@@ -68,11 +74,11 @@ def data(step: Optional[int]) -> Tuple[torch.Tensor, torch.Tensor]:
 
 
 def train(model: torch.nn.Module, optimizer, schedule_step: Callable[[torch.Tensor], None],
-          lrs: Callable[[], List[float]], rank: int = 0, world_size: int = 1) -> Trace:
+          lrs: Callable[[], List[float]], rank: int = 0, world_size: int = 1, epochs: range = range(EPOCHS)) -> Trace:
     """rank/world_size: which rows of each batch this process sees (all of them when world_size is 1)."""
     rows = slice(rank * BATCH // world_size, (rank + 1) * BATCH // world_size)
     trace = Trace([], [])
-    for epoch in range(EPOCHS):
+    for epoch in epochs:
         for step in range(epoch * STEPS_PER_EPOCH, (epoch + 1) * STEPS_PER_EPOCH):
             x, y = data(step)
             optimizer.zero_grad()
@@ -115,13 +121,15 @@ def run_ranks(rank: int, init_file: str, names: List[str], out_dir: str) -> None
         dist.destroy_process_group()
 
 
-def _run_scenario(scenario: Scenario, rank: int) -> Trace:
-    from test_no_sync import HostReadDetector
+def _build(scenario: Scenario, model_state: Optional[dict] = None):
+    """(the trained module, the optimizer to step, this rank's FusedAdam, its schedule)."""
     from torch.distributed.fsdp import fully_shard
     from torch.distributed.optim import ZeroRedundancyOptimizer
     from torch.nn.parallel import DistributedDataParallel
 
     model = make_model()
+    if model_state is not None:
+        model.load_state_dict(model_state)
     schedule_name, schedule_kwargs = scenario.schedule
     schedule = getattr(schedules, schedule_name)(**schedule_kwargs)
     if scenario.wrap == "fsdp2":
@@ -138,6 +146,13 @@ def _run_scenario(scenario: Scenario, rank: int) -> Trace:
         local = optimizer.optim  # this rank's FusedAdam: its share of the parameters, and the schedule
     else:
         optimizer = local = FusedAdam(trained.parameters(), schedule=schedule, **scenario.adam)
+    return trained, optimizer, local, schedule
+
+
+def _run_scenario(scenario: Scenario, rank: int) -> Trace:
+    from test_no_sync import HostReadDetector
+
+    trained, optimizer, local, schedule = _build(scenario)
 
     def schedule_step(metric: torch.Tensor) -> None:
         if not schedule.requires_metric:
@@ -147,9 +162,34 @@ def _run_scenario(scenario: Scenario, rank: int) -> Trace:
             dist.all_reduce(metric)
             local.schedule_step(metric / WORLD_SIZE)
 
-    trace = train(trained, optimizer, schedule_step, local.get_last_lr, rank, WORLD_SIZE)
+    if scenario.resume_after_epoch is None:
+        trace = train(trained, optimizer, schedule_step, local.get_last_lr, rank, WORLD_SIZE)
+    else:
+        split = scenario.resume_after_epoch
+        trace = train(trained, optimizer, schedule_step, local.get_last_lr, rank, WORLD_SIZE, range(split))
+        trained, optimizer, local = _checkpoint_and_rebuild(scenario, trained, optimizer, local, rank)
+        rest = train(trained, optimizer, schedule_step, local.get_last_lr, rank, WORLD_SIZE, range(split, EPOCHS))
+        trace = Trace(trace.params + rest.params, trace.lrs + rest.lrs)
     trace.state_types = sorted({f"{k}: {type(v).__name__}" for state in local.state.values() for k, v in state.items()})
     return trace
+
+
+def _checkpoint_and_rebuild(scenario: Scenario, trained, optimizer, local, rank: int):
+    """A ZeRO checkpoint as the README describes it: the model, ZeRO's
+    consolidated state_dict (which keeps only torch's keys) and, beside it,
+    as_lr_scheduler(opt.optim).state_dict(); then everything built anew and loaded."""
+    from lrsched_fused import as_lr_scheduler
+
+    model_state = {k: v.detach().clone() for k, v in trained.module.state_dict().items()}
+    optimizer.consolidate_state_dict(to=0)
+    consolidated = [optimizer.state_dict() if rank == 0 else None]
+    dist.broadcast_object_list(consolidated, src=0)
+    schedule_part = as_lr_scheduler(local).state_dict()
+    assert "schedule" not in consolidated[0]  # ZeRO drops it: hence the separate entry
+    trained, optimizer, local, _ = _build(scenario, model_state)
+    optimizer.load_state_dict(consolidated[0])
+    as_lr_scheduler(local).load_state_dict(schedule_part)
+    return trained, optimizer, local
 
 
 def _mismatched_grad_error() -> Tuple[Optional[str], torch.Tensor]:
