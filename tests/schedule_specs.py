@@ -8,7 +8,7 @@ A spec is a dict: {"name": "StepLR", "kwargs": {...}} for a plain schedule,
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List
 
 import torch
 
@@ -47,10 +47,6 @@ def torchs(spec: dict, optimizer):
     if "schedulers" not in spec:
         return getattr(torch.optim.lr_scheduler, spec["name"])(optimizer, **spec["kwargs"])
     return torch_reference.torch_scheduler(ours(spec), optimizer)
-
-
-def step_torch(scheduler, metric: Optional[float]):
-    torch_reference.step(scheduler, metric)
 
 
 def describe(spec: dict) -> str:

@@ -8,8 +8,8 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from lrsched_fused import FusedAdam, FusedSGD, schedules
-from schedule_specs import chained, describe, leaf, needs_metric, ours, sequential, step_torch, torchs
+from lrsched_fused import FusedAdam, FusedSGD, _C, schedules, torch_reference
+from schedule_specs import chained, describe, leaf, needs_metric, ours, sequential, torchs
 from torch_pair import WORST_SEEN, plateau_metric
 
 LR_RTOL = 1e-12
@@ -137,11 +137,11 @@ def drive(spec, horizon, optimizer="sgd momentum", *, interval="epoch", steps_pe
             torch_opt.step()
             our_opt.step()
             if interval == "step":
-                step_torch(torch_sched, None)
+                torch_reference.step(torch_sched, None)
                 note()
         if interval == "epoch":
             metric = plateau_metric(epoch, metric_mode) if needs_metric(spec) else None
-            step_torch(torch_sched, metric)
+            torch_reference.step(torch_sched, metric)
             if metric is None:
                 our_opt.schedule_step()
             else:
@@ -221,7 +221,7 @@ def test_a_cycled_momentum_assigned_by_hand_is_used():
     opt.param_groups[0]["betas"] = (0.5, 0.999)
     opt.param_groups[0]["params"][0].grad = torch.ones(2)
     opt.step()
-    assert float(opt.schedule_state[opt.schedule_state.numel() - 8 + 2]) == 0.5
+    assert float(opt.schedule_state[_C.HEADER_SIZE + _C.GROUP_MOMENTUM]) == 0.5
     assert isinstance(opt.param_groups[0]["betas"][0], torch.Tensor)
 
 
