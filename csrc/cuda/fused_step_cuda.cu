@@ -144,17 +144,64 @@ constexpr int kExpAvgSq = 3;        // Adam
 constexpr int kMaxExpAvgSq = 4;     // Adam with amsgrad
 constexpr int kMomentumBuffer = 2;  // SGD with momentum
 
-struct AdamArgs {
+// What every update kernel reads once per block besides its own
+// hyperparameters: the group's lr (and a cycled momentum / beta1) from the
+// schedule state, and the GradScaler's scale and found_inf.
+struct StepInputs {
   const double* schedule_state;
   int64_t lr_offset;
-  int64_t beta1_offset;  // where beta1 is read from schedule_state; -1: use `beta1`
-  double beta1;
+  int64_t momentum_offset;  // where momentum / beta1 is read from schedule_state; -1: use `momentum`
+  double momentum;          // SGD's momentum or Adam's beta1 when not cycled
+  DeviceScalar grad_scale;
+  DeviceScalar found_inf;
+};
+
+// A block's work: its chunk, its tensor's table entry, the tensor's coefficients.
+template <typename Coefficients>
+struct BlockPlan {
+  ChunkRef chunk;
+  TensorEntry entry;
+  Coefficients coefficients;
+};
+
+// Thread 0 locates the block's chunk and computes its coefficients with
+// make(entry, lr, momentum, grad_scale) (all float64); every thread then reads
+// the plan from shared memory. nullptr: found_inf is set, the step is skipped.
+template <typename Coefficients, typename Make>
+__device__ const BlockPlan<Coefficients>* plan_block(const TensorTable& table, const StepInputs& in,
+                                                     const Make& make) {
+  __shared__ bool skipped;
+  __shared__ BlockPlan<Coefficients> plan;
+  if (threadIdx.x == 0) {
+    skipped = is_set(in.found_inf);
+    if (!skipped) {
+      plan.chunk = locate_chunk(table, blockIdx.x);
+      plan.entry = table.entries[plan.chunk.tensor];
+      const double lr = in.schedule_state[in.lr_offset];
+      const double momentum = in.momentum_offset >= 0 ? in.schedule_state[in.momentum_offset] : in.momentum;
+      const double scale = in.grad_scale.data != nullptr ? load_scalar(in.grad_scale) : 1.0;
+      plan.coefficients = make(plan.entry, lr, momentum, scale);
+    }
+  }
+  __syncthreads();
+  return skipped ? nullptr : &plan;
+}
+
+// The chunk's slot pointers: slot s of the block's tensor, from the chunk's first element.
+template <typename scalar_t, int kDepth, typename Coefficients>
+__device__ void chunk_slots(const BlockPlan<Coefficients>& plan, scalar_t* (&slots)[kDepth]) {
+#pragma unroll
+  for (int s = 0; s < kDepth; ++s) {
+    slots[s] = static_cast<scalar_t*>(plan.entry.slots[s]) + plan.chunk.begin;
+  }
+}
+
+struct AdamArgs {
+  StepInputs in;  // in.momentum is beta1
   double beta2;
   double weight_decay;
   double eps;
   bool maximize;
-  DeviceScalar grad_scale;
-  DeviceScalar found_inf;
 };
 
 template <typename scalar_t, bool kAmsgrad, bool kDecoupled, bool kWeightDecay, bool kUnscale>
@@ -163,36 +210,20 @@ __global__ void __launch_bounds__(kBlockThreads) adam_chunk_kernel(TensorTable t
   constexpr int kDepth = kAmsgrad ? 5 : 4;
   constexpr unsigned kStoreMask = (1u << kParam) | (kUnscale ? 1u << kGrad : 0u) | (1u << kExpAvg) |
                                   (1u << kExpAvgSq) | (kAmsgrad ? 1u << kMaxExpAvgSq : 0u);
-  __shared__ bool skipped;
-  __shared__ ChunkRef chunk;
-  __shared__ TensorEntry entry;
-  __shared__ AdamCoefficients<opmath_t> shared_coefficients;
-  if (threadIdx.x == 0) {
-    skipped = is_set(args.found_inf);
-    if (!skipped) {
-      chunk = locate_chunk(table, blockIdx.x);
-      entry = table.entries[chunk.tensor];
-      // The step counter still holds the previous count: the increment
-      // kernel runs after this one (see adam_step_cuda).
-      const double step = *entry.step + 1.0;
-      const double lr = args.schedule_state[args.lr_offset];
-      const double beta1 = args.beta1_offset >= 0 ? args.schedule_state[args.beta1_offset] : args.beta1;
-      const double scale = args.grad_scale.data != nullptr ? load_scalar(args.grad_scale) : 1.0;
-      shared_coefficients = make_adam_coefficients<opmath_t>(lr, beta1, args.beta2, args.weight_decay,
-                                                             args.eps, args.maximize, scale, step);
-    }
-  }
-  __syncthreads();
-  if (skipped) {
+  const auto* plan = plan_block<AdamCoefficients<opmath_t>>(
+      table, args.in, [&](const TensorEntry& entry, double lr, double beta1, double scale) {
+        // The step counter still holds the previous count: the increment
+        // kernel runs after this one (see adam_step_cuda).
+        return make_adam_coefficients<opmath_t>(lr, beta1, args.beta2, args.weight_decay, args.eps,
+                                                args.maximize, scale, *entry.step + 1.0);
+      });
+  if (plan == nullptr) {
     return;
   }
-  const AdamCoefficients<opmath_t> c = shared_coefficients;
+  const AdamCoefficients<opmath_t> c = plan->coefficients;
   scalar_t* slot_pointers[kDepth];
-#pragma unroll
-  for (int s = 0; s < kDepth; ++s) {
-    slot_pointers[s] = static_cast<scalar_t*>(entry.slots[s]) + chunk.begin;
-  }
-  apply_to_chunk<scalar_t, kDepth, kStoreMask>(slot_pointers, chunk.count, [&](opmath_t(&v)[kDepth]) {
+  chunk_slots<scalar_t, kDepth>(*plan, slot_pointers);
+  apply_to_chunk<scalar_t, kDepth, kStoreMask>(slot_pointers, plan->chunk.count, [&](opmath_t(&v)[kDepth]) {
     if constexpr (kAmsgrad) {
       adam_update<opmath_t, true, kDecoupled, kWeightDecay, kUnscale>(v[kParam], v[kGrad], v[kExpAvg],
                                                                        v[kExpAvgSq], v[kMaxExpAvgSq], c);
@@ -214,16 +245,11 @@ __global__ void increment_steps_kernel(TensorTable table, DeviceScalar found_inf
 }
 
 struct SgdArgs {
-  const double* schedule_state;
-  int64_t lr_offset;
-  int64_t momentum_offset;  // where momentum is read from schedule_state; -1: use `momentum`
-  double momentum;
+  StepInputs in;
   double dampening;
   double weight_decay;
   bool nesterov;
   bool maximize;
-  DeviceScalar grad_scale;
-  DeviceScalar found_inf;
 };
 
 template <typename scalar_t, bool kMomentum, bool kWeightDecay, bool kUnscale>
@@ -232,35 +258,19 @@ __global__ void __launch_bounds__(kBlockThreads) sgd_chunk_kernel(TensorTable ta
   constexpr int kDepth = kMomentum ? 3 : 2;
   constexpr unsigned kStoreMask =
       (1u << kParam) | (kUnscale ? 1u << kGrad : 0u) | (kMomentum ? 1u << kMomentumBuffer : 0u);
-  __shared__ bool skipped;
-  __shared__ ChunkRef chunk;
-  __shared__ TensorEntry entry;
-  __shared__ SgdCoefficients<opmath_t> shared_coefficients;
-  if (threadIdx.x == 0) {
-    skipped = is_set(args.found_inf);
-    if (!skipped) {
-      chunk = locate_chunk(table, blockIdx.x);
-      entry = table.entries[chunk.tensor];
-      const double lr = args.schedule_state[args.lr_offset];
-      const double momentum =
-          args.momentum_offset >= 0 ? args.schedule_state[args.momentum_offset] : args.momentum;
-      const double scale = args.grad_scale.data != nullptr ? load_scalar(args.grad_scale) : 1.0;
-      shared_coefficients = make_sgd_coefficients<opmath_t>(lr, momentum, args.dampening, args.weight_decay,
-                                                            args.nesterov, args.maximize, scale);
-    }
-  }
-  __syncthreads();
-  if (skipped) {
+  const auto* plan = plan_block<SgdCoefficients<opmath_t>>(
+      table, args.in, [&](const TensorEntry&, double lr, double momentum, double scale) {
+        return make_sgd_coefficients<opmath_t>(lr, momentum, args.dampening, args.weight_decay, args.nesterov,
+                                               args.maximize, scale);
+      });
+  if (plan == nullptr) {
     return;
   }
-  const SgdCoefficients<opmath_t> c = shared_coefficients;
-  const bool first_step = entry.first_step != 0;
+  const SgdCoefficients<opmath_t> c = plan->coefficients;
+  const bool first_step = plan->entry.first_step != 0;
   scalar_t* slot_pointers[kDepth];
-#pragma unroll
-  for (int s = 0; s < kDepth; ++s) {
-    slot_pointers[s] = static_cast<scalar_t*>(entry.slots[s]) + chunk.begin;
-  }
-  apply_to_chunk<scalar_t, kDepth, kStoreMask>(slot_pointers, chunk.count, [&](opmath_t(&v)[kDepth]) {
+  chunk_slots<scalar_t, kDepth>(*plan, slot_pointers);
+  apply_to_chunk<scalar_t, kDepth, kStoreMask>(slot_pointers, plan->chunk.count, [&](opmath_t(&v)[kDepth]) {
     if constexpr (kMomentum) {
       sgd_update<opmath_t, true, kWeightDecay, kUnscale>(v[kParam], v[kGrad], v[kMomentumBuffer], first_step, c);
     } else {
@@ -268,6 +278,12 @@ __global__ void __launch_bounds__(kBlockThreads) sgd_chunk_kernel(TensorTable ta
       sgd_update<opmath_t, false, kWeightDecay, kUnscale>(v[kParam], v[kGrad], unused, first_step, c);
     }
   });
+}
+
+StepInputs step_inputs(const at::Tensor& schedule_state, int64_t group_index, bool momentum_from_schedule,
+                       double momentum, DeviceScalar grad_scale, DeviceScalar found_inf) {
+  return {schedule_state.const_data_ptr<double>(), layout::lr_offset(group_index),
+          momentum_from_schedule ? layout::momentum_offset(group_index) : -1, momentum, grad_scale, found_inf};
 }
 
 // The schedule program travels in the kernel's arguments (NOTE: [schedule program]).
@@ -311,9 +327,8 @@ void adam_step_cuda(
   }
   spec.steps = steps;
   const TensorTable table = TensorTableCache::instance().get(spec, schedule_state.device().index(), stream);
-  const AdamArgs args{schedule_state.const_data_ptr<double>(), layout::lr_offset(group_index),
-                      momentum_from_schedule ? layout::momentum_offset(group_index) : -1, beta1, beta2,
-                      weight_decay, eps, maximize, scale, skip};
+  const AdamArgs args{step_inputs(schedule_state, group_index, momentum_from_schedule, beta1, scale, skip), beta2,
+                      weight_decay, eps, maximize};
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, params[0].scalar_type(), "adam_step_cuda", [&] {
     with_bool(amsgrad, [&](auto amsgrad_flag) {
@@ -352,9 +367,8 @@ void sgd_step_cuda(
     spec.first_step = &first_step;
   }
   const TensorTable table = TensorTableCache::instance().get(spec, schedule_state.device().index(), stream);
-  const SgdArgs args{schedule_state.const_data_ptr<double>(), layout::lr_offset(group_index),
-                     momentum_from_schedule ? layout::momentum_offset(group_index) : -1, momentum, dampening,
-                     weight_decay, nesterov, maximize, scale, skip};
+  const SgdArgs args{step_inputs(schedule_state, group_index, momentum_from_schedule, momentum, scale, skip),
+                     dampening, weight_decay, nesterov, maximize};
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, params[0].scalar_type(), "sgd_step_cuda", [&] {
     with_bool(has_momentum, [&](auto momentum_flag) {
