@@ -305,6 +305,7 @@ class StepPlan:
         for bucket in plan.buckets:
             bucket.native = native
             bucket.native_index = native.add_bucket(bucket.positions, bucket.states, bucket.first_step)
+            bucket.release_grads()  # the C++ half reads them
         position, _ = native.refresh_grads()
         assert position < 0, "the grads were checked before"
         plan.native = native
