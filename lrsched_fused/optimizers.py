@@ -9,7 +9,6 @@ csrc/update_math.h and csrc/schedule_math.h.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -21,8 +20,6 @@ from .schedules import Constant, Schedule
 from .step_plan import Bucket, ParamStates, StepPlan
 
 __all__ = ["FusedOptimizer", "FusedSGD", "FusedAdam", "FusedAdamW"]
-
-_INTERVALS = ("epoch", "step")
 
 
 class FusedOptimizer(Optimizer):
@@ -38,27 +35,8 @@ class FusedOptimizer(Optimizer):
     def __init__(self, params, defaults: Dict[str, Any], schedule: Optional[Schedule], schedule_interval: str,
                  skip_schedule_on_overflow: bool):
         name = type(self).__name__
-        if schedule is None:
-            schedule = Constant()
-        if not isinstance(schedule, Schedule):
-            hint = ""
-            if type(schedule).__module__.startswith("torch.optim"):
-                hint = " (a torch.optim.lr_scheduler object cannot be used; pass its lrsched_fused.schedules twin)"
-            raise TypeError(f"{name}: schedule must be None or an lrsched_fused.schedules object such as "
-                            f"schedules.StepLR(step_size=30), got {schedule!r}{hint}")
-        if schedule_interval not in _INTERVALS:
-            raise ValueError(f"{name}: schedule_interval must be one of {list(_INTERVALS)}, got {schedule_interval!r}")
-        if schedule_interval == "step" and schedule.requires_metric:
-            raise ValueError(f"{name}: {type(schedule).__name__} needs a metric, so it cannot advance inside step(); "
-                             "use schedule_interval='epoch' and call schedule_step(metric)")
-        if not isinstance(skip_schedule_on_overflow, bool):
-            raise TypeError(f"{name}: skip_schedule_on_overflow must be a bool, got {skip_schedule_on_overflow!r}")
-        if isinstance(params, set):
-            raise TypeError(f"{name}: params must be an ordered collection (a list), not a set: its order "
-                            "would change between runs and break state_dict")
-        if isinstance(params, torch.Tensor) or not isinstance(params, Iterable):
-            raise TypeError(f"{name}: params must be an iterable of Tensors or of param-group dicts, got "
-                            f"{type(params).__name__}")
+        schedule = Constant() if schedule is None else schedule
+        validation.check_optimizer_arguments(params, schedule, schedule_interval, skip_schedule_on_overflow, name)
         self._normalize_hyperparameters(defaults, "defaults")
         self._check_hyperparameters(defaults, "defaults")
         self.device_schedule = DeviceSchedule(schedule, schedule_interval, self.momentum_field, name)
@@ -257,7 +235,7 @@ class FusedOptimizer(Optimizer):
         loaded = {p: self._kept_or_loaded(p, dict(kept_states.get(p, {})), state) for p, state in self.state.items()}
         if self.device_schedule.captured:
             try:
-                self._check_loadable_under_capture(kept_states, loaded)
+                validation.check_loadable_after_capture(kept_states, loaded, type(self).__name__)
             except ValueError:
                 self.param_groups, self.state = kept_groups, kept_states
                 raise
@@ -293,24 +271,6 @@ class FusedOptimizer(Optimizer):
             else:
                 result[key] = value.clone()  # never alias the caller's state_dict
         return pairs, result
-
-    def _check_loadable_under_capture(self, kept_states, loaded) -> None:
-        """After a capture, every state tensor a graph may use must be loaded
-        by copying into it (NOTE: [CUDA graph capture])."""
-        for p, kept in kept_states.items():
-            _, state = loaded.get(p, ([], {}))
-            for key, tensor in kept.items():
-                if isinstance(tensor, torch.Tensor) and state.get(key) is not tensor:
-                    raise ValueError(f"{type(self).__name__}: a step of this optimizer was captured in a CUDA graph, "
-                                     f"and the state_dict cannot be copied into its {key!r} of a parameter of shape "
-                                     f"{tuple(p.shape)} (missing, or of another shape or dtype); load a state_dict "
-                                     "of the same configuration, or capture again after loading")
-        for p, (_, state) in loaded.items():
-            if p not in kept_states and any(isinstance(v, torch.Tensor) for v in state.values()):
-                raise ValueError(f"{type(self).__name__}: a step of this optimizer was captured in a CUDA graph, and "
-                                 f"the state_dict brings state for a parameter of shape {tuple(p.shape)} that has "
-                                 "none here; load it before capturing")
-
 
 class FusedSGD(FusedOptimizer):
     """torch.optim.SGD (momentum, dampening, nesterov, weight decay, maximize)

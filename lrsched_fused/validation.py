@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import numbers
 import sys
+from collections.abc import Iterable
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
@@ -52,6 +53,33 @@ def sharding(t: torch.Tensor):
 
 def fail(exc_type, owner: str, where: str, message: str):
     raise exc_type(f"{owner}: {message} ({where})")
+
+
+# ------------------------------------------------------ constructor arguments
+INTERVALS = ("epoch", "step")
+
+
+def check_optimizer_arguments(params, schedule, interval, skip_schedule_on_overflow, owner: str) -> None:
+    """The optimizer's arguments besides its hyperparameters."""
+    if not isinstance(schedule, Schedule):
+        hint = ""
+        if type(schedule).__module__.startswith("torch.optim"):
+            hint = " (a torch.optim.lr_scheduler object cannot be used; pass its lrsched_fused.schedules twin)"
+        raise TypeError(f"{owner}: schedule must be None or an lrsched_fused.schedules object such as "
+                        f"schedules.StepLR(step_size=30), got {schedule!r}{hint}")
+    if interval not in INTERVALS:
+        raise ValueError(f"{owner}: schedule_interval must be one of {list(INTERVALS)}, got {interval!r}")
+    if interval == "step" and schedule.requires_metric:
+        raise ValueError(f"{owner}: {type(schedule).__name__} needs a metric, so it cannot advance inside step(); "
+                         "use schedule_interval='epoch' and call schedule_step(metric)")
+    if not isinstance(skip_schedule_on_overflow, bool):
+        raise TypeError(f"{owner}: skip_schedule_on_overflow must be a bool, got {skip_schedule_on_overflow!r}")
+    if isinstance(params, set):
+        raise TypeError(f"{owner}: params must be an ordered collection (a list), not a set: its order "
+                        "would change between runs and break state_dict")
+    if isinstance(params, torch.Tensor) or not isinstance(params, Iterable):
+        raise TypeError(f"{owner}: params must be an iterable of Tensors or of param-group dicts, got "
+                        f"{type(params).__name__}")
 
 
 # ----------------------------------------------------------- hyperparameters
@@ -237,3 +265,22 @@ def check_schedule_entry(part, schedule: Schedule, interval: str, state_shape, o
         raise ValueError(f"{owner}: the saved schedule state must be a tensor of shape {tuple(state_shape)} "
                          "(one block per param group), got "
                          f"{state if not isinstance(state, torch.Tensor) else tuple(state.shape)!r}")
+
+
+def check_loadable_after_capture(kept_states, loaded, owner: str) -> None:
+    """After a CUDA graph capture, load_state_dict must copy into every state
+    tensor a graph may use (NOTE: [CUDA graph capture]). ``loaded``: per
+    parameter, (pairs to copy, the state it would keep)."""
+    for p, kept in kept_states.items():
+        _, state = loaded.get(p, ([], {}))
+        for key, tensor in kept.items():
+            if isinstance(tensor, torch.Tensor) and state.get(key) is not tensor:
+                raise ValueError(f"{owner}: a step of this optimizer was captured in a CUDA graph, and the "
+                                 f"state_dict cannot be copied into its {key!r} of a parameter of shape "
+                                 f"{tuple(p.shape)} (missing, or of another shape or dtype); load a state_dict of "
+                                 "the same configuration, or capture again after loading")
+    for p, (_, state) in loaded.items():
+        if p not in kept_states and any(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ValueError(f"{owner}: a step of this optimizer was captured in a CUDA graph, and the state_dict "
+                             f"brings state for a parameter of shape {tuple(p.shape)} that has none here; load it "
+                             "before capturing")
