@@ -54,7 +54,9 @@ def _openmp_flags():
 
 
 def extension():
-    cxx_flags = ["-O3", "-fno-math-errno"] + _openmp_flags()  # the C++ standard is the one torch's headers ask for
+    # The C++ standard is the one torch's headers ask for; hidden visibility as
+    # pybind11 asks of modules (only PyInit__C is exported).
+    cxx_flags = ["-O3", "-fno-math-errno", "-fvisibility=hidden"] + _openmp_flags()
     link_flags = _openmp_flags()
     sources = [os.path.relpath(p, ROOT) for p in sorted(glob.glob(os.path.join(ROOT, "csrc", "**", "*.cpp"), recursive=True))]
     cuda_sources = [os.path.relpath(p, ROOT) for p in sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))]

@@ -7,6 +7,9 @@
 #include <c10/util/Exception.h>
 
 #include <cmath>
+#include <optional>
+#include <utility>
+#include <vector>
 
 #include "schedule_math.h"
 
@@ -136,6 +139,43 @@ inline Program check_schedule_program(c10::ArrayRef<double> program, bool has_me
   TORCH_CHECK(at == size, "schedule program: ", size, " values, expected ", at);
   TORCH_CHECK(!has_plateau || has_metric, "ReduceLROnPlateau needs a metric");
   return view;
+}
+
+// A grad the kernels cannot take as it is (NOTE: [step plan] in
+// lrsched_fused/step_plan.py): one with other strides than its parameter
+// (assigned by hand) is copied to the parameter's layout, the others are
+// refused. Vanished / Appeared: a grad that became None or came back since
+// the step plan was built.
+enum class GradProblem : int64_t { Sparse = 1, Mismatch = 2, OtherStrides = 3, Vanished = 4, Appeared = 5 };
+
+inline std::optional<GradProblem> grad_problem(const at::Tensor& param, const at::Tensor& grad) {
+  if (grad.layout() != at::kStrided) {
+    return GradProblem::Sparse;
+  }
+  if (grad.device() != param.device() || grad.scalar_type() != param.scalar_type() ||
+      grad.sizes() != param.sizes()) {
+    return GradProblem::Mismatch;
+  }
+  if (grad.strides() != param.strides()) {
+    return GradProblem::OtherStrides;
+  }
+  return std::nullopt;
+}
+
+// (index, problem) of each grad that is not a dense tensor in its
+// parameter's device, dtype, shape and strides; checked in one loop before
+// any op of a step runs, the optimizer names the parameter in its error.
+inline std::vector<std::pair<int64_t, int64_t>> grad_problems(const std::vector<at::Tensor>& params,
+                                                              const std::vector<at::Tensor>& grads) {
+  TORCH_CHECK(params.size() == grads.size(), "grad_problems: ", params.size(), " params but ", grads.size(),
+              " grads");
+  std::vector<std::pair<int64_t, int64_t>> problems;
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (const auto problem = grad_problem(params[i], grads[i])) {
+      problems.emplace_back(static_cast<int64_t>(i), static_cast<int64_t>(*problem));
+    }
+  }
+  return problems;
 }
 
 }  // namespace lrsched_fused

@@ -4,6 +4,7 @@
 #include <torch/extension.h>
 
 #include "schedule_math.h"
+#include "step_plan_bindings.h"
 
 TORCH_LIBRARY(lrsched_fused, m) {
   // One Adam/AdamW step over a list of same-dtype tensors of one param group.
@@ -33,6 +34,7 @@ TORCH_LIBRARY(lrsched_fused, m) {
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  lrsched_fused::bind_step_plan(m);
   namespace layout = lrsched_fused::layout;
   m.attr("LAST_EPOCH") = layout::kLastEpoch;
   m.attr("MAX_LEAVES") = layout::kMaxLeaves;
@@ -72,3 +74,4 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.attr("COMBINATOR_SEQUENTIAL") = static_cast<int64_t>(Combinator::Sequential);
   m.attr("COMBINATOR_CHAINED") = static_cast<int64_t>(Combinator::Chained);
 }
+

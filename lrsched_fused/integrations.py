@@ -15,12 +15,12 @@ from typing import Any, Dict, List
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from . import _C
-from .optimizers import _FusedOptimizer
+from .optimizers import FusedOptimizer
 
 __all__ = ["as_lr_scheduler", "ScheduleView", "PlateauScheduleView"]
 
 
-def as_lr_scheduler(optimizer: _FusedOptimizer) -> "ScheduleView":
+def as_lr_scheduler(optimizer: FusedOptimizer) -> "ScheduleView":
     """The scheduler-shaped view of ``optimizer``'s schedule: a
     ``PlateauScheduleView`` (a ``ReduceLROnPlateau`` to trainers, stepped
     with the monitored metric) for ``schedules.ReduceLROnPlateau``, a
@@ -30,10 +30,10 @@ def as_lr_scheduler(optimizer: _FusedOptimizer) -> "ScheduleView":
 
 
 def _check_optimizer(optimizer, owner: str) -> None:
-    if not isinstance(optimizer, _FusedOptimizer):
+    if not isinstance(optimizer, FusedOptimizer):
         raise TypeError(f"{owner}: expected a FusedSGD, FusedAdam or FusedAdamW, got {type(optimizer).__name__} "
                         "(a torch.optim optimizer takes a torch.optim.lr_scheduler scheduler)")
-    if optimizer._schedule_interval == "step":
+    if optimizer.device_schedule.interval == "step":
         raise ValueError(f"{owner}: the optimizer's schedule advances inside step() (schedule_interval='step'); "
                          "a trainer stepping a scheduler would advance it again. Build the optimizer with "
                          "schedule_interval='epoch' and let the trainer step the view (every batch: Lightning's "
@@ -51,7 +51,7 @@ class ScheduleView(LRScheduler):
     state already starts where torch's constructor leaves it.
     """
 
-    def __init__(self, optimizer: _FusedOptimizer):
+    def __init__(self, optimizer: FusedOptimizer):
         name = type(self).__name__
         _check_optimizer(optimizer, name)
         plateau = isinstance(self, PlateauScheduleView)
@@ -72,15 +72,16 @@ class ScheduleView(LRScheduler):
     @property
     def last_epoch(self) -> int:
         """Schedule steps taken so far."""
-        return int(self.optimizer.schedule_state[_C.LAST_EPOCH])
+        return self.optimizer.device_schedule.last_epoch
 
     @property
     def base_lrs(self) -> List[float]:
-        return self.optimizer.schedule_state[_C.HEADER_SIZE + _C.GROUP_BASE_LR::_C.GROUP_STRIDE].tolist()
+        return self.optimizer.device_schedule.base_lrs
 
     def state_dict(self) -> Dict[str, Any]:
         """``{"schedule": ...}``: the same entry as in ``optimizer.state_dict()``."""
-        return {"schedule": self.optimizer.state_dict()["schedule"]}
+        self.optimizer.device_schedule.adopt_assigned(self.optimizer.param_groups)
+        return {"schedule": self.optimizer.device_schedule.state_dict_entry()}
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Copies a saved schedule state into the optimizer's (its storage is
@@ -91,9 +92,8 @@ class ScheduleView(LRScheduler):
             got = f"keys {sorted(map(str, state_dict))}" if isinstance(state_dict, dict) else type(state_dict).__name__
             raise ValueError(f"{name}: expected a state_dict from {name}.state_dict() ({{'schedule': {{'name', "
                              f"'config', 'interval', 'state'}}}}), got {got}")
-        self.optimizer._check_schedule_part(part)
-        self.optimizer.schedule_state.copy_(part["state"])
-        self.optimizer._bind_group_lrs()  # a pending hand-set lr must not overwrite the loaded one
+        self.optimizer.device_schedule.check_entry(part)
+        self.optimizer.device_schedule.load_entry(part, self.optimizer.param_groups)
 
 
 class PlateauScheduleView(ScheduleView, ReduceLROnPlateau):
@@ -108,19 +108,14 @@ class PlateauScheduleView(ScheduleView, ReduceLROnPlateau):
             raise TypeError(f"{type(self).__name__}.step() takes no epoch (torch deprecated it), got {epoch!r}")
         self.optimizer.schedule_step(metrics)
 
-    def _plateau_slot(self, slot: int) -> float:
-        """A slot of the plateau leaf's state (csrc/schedule_math.h; it may sit in a composite)."""
-        leaf = next(i for i, s in enumerate(self.optimizer.schedule.leaves()) if s.requires_metric)
-        return float(self.optimizer.schedule_state[_C.FIRST_LEAF + leaf * _C.LEAF_STRIDE + slot])
-
     @property
     def best(self) -> float:
-        return self._plateau_slot(_C.PLATEAU_BEST)
+        return self.optimizer.device_schedule.plateau_value(_C.PLATEAU_BEST)
 
     @property
     def num_bad_epochs(self) -> int:
-        return int(self._plateau_slot(_C.PLATEAU_BAD_EPOCHS))
+        return int(self.optimizer.device_schedule.plateau_value(_C.PLATEAU_BAD_EPOCHS))
 
     @property
     def cooldown_counter(self) -> int:
-        return int(self._plateau_slot(_C.PLATEAU_COOLDOWN))
+        return int(self.optimizer.device_schedule.plateau_value(_C.PLATEAU_COOLDOWN))

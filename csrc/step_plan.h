@@ -1,0 +1,181 @@
+#pragma once
+// The C++ half of the step plan (NOTE: [step plan] in lrsched_fused/step_plan.py).
+//
+// A GroupPlan keeps the tensor lists of one param group's op calls (one
+// bucket per dtype) across steps, so that a step hands the ops no Python
+// lists: converting a Python list to the op's tensor list costs ~100 ns per
+// tensor, more than a whole step of a small tensor. Each step it reads every
+// parameter's grad itself (refresh_grads), keeps the ones it already holds,
+// checks new ones, and reports a grad that appeared or vanished so that
+// Python rebuilds the plan. Then each bucket's op is called through the
+// dispatcher with the kept lists (profiler, dispatch modes and the device's
+// kernel as with any call of the op).
+#include <ATen/core/Tensor.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/ops/empty_like.h>
+#include <c10/util/Exception.h>
+
+#include <cstdint>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "op_checks.h"
+
+namespace lrsched_fused {
+
+class GroupPlan {
+ public:
+  // The states of a bucket, in the order of the op's arguments after
+  // params and grads: Adam (exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps),
+  // SGD (momentum_buffers).
+  using StateLists = std::vector<std::vector<at::Tensor>>;
+
+  explicit GroupPlan(std::vector<at::Tensor> params)
+      : params_(std::move(params)), has_grad_(params_.size(), false) {}
+
+  // The parameters at `positions` (each with a grad, one dtype) and their states.
+  int64_t add_bucket(const std::vector<int64_t>& positions, StateLists states, std::vector<bool> first_step) {
+    Bucket bucket;
+    for (const int64_t position : positions) {
+      TORCH_CHECK(position >= 0 && position < static_cast<int64_t>(params_.size()) && !has_grad_[position],
+                  "GroupPlan: bad or repeated position ", position);
+      has_grad_[position] = true;
+      bucket.params.push_back(params_[position]);
+    }
+    bucket.positions = positions;
+    bucket.grads.resize(positions.size());
+    bucket.states = std::move(states);
+    for (const bool flag : first_step) {
+      bucket.first_step.push_back(flag);
+    }
+    buckets_.push_back(std::move(bucket));
+    return static_cast<int64_t>(buckets_.size()) - 1;
+  }
+
+  // Reads every parameter's grad. Returns (-1, 0) when each fits its
+  // parameter (one with other strides is copied to the parameter's layout at
+  // the step), and hands them to the buckets for the next step. Else
+  // (position, GradProblem) of the first that does not, including a grad
+  // that vanished or appeared (the plan must be rebuilt); nothing is taken.
+  std::pair<int64_t, int64_t> refresh_grads() {
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const at::Tensor& grad = params_[i].grad();
+      if (grad.defined() != has_grad_[i]) {
+        const auto problem = grad.defined() ? GradProblem::Appeared : GradProblem::Vanished;
+        return {static_cast<int64_t>(i), static_cast<int64_t>(problem)};
+      }
+      if (grad.defined()) {
+        const std::optional<GradProblem> problem = grad_problem(params_[i], grad);
+        if (problem.has_value() && *problem != GradProblem::OtherStrides) {
+          return {static_cast<int64_t>(i), static_cast<int64_t>(*problem)};
+        }
+      }
+    }
+    for (Bucket& bucket : buckets_) {
+      bucket.relayout.clear();
+      for (size_t k = 0; k < bucket.params.size(); ++k) {
+        bucket.grads[k] = bucket.params[k].grad();
+        if (bucket.grads[k].strides() != bucket.params[k].strides()) {
+          bucket.relayout.push_back(k);
+        }
+      }
+      bucket.has_grads = true;
+    }
+    return {-1, 0};
+  }
+
+  void adam_step(int64_t bucket_index, const at::Tensor& schedule_state, int64_t group_index, double beta1,
+                 double beta2, double weight_decay, double eps, bool amsgrad, bool maximize,
+                 bool decoupled_weight_decay, const std::optional<at::Tensor>& grad_scale,
+                 const std::optional<at::Tensor>& found_inf, bool momentum_from_schedule) {
+    static const auto op =
+        c10::Dispatcher::singleton()
+            .findSchemaOrThrow("lrsched_fused::adam_step_", "")
+            .typed<void(at::TensorList, at::TensorList, at::TensorList, at::TensorList, at::TensorList,
+                        at::TensorList, const at::Tensor&, int64_t, double, double, double, double, bool, bool, bool,
+                        const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, bool)>();
+    Bucket& bucket = bucket_at(bucket_index);
+    TORCH_CHECK(bucket.states.size() == 4, "GroupPlan: an Adam bucket holds 4 state lists");
+    const std::vector<at::Tensor>& grads = grads_for_op(bucket);
+    op.call(bucket.params, grads, bucket.states[0], bucket.states[1], bucket.states[2], bucket.states[3],
+            schedule_state, group_index, beta1, beta2, weight_decay, eps, amsgrad, maximize, decoupled_weight_decay,
+            grad_scale, found_inf, momentum_from_schedule);
+    finish(bucket, grad_scale);
+  }
+
+  void sgd_step(int64_t bucket_index, const at::Tensor& schedule_state, int64_t group_index, double momentum,
+                double dampening, double weight_decay, bool nesterov, bool maximize,
+                const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf,
+                bool momentum_from_schedule) {
+    static const auto op =
+        c10::Dispatcher::singleton()
+            .findSchemaOrThrow("lrsched_fused::sgd_step_", "")
+            .typed<void(at::TensorList, at::TensorList, at::TensorList, c10::List<bool>, const at::Tensor&, int64_t,
+                        double, double, double, bool, bool, const std::optional<at::Tensor>&,
+                        const std::optional<at::Tensor>&, bool)>();
+    Bucket& bucket = bucket_at(bucket_index);
+    TORCH_CHECK(bucket.states.size() == 1, "GroupPlan: an SGD bucket holds 1 state list");
+    const std::vector<at::Tensor>& grads = grads_for_op(bucket);
+    op.call(bucket.params, grads, bucket.states[0], bucket.first_step, schedule_state, group_index, momentum,
+            dampening, weight_decay, nesterov, maximize, grad_scale, found_inf, momentum_from_schedule);
+    for (size_t i = 0; i < bucket.first_step.size(); ++i) {
+      bucket.first_step.set(i, false);
+    }
+    finish(bucket, grad_scale);
+  }
+
+ private:
+  struct Bucket {
+    std::vector<int64_t> positions;
+    std::vector<at::Tensor> params;
+    std::vector<at::Tensor> grads;
+    std::vector<size_t> relayout;  // grads whose strides differ from their parameter's
+    std::vector<at::Tensor> relayout_grads;  // grads with those copied to the parameter's layout
+    StateLists states;
+    c10::List<bool> first_step;
+    bool has_grads = false;  // refresh_grads() ran since the last step
+  };
+
+  Bucket& bucket_at(int64_t index) {
+    TORCH_CHECK(index >= 0 && index < static_cast<int64_t>(buckets_.size()), "GroupPlan: no bucket ", index);
+    TORCH_CHECK(buckets_[index].has_grads, "GroupPlan: refresh_grads() must run before each step");
+    return buckets_[index];
+  }
+
+  // The grads in their parameters' layout: a grad with other strides is
+  // copied each step (the kernels walk parameter and grad storage in step).
+  static const std::vector<at::Tensor>& grads_for_op(Bucket& bucket) {
+    if (bucket.relayout.empty()) {
+      return bucket.grads;
+    }
+    bucket.relayout_grads = bucket.grads;
+    for (const size_t k : bucket.relayout) {
+      bucket.relayout_grads[k] = at::empty_like(bucket.params[k]).copy_(bucket.grads[k]);
+    }
+    return bucket.relayout_grads;
+  }
+
+  // After the op: with a GradScaler the kernels unscaled the grads in
+  // place, as torch's fused optimizers do, so a copied grad goes back to the
+  // parameter's grad. Then the grads are let go: holding them until the next
+  // step would keep them alive through zero_grad(set_to_none=True).
+  static void finish(Bucket& bucket, const std::optional<at::Tensor>& grad_scale) {
+    if (grad_scale.has_value()) {
+      for (const size_t k : bucket.relayout) {
+        bucket.grads[k].copy_(bucket.relayout_grads[k]);
+      }
+    }
+    for (at::Tensor& grad : bucket.grads) {
+      grad.reset();
+    }
+    bucket.relayout_grads.clear();
+    bucket.has_grads = false;
+  }
+
+  std::vector<at::Tensor> params_;
+  std::vector<bool> has_grad_;
+  std::vector<Bucket> buckets_;
+};
+
+}  // namespace lrsched_fused

@@ -1,0 +1,34 @@
+#pragma once
+// Python bindings of the step plan's C++ half (csrc/step_plan.h) and of the grad checks.
+#include <torch/extension.h>
+
+#include "op_checks.h"
+#include "step_plan.h"
+
+namespace lrsched_fused {
+
+inline void bind_step_plan(pybind11::module& m) {
+  namespace py = pybind11;
+  using Problem = GradProblem;
+  m.def("grad_problems", &grad_problems,
+        "(index, problem) of each grad that does not match its parameter (NOTE: [step plan])");
+  m.attr("GRAD_SPARSE") = static_cast<int64_t>(Problem::Sparse);
+  m.attr("GRAD_MISMATCH") = static_cast<int64_t>(Problem::Mismatch);
+  m.attr("GRAD_OTHER_STRIDES") = static_cast<int64_t>(Problem::OtherStrides);
+  m.attr("GRAD_VANISHED") = static_cast<int64_t>(Problem::Vanished);
+  m.attr("GRAD_APPEARED") = static_cast<int64_t>(Problem::Appeared);
+  py::class_<GroupPlan>(m, "GroupPlan", "A param group's op lists, kept across steps (NOTE: [step plan])")
+      .def(py::init<std::vector<at::Tensor>>(), py::arg("params"))
+      .def("add_bucket", &GroupPlan::add_bucket, py::arg("positions"), py::arg("states"), py::arg("first_step"))
+      .def("refresh_grads", &GroupPlan::refresh_grads)
+      .def("adam_step", &GroupPlan::adam_step, py::arg("bucket"), py::arg("schedule_state"), py::arg("group_index"),
+           py::arg("beta1"), py::arg("beta2"), py::arg("weight_decay"), py::arg("eps"), py::arg("amsgrad"),
+           py::arg("maximize"), py::arg("decoupled_weight_decay"), py::arg("grad_scale"), py::arg("found_inf"),
+           py::arg("momentum_from_schedule"), py::call_guard<py::gil_scoped_release>())
+      .def("sgd_step", &GroupPlan::sgd_step, py::arg("bucket"), py::arg("schedule_state"), py::arg("group_index"),
+           py::arg("momentum"), py::arg("dampening"), py::arg("weight_decay"), py::arg("nesterov"),
+           py::arg("maximize"), py::arg("grad_scale"), py::arg("found_inf"), py::arg("momentum_from_schedule"),
+           py::call_guard<py::gil_scoped_release>());
+}
+
+}  // namespace lrsched_fused
