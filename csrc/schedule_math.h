@@ -37,9 +37,9 @@
 // ChainedScheduler combine up to kMaxLeaves leaves. A leaf's fields are
 // decoded once, into its kind's struct (NOTE: [schedule fields]).
 //
-// The arithmetic below follows torch/optim/lr_scheduler.py expression by
-// expression (same operand order, float64), so the lrs agree to the last bit
-// on the CPU and to ~1 ulp of cos()/pow() on CUDA.
+// The arithmetic below follows torch/optim/lr_scheduler.py and transformers'
+// optimization.py expression by expression (same operand order, float64), so
+// the lrs agree to the last bit on the CPU and to ~1 ulp of cos()/pow() on CUDA.
 
 #include <c10/macros/Macros.h>
 #include <array>
@@ -97,6 +97,7 @@ enum class PlateauMode : int64_t { Min, Max };
 enum class ThresholdMode : int64_t { Rel, Abs };
 enum class AnnealStrategy : int64_t { Cos, Linear };
 enum class CyclicMode : int64_t { Triangular, Triangular2, ExpRange };
+enum class WsdShape : int64_t { Linear, Cosine, OneMinusSqrt };  // "linear", "cosine", "1-sqrt"
 
 // NOTE: [schedule fields]
 // Each leaf kind's fields are declared once, as a list below: the program
@@ -140,6 +141,7 @@ C10_HOST_DEVICE constexpr T decode_field(double value) {
     }                                                                                  \
   };
 
+// torch.optim.lr_scheduler's schedules
 #define LRSCHED_STEP_FIELDS(FIELD) FIELD(double, step_size) FIELD(double, gamma)
 #define LRSCHED_COSINE_FIELDS(FIELD) FIELD(double, T_max) FIELD(double, eta_min)
 #define LRSCHED_PLATEAU_FIELDS(FIELD)                                                          \
@@ -156,6 +158,26 @@ C10_HOST_DEVICE constexpr T decode_field(double value) {
 #define LRSCHED_CYCLIC_FIELDS(FIELD)                                                    \
   FIELD(double, step_size_up) FIELD(double, step_size_down) /* None: step_size_up */    \
   FIELD(CyclicMode, mode) FIELD(double, gamma) FIELD(bool, cycle_momentum)
+// transformers' get_scheduler schedules (LambdaLR of the step)
+#define LRSCHED_CONSTANT_WITH_WARMUP_FIELDS(FIELD) FIELD(double, num_warmup_steps)
+#define LRSCHED_LINEAR_WITH_WARMUP_FIELDS(FIELD) FIELD(double, num_warmup_steps) FIELD(double, num_training_steps)
+#define LRSCHED_COSINE_WITH_WARMUP_FIELDS(FIELD)                                        \
+  FIELD(double, num_warmup_steps) FIELD(double, num_training_steps) FIELD(double, num_cycles) \
+  FIELD(double, min_lr_rate) FIELD(double, min_lr) /* None: min_lr_rate applies */
+#define LRSCHED_COSINE_WITH_HARD_RESTARTS_FIELDS(FIELD) \
+  FIELD(double, num_warmup_steps) FIELD(double, num_training_steps) FIELD(double, num_cycles)
+#define LRSCHED_POLYNOMIAL_DECAY_WITH_WARMUP_FIELDS(FIELD)                                   \
+  FIELD(double, num_warmup_steps) FIELD(double, num_training_steps) FIELD(double, lr_end)    \
+  FIELD(double, power) FIELD(double, lr_init) /* None: the group's initial lr */
+#define LRSCHED_INVERSE_SQRT_FIELDS(FIELD) \
+  FIELD(double, num_warmup_steps) FIELD(double, timescale) /* None: num_warmup_steps or 10_000 */
+#define LRSCHED_COSINE_WARMUP_WITH_MIN_LR_FIELDS(FIELD)                                          \
+  FIELD(double, num_warmup_steps) FIELD(double, num_training_steps) FIELD(double, num_cycles)    \
+  FIELD(double, min_lr_rate) FIELD(double, min_lr) FIELD(double, warmup_lr_rate) /* None: (step + 1) / W */
+#define LRSCHED_WARMUP_STABLE_DECAY_FIELDS(FIELD)                                                   \
+  FIELD(double, num_warmup_steps) FIELD(double, num_decay_steps) FIELD(double, num_training_steps)  \
+  FIELD(double, num_stable_steps) /* None: num_training_steps - num_warmup_steps - num_decay_steps */ \
+  FIELD(WsdShape, warmup_type) FIELD(WsdShape, decay_type) FIELD(double, min_lr_ratio) FIELD(double, num_cycles)
 
 LRSCHED_DEFINE_FIELDS(StepFields, LRSCHED_STEP_FIELDS)
 LRSCHED_DEFINE_FIELDS(CosineFields, LRSCHED_COSINE_FIELDS)
@@ -167,6 +189,14 @@ LRSCHED_DEFINE_FIELDS(PolynomialFields, LRSCHED_POLYNOMIAL_FIELDS)
 LRSCHED_DEFINE_FIELDS(CosineRestartsFields, LRSCHED_COSINE_RESTARTS_FIELDS)
 LRSCHED_DEFINE_FIELDS(OneCycleFields, LRSCHED_ONE_CYCLE_FIELDS)
 LRSCHED_DEFINE_FIELDS(CyclicFields, LRSCHED_CYCLIC_FIELDS)
+LRSCHED_DEFINE_FIELDS(ConstantWithWarmupFields, LRSCHED_CONSTANT_WITH_WARMUP_FIELDS)
+LRSCHED_DEFINE_FIELDS(LinearWithWarmupFields, LRSCHED_LINEAR_WITH_WARMUP_FIELDS)
+LRSCHED_DEFINE_FIELDS(CosineWithWarmupFields, LRSCHED_COSINE_WITH_WARMUP_FIELDS)
+LRSCHED_DEFINE_FIELDS(CosineWithHardRestartsFields, LRSCHED_COSINE_WITH_HARD_RESTARTS_FIELDS)
+LRSCHED_DEFINE_FIELDS(PolynomialDecayWithWarmupFields, LRSCHED_POLYNOMIAL_DECAY_WITH_WARMUP_FIELDS)
+LRSCHED_DEFINE_FIELDS(InverseSqrtFields, LRSCHED_INVERSE_SQRT_FIELDS)
+LRSCHED_DEFINE_FIELDS(CosineWarmupWithMinLrFields, LRSCHED_COSINE_WARMUP_WITH_MIN_LR_FIELDS)
+LRSCHED_DEFINE_FIELDS(WarmupStableDecayFields, LRSCHED_WARMUP_STABLE_DECAY_FIELDS)
 
 // A constant lr (schedule=None) has no fields.
 struct ConstantFields {
@@ -203,7 +233,18 @@ struct MultiStepFields {
   KIND(Polynomial, POLYNOMIAL, polynomial, PolynomialFields)                                     \
   KIND(CosineRestarts, COSINE_RESTARTS, cosine_restarts, CosineRestartsFields)                   \
   KIND(OneCycle, ONE_CYCLE, one_cycle, OneCycleFields)                                           \
-  KIND(Cyclic, CYCLIC, cyclic, CyclicFields)
+  KIND(Cyclic, CYCLIC, cyclic, CyclicFields)                                                     \
+  KIND(ConstantWithWarmup, CONSTANT_WITH_WARMUP, constant_with_warmup, ConstantWithWarmupFields) \
+  KIND(LinearWithWarmup, LINEAR_WITH_WARMUP, linear_with_warmup, LinearWithWarmupFields)         \
+  KIND(CosineWithWarmup, COSINE_WITH_WARMUP, cosine_with_warmup, CosineWithWarmupFields)         \
+  KIND(CosineWithHardRestarts, COSINE_WITH_HARD_RESTARTS, cosine_with_hard_restarts,             \
+       CosineWithHardRestartsFields)                                                             \
+  KIND(PolynomialDecayWithWarmup, POLYNOMIAL_DECAY_WITH_WARMUP, polynomial_decay_with_warmup,    \
+       PolynomialDecayWithWarmupFields)                                                          \
+  KIND(InverseSqrt, INVERSE_SQRT, inverse_sqrt, InverseSqrtFields)                               \
+  KIND(CosineWarmupWithMinLr, COSINE_WARMUP_WITH_MIN_LR, cosine_warmup_with_min_lr,              \
+       CosineWarmupWithMinLrFields)                                                              \
+  KIND(WarmupStableDecay, WARMUP_STABLE_DECAY, warmup_stable_decay, WarmupStableDecayFields)
 
 #define LRSCHED_KIND_ENUMERATOR(Kind, NAME, member, Fields) Kind,
 enum class ScheduleKind : int64_t { LRSCHED_FOR_EACH_LEAF_KIND(LRSCHED_KIND_ENUMERATOR) };
@@ -283,6 +324,20 @@ constexpr double kPi = 3.141592653589793;  // == math.pi
 // the remainder does not change whether it is zero.
 C10_HOST_DEVICE inline bool divides(double divisor, double value) {
   return ::fmod(value, divisor) == 0.0;
+}
+
+// Python's max(a, b): a unless b is greater (max(0.0, -0.0) is 0.0).
+C10_HOST_DEVICE inline double py_max(double a, double b) {
+  return b > a ? b : a;
+}
+
+// Python's float a % b: the remainder takes the sign of b.
+C10_HOST_DEVICE inline double py_mod(double a, double b) {
+  const double remainder = ::fmod(a, b);
+  if (remainder == 0.0) {
+    return ::copysign(0.0, b);
+  }
+  return (remainder < 0.0) != (b < 0.0) ? remainder + b : remainder;
 }
 
 // A field given as None in Python, which travels as NaN (NOTE: [schedule fields]).
@@ -467,6 +522,204 @@ C10_HOST_DEVICE inline void cyclic_lrs(const CyclicFields& fields, double* state
   }
 }
 
+// ---------------------------------------------------------------------------
+// NOTE: [transformers schedules]
+// transformers.get_scheduler's schedules are LambdaLR(optimizer, lr_lambda):
+// lr = initial_lr * lr_lambda(last_epoch), absolute from the group's initial
+// lr at every step. Each function below is the lr_lambda of
+// transformers/optimization.py (`_get_*_lr_lambda`), with its Python
+// operations in the same order: int arithmetic on step counts is exact in
+// float64, `float(a) / float(max(1, b))` is a / py_max(1.0, b), `max(0, f)`
+// is py_max(0.0, f) (the product with the lr is the same), and `x ** p`,
+// `math.cos`, `math.sqrt` are the C library's pow, cos, sqrt, as CPython's.
+// A lambda that transformers builds from `optimizer.defaults["lr"]`
+// (PolynomialDecayWithWarmup's lr_init, a min_lr given absolutely) takes the
+// group's initial lr instead unless the field is given; the two are equal when
+// the groups use the optimizer's lr.
+
+C10_HOST_DEVICE inline double linear_warmup(double step, double num_warmup_steps) {
+  return step / py_max(1.0, num_warmup_steps);
+}
+
+// A factor in [0, 1] rescaled to end at `floor` instead of 0, clipped at 0.
+C10_HOST_DEVICE inline double rescaled_to_floor(double factor, double floor) {
+  return py_max(0.0, factor * (1.0 - floor) + floor);
+}
+
+// The progress of the decay after the warmup: float(step - W) / float(max(1, T - W)).
+C10_HOST_DEVICE inline double decay_progress(double step, double num_warmup_steps, double num_training_steps) {
+  return (step - num_warmup_steps) / py_max(1.0, num_training_steps - num_warmup_steps);
+}
+
+// 0.5 * (1 + cos(2 pi num_cycles progress)): from 1 at progress 0; to 0 at progress 1 for num_cycles 0.5.
+C10_HOST_DEVICE inline double cosine_wave(double num_cycles, double progress) {
+  return 0.5 * (1.0 + ::cos(kPi * num_cycles * 2.0 * progress));
+}
+
+C10_HOST_DEVICE inline double resolved_min_lr_rate(double min_lr_rate, double min_lr, double initial_lr) {
+  return is_none(min_lr) ? min_lr_rate : min_lr / initial_lr;
+}
+
+C10_HOST_DEVICE inline double linear_with_warmup_lambda(const LinearWithWarmupFields& f, double step) {
+  if (step < f.num_warmup_steps) {
+    return linear_warmup(step, f.num_warmup_steps);
+  }
+  return py_max(0.0, (f.num_training_steps - step) / py_max(1.0, f.num_training_steps - f.num_warmup_steps));
+}
+
+C10_HOST_DEVICE inline double cosine_with_warmup_lambda(const CosineWithWarmupFields& f, double step,
+                                                        double initial_lr) {
+  if (step < f.num_warmup_steps) {
+    return linear_warmup(step, f.num_warmup_steps);
+  }
+  const double progress = decay_progress(step, f.num_warmup_steps, f.num_training_steps);
+  return rescaled_to_floor(cosine_wave(f.num_cycles, progress),
+                           resolved_min_lr_rate(f.min_lr_rate, f.min_lr, initial_lr));
+}
+
+C10_HOST_DEVICE inline double cosine_with_hard_restarts_lambda(const CosineWithHardRestartsFields& f, double step) {
+  if (step < f.num_warmup_steps) {
+    return linear_warmup(step, f.num_warmup_steps);
+  }
+  const double progress = decay_progress(step, f.num_warmup_steps, f.num_training_steps);
+  if (progress >= 1.0) {
+    return 0.0;
+  }
+  return py_max(0.0, 0.5 * (1.0 + ::cos(kPi * py_mod(f.num_cycles * progress, 1.0))));
+}
+
+C10_HOST_DEVICE inline double polynomial_decay_with_warmup_lambda(const PolynomialDecayWithWarmupFields& f,
+                                                                  double step, double initial_lr) {
+  const double lr_init = is_none(f.lr_init) ? initial_lr : f.lr_init;
+  if (step < f.num_warmup_steps) {
+    return linear_warmup(step, f.num_warmup_steps);
+  }
+  if (step > f.num_training_steps) {
+    return f.lr_end / lr_init;
+  }
+  const double lr_range = lr_init - f.lr_end;
+  const double decay_steps = f.num_training_steps - f.num_warmup_steps;
+  const double pct_remaining = 1.0 - (step - f.num_warmup_steps) / decay_steps;
+  const double decay = lr_range * ::pow(pct_remaining, f.power) + f.lr_end;
+  return decay / lr_init;
+}
+
+C10_HOST_DEVICE inline double inverse_sqrt_lambda(const InverseSqrtFields& f, double step) {
+  if (step < f.num_warmup_steps) {
+    return linear_warmup(step, f.num_warmup_steps);
+  }
+  const double timescale =
+      is_none(f.timescale) ? (f.num_warmup_steps != 0.0 ? f.num_warmup_steps : 10000.0) : f.timescale;
+  const double shift = timescale - f.num_warmup_steps;
+  return 1.0 / ::sqrt((step + shift) / timescale);
+}
+
+// Its lambda converts the counts with float() first, hence the + 1.0 terms.
+C10_HOST_DEVICE inline double cosine_warmup_with_min_lr_lambda(const CosineWarmupWithMinLrFields& f, double step,
+                                                               double initial_lr) {
+  if (step < f.num_warmup_steps) {
+    if (is_none(f.warmup_lr_rate)) {
+      return (step + 1.0) / py_max(1.0, f.num_warmup_steps);
+    }
+    return f.warmup_lr_rate + (1.0 - f.warmup_lr_rate) * step / py_max(1.0, f.num_warmup_steps - 1.0);
+  }
+  const double progress = (step - f.num_warmup_steps + 1.0) / py_max(1.0, f.num_training_steps - f.num_warmup_steps);
+  return rescaled_to_floor(cosine_wave(f.num_cycles, progress),
+                           resolved_min_lr_rate(f.min_lr_rate, f.min_lr, initial_lr));
+}
+
+C10_HOST_DEVICE inline double warmup_stable_decay_lambda(const WarmupStableDecayFields& f, double step) {
+  const double warmup = f.num_warmup_steps;
+  const double stable = is_none(f.num_stable_steps) ? f.num_training_steps - warmup - f.num_decay_steps
+                                                    : f.num_stable_steps;
+  if (step < warmup) {
+    const double progress = step / py_max(1.0, warmup);
+    double factor;
+    switch (f.warmup_type) {
+      case WsdShape::Linear:
+        factor = progress;
+        break;
+      case WsdShape::Cosine:
+        factor = 0.5 * (1.0 - ::cos(kPi * progress));
+        break;
+      default:
+        factor = 1.0 - ::sqrt(1.0 - progress);
+        break;
+    }
+    return rescaled_to_floor(factor, f.min_lr_ratio);
+  }
+  if (step < warmup + stable) {
+    return 1.0;
+  }
+  if (step < warmup + stable + f.num_decay_steps) {
+    const double progress = (step - warmup - stable) / py_max(1.0, f.num_decay_steps);
+    double factor;
+    switch (f.decay_type) {
+      case WsdShape::Linear:
+        factor = 1.0 - progress;
+        break;
+      case WsdShape::Cosine:
+        factor = cosine_wave(f.num_cycles, progress);
+        break;
+      default:
+        factor = 1.0 - ::sqrt(progress);
+        break;
+    }
+    return rescaled_to_floor(factor, f.min_lr_ratio);
+  }
+  return f.min_lr_ratio;
+}
+
+// Sets *factor to the lr_lambda of a transformers schedule at `step`, for a
+// group whose initial lr is `initial_lr`; false for the other kinds.
+C10_HOST_DEVICE inline bool transformers_lambda(const Leaf& leaf, double step, double initial_lr, double* factor) {
+  const LeafFields& f = leaf.fields;
+  switch (leaf.kind) {
+    case ScheduleKind::ConstantWithWarmup:
+      *factor = step < f.constant_with_warmup.num_warmup_steps
+          ? linear_warmup(step, f.constant_with_warmup.num_warmup_steps) : 1.0;
+      return true;
+    case ScheduleKind::LinearWithWarmup:
+      *factor = linear_with_warmup_lambda(f.linear_with_warmup, step);
+      return true;
+    case ScheduleKind::CosineWithWarmup:
+      *factor = cosine_with_warmup_lambda(f.cosine_with_warmup, step, initial_lr);
+      return true;
+    case ScheduleKind::CosineWithHardRestarts:
+      *factor = cosine_with_hard_restarts_lambda(f.cosine_with_hard_restarts, step);
+      return true;
+    case ScheduleKind::PolynomialDecayWithWarmup:
+      *factor = polynomial_decay_with_warmup_lambda(f.polynomial_decay_with_warmup, step, initial_lr);
+      return true;
+    case ScheduleKind::InverseSqrt:
+      *factor = inverse_sqrt_lambda(f.inverse_sqrt, step);
+      return true;
+    case ScheduleKind::CosineWarmupWithMinLr:
+      *factor = cosine_warmup_with_min_lr_lambda(f.cosine_warmup_with_min_lr, step, initial_lr);
+      return true;
+    case ScheduleKind::WarmupStableDecay:
+      *factor = warmup_stable_decay_lambda(f.warmup_stable_decay, step);
+      return true;
+    default:
+      return false;
+  }
+}
+
+// LambdaLR.get_lr() at `step` for a transformers schedule: base_lr * lr_lambda(step).
+// Returns false, changing nothing, for the other kinds.
+C10_HOST_DEVICE inline bool transformers_lrs(const Leaf& leaf, double* state, int64_t num_groups, double step) {
+  for (int64_t g = 0; g < num_groups; ++g) {
+    double* slots = group_slots(state, g);
+    const double base_lr = slots[layout::kGroupBaseLr];
+    double factor;
+    if (!transformers_lambda(leaf, step, base_lr, &factor)) {
+      return false;
+    }
+    slots[layout::kGroupLr] = base_lr * factor;
+  }
+  return true;
+}
+
 // get_lr() at last_epoch 0 of the leaves that set the lr absolutely (no-op for the others).
 C10_HOST_DEVICE inline void absolute_lrs_at_zero(const Leaf& leaf, double* state, int64_t num_groups) {
   switch (leaf.kind) {
@@ -480,6 +733,7 @@ C10_HOST_DEVICE inline void absolute_lrs_at_zero(const Leaf& leaf, double* state
       cyclic_lrs(leaf.fields.cyclic, state, num_groups, 0.0);
       break;
     default:
+      transformers_lrs(leaf, state, num_groups, 0.0);
       break;
   }
 }
@@ -605,6 +859,7 @@ C10_HOST_DEVICE inline void step_leaf(const Leaf& leaf, double* state, int64_t n
       cyclic_lrs(f.cyclic, state, num_groups, epoch);
       break;
     default:
+      transformers_lrs(leaf, state, num_groups, epoch);
       break;
   }
 }

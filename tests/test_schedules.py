@@ -184,7 +184,12 @@ def test_a_saved_config_of_every_leaf_rebuilds_an_equal_schedule():
                 schedules.LinearLR(), schedules.ExponentialLR(0.9), schedules.PolynomialLR(),
                 schedules.CosineAnnealingLR(10), schedules.CosineAnnealingWarmRestarts(3, 2),
                 schedules.OneCycleLR([0.1, 0.2], epochs=3, steps_per_epoch=4), schedules.CyclicLR(0.01, 0.1),
-                schedules.ReduceLROnPlateau(min_lr=[0.0, 0.1]), schedules.Constant()]
+                schedules.ReduceLROnPlateau(min_lr=[0.0, 0.1]), schedules.Constant(),
+                schedules.ConstantWithWarmup(3), schedules.LinearWithWarmup(2, 10),
+                schedules.CosineWithWarmup(2, 10, min_lr=1e-3), schedules.CosineWithHardRestarts(1, 9, 2),
+                schedules.PolynomialDecayWithWarmup(2, 10, lr_init=0.1), schedules.InverseSqrt(4),
+                schedules.CosineWarmupWithMinLr(2, 10, warmup_lr_rate=0.1),
+                schedules.WarmupStableDecay(2, 3, num_training_steps=10)]
     assert {type(s) for s in examples} == set(LEAF_CLASSES)
     for schedule in examples:
         rebuilt = schedules.from_config(type(schedule).__name__, schedule.config())
