@@ -114,6 +114,8 @@ inline void check_sgd_step_args(at::TensorList params, at::TensorList grads, at:
 // changes; returns it, checked.
 inline Program check_schedule_program(c10::ArrayRef<double> program, bool has_metric) {
   const int64_t size = static_cast<int64_t>(program.size());
+  TORCH_CHECK(size <= kMaxProgramSize, "schedule program: ", size, " values, more than the ", kMaxProgramSize,
+              " a program may hold");
   auto is_count = [](double v) { return v >= 0 && v == std::floor(v) && v < 1e9; };
   TORCH_CHECK(size >= 2 && is_count(program[0]) && program[0] <= kLastCombinator,
               "schedule program: unknown combinator ", size >= 1 ? program[0] : -1.0);
@@ -130,9 +132,9 @@ inline Program check_schedule_program(c10::ArrayRef<double> program, bool has_me
                 "schedule program: leaf ", l, " is malformed");
     const auto kind = static_cast<ScheduleKind>(static_cast<int64_t>(program[at]));
     const int64_t count = static_cast<int64_t>(program[at + 1]);
-    const int64_t expected = num_hyperparameters(kind);
+    const int64_t expected = num_fields(kind);
     TORCH_CHECK(expected < 0 ? count >= 1 : count == expected, "schedule program: leaf ", l, " of kind ",
-                program[at], " takes ", expected, " hyperparameters, got ", count);
+                program[at], " takes ", expected, " fields, got ", count);
     has_plateau = has_plateau || kind == ScheduleKind::Plateau;
     at += 2 + count;
   }

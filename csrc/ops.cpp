@@ -33,6 +33,17 @@ TORCH_LIBRARY(lrsched_fused, m) {
       "Tensor? skip_if=None, bool initial=False) -> ()");
 }
 
+namespace {
+template <size_t N>
+py::tuple field_names(const std::array<const char*, N>& names) {
+  py::tuple result(N);
+  for (size_t i = 0; i < N; ++i) {
+    result[i] = py::str(names[i]);
+  }
+  return result;
+}
+}  // namespace
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   lrsched_fused::bind_step_plan(m);
   namespace layout = lrsched_fused::layout;
@@ -56,19 +67,16 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.attr("GROUP_MAX_MOMENTUM") = layout::kGroupMaxMomentum;
   m.attr("GROUP_STRIDE") = layout::kGroupStride;
   m.attr("FIRST_LEAF") = layout::kFirstLeaf;
+  m.attr("MAX_PROGRAM_SIZE") = lrsched_fused::kMaxProgramSize;
+  // Each leaf kind's number, and its field names in program order (NOTE: [schedule fields]).
   using lrsched_fused::ScheduleKind;
-  m.attr("KIND_CONSTANT") = static_cast<int64_t>(ScheduleKind::Constant);
-  m.attr("KIND_STEP") = static_cast<int64_t>(ScheduleKind::Step);
-  m.attr("KIND_COSINE") = static_cast<int64_t>(ScheduleKind::Cosine);
-  m.attr("KIND_PLATEAU") = static_cast<int64_t>(ScheduleKind::Plateau);
-  m.attr("KIND_MULTI_STEP") = static_cast<int64_t>(ScheduleKind::MultiStep);
-  m.attr("KIND_EXPONENTIAL") = static_cast<int64_t>(ScheduleKind::Exponential);
-  m.attr("KIND_CONSTANT_FACTOR") = static_cast<int64_t>(ScheduleKind::ConstantFactor);
-  m.attr("KIND_LINEAR") = static_cast<int64_t>(ScheduleKind::Linear);
-  m.attr("KIND_POLYNOMIAL") = static_cast<int64_t>(ScheduleKind::Polynomial);
-  m.attr("KIND_COSINE_RESTARTS") = static_cast<int64_t>(ScheduleKind::CosineRestarts);
-  m.attr("KIND_ONE_CYCLE") = static_cast<int64_t>(ScheduleKind::OneCycle);
-  m.attr("KIND_CYCLIC") = static_cast<int64_t>(ScheduleKind::Cyclic);
+  py::dict schedule_fields;
+#define LRSCHED_EXPORT_KIND(Kind, NAME, member, Fields)                              \
+  m.attr("KIND_" #NAME) = static_cast<int64_t>(ScheduleKind::Kind);                  \
+  schedule_fields[py::int_(static_cast<int64_t>(ScheduleKind::Kind))] = field_names(lrsched_fused::Fields::kNames);
+  LRSCHED_FOR_EACH_LEAF_KIND(LRSCHED_EXPORT_KIND)
+#undef LRSCHED_EXPORT_KIND
+  m.attr("SCHEDULE_FIELDS") = schedule_fields;
   using lrsched_fused::Combinator;
   m.attr("COMBINATOR_SINGLE") = static_cast<int64_t>(Combinator::Single);
   m.attr("COMBINATOR_SEQUENTIAL") = static_cast<int64_t>(Combinator::Sequential);

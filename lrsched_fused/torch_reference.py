@@ -6,7 +6,9 @@ verified against, for the tests, the plot helper and anyone checking a run.
 schedule specifications; ``step(scheduler, metric)`` steps it as a user would.
 A composite holding a ReduceLROnPlateau, which torch's SequentialLR and
 ChainedScheduler refuse, becomes the two torch schedulers stepped by hand
-(``ByHand``), as users write it today.
+(``ByHand``), as users write it today. The twin of a transformers schedule
+(``schedules.get_scheduler``) is the ``LambdaLR`` that transformers itself
+builds, so it needs ``transformers``.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from torch.optim import lr_scheduler
 
 from . import schedules
 
-__all__ = ["ByHand", "torch_scheduler", "step", "lr_curves"]
+__all__ = ["ByHand", "torch_scheduler", "transformers_lambda_lr", "step", "lr_curves"]
 
 
 class ByHand:
@@ -76,7 +78,32 @@ def torch_scheduler(schedule: schedules.Schedule, optimizer: torch.optim.Optimiz
         if milestones is not None:
             return lr_scheduler.SequentialLR(optimizer, parts, milestones)
         return lr_scheduler.ChainedScheduler(parts)
+    if isinstance(schedule, schedules._TransformersSchedule):
+        return transformers_lambda_lr(schedule, optimizer)
     return getattr(lr_scheduler, type(schedule).__name__)(optimizer, **schedule.config())
+
+
+def transformers_lambda_lr(schedule: schedules.Schedule, optimizer: torch.optim.Optimizer) -> lr_scheduler.LambdaLR:
+    """``LambdaLR(optimizer, [lr_lambda per group])`` with the lr_lambdas that
+    ``transformers.optimization.<schedule.transformers_function>`` builds from
+    the schedule's arguments, for an optimizer whose lr is the group's initial
+    lr (or ``lr_init``): what ours computes for each group."""
+    try:
+        from transformers import optimization
+    except ImportError as exc:
+        raise ImportError(f"the torch twin of {type(schedule).__name__} is transformers' LambdaLR: "
+                          "pip install transformers") from exc
+    kwargs = schedule.config()
+    lr_init = kwargs.pop("lr_init", None)
+    build = getattr(optimization, schedule.transformers_function)
+    lambdas = []
+    for group in optimizer.param_groups:
+        initial_lr = float(group.get("initial_lr", group["lr"]))
+        stand_in = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=initial_lr if lr_init is None else lr_init)
+        with warnings.catch_warnings():  # WarmupStableDecay with both step counts warns, as ours does
+            warnings.simplefilter("ignore")
+            lambdas.append(build(stand_in, **kwargs).lr_lambdas[0])
+    return lr_scheduler.LambdaLR(optimizer, lambdas)
 
 
 def step(scheduler, metric=None) -> None:

@@ -43,8 +43,9 @@ def ours(spec: dict) -> schedules.Schedule:
 
 def torchs(spec: dict, optimizer):
     """torch's scheduler for the spec on `optimizer`: built from the spec's own
-    arguments for a plain schedule, by lrsched_fused.torch_reference for a composite."""
-    if "schedulers" not in spec:
+    arguments for a plain torch schedule, by lrsched_fused.torch_reference for
+    a composite or a transformers schedule (transformers' LambdaLR)."""
+    if "schedulers" not in spec and hasattr(torch.optim.lr_scheduler, spec["name"]):
         return getattr(torch.optim.lr_scheduler, spec["name"])(optimizer, **spec["kwargs"])
     return torch_reference.torch_scheduler(ours(spec), optimizer)
 

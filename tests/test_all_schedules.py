@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 from lrsched_fused import FusedAdam, FusedSGD, _C, schedules, torch_reference
 from schedule_specs import chained, describe, leaf, needs_metric, ours, sequential, torchs
-from torch_pair import WORST_SEEN, plateau_metric
+from torch_pair import assert_lr_sequences_close, plateau_metric
 
 LR_RTOL = 1e-12
 LRS = (0.1, 0.03, 0.7)
@@ -56,6 +56,23 @@ CASES = {
         leaf("CyclicLR", base_lr=[0.01, 0.02, 0.001], max_lr=[0.1, 0.3, 0.01], step_size_up=5, step_size_down=2,
              cycle_momentum=False), 25),
     "ReduceLROnPlateau": (leaf("ReduceLROnPlateau", patience=1, cooldown=2, factor=0.5), 33),
+    # transformers' schedules (transformers' own LambdaLR on the torch side; tests/test_transformers_schedules.py
+    # checks them against transformers.get_scheduler by name)
+    "ConstantWithWarmup": (leaf("ConstantWithWarmup", num_warmup_steps=4), 8),
+    "LinearWithWarmup": (leaf("LinearWithWarmup", num_warmup_steps=3, num_training_steps=12), 15),
+    "CosineWithWarmup, min_lr": (leaf("CosineWithWarmup", num_warmup_steps=3, num_training_steps=15, min_lr=1e-3),
+                                 20),
+    "CosineWithHardRestarts": (leaf("CosineWithHardRestarts", num_warmup_steps=2, num_training_steps=20,
+                                    num_cycles=3), 24),
+    "PolynomialDecayWithWarmup, per-group lr_init": (
+        leaf("PolynomialDecayWithWarmup", num_warmup_steps=2, num_training_steps=12, lr_end=1e-3, power=2.0), 15),
+    "PolynomialDecayWithWarmup, lr_init": (
+        leaf("PolynomialDecayWithWarmup", num_warmup_steps=2, num_training_steps=12, lr_init=0.1), 15),
+    "InverseSqrt": (leaf("InverseSqrt", num_warmup_steps=4, timescale=6), 20),
+    "CosineWarmupWithMinLr": (leaf("CosineWarmupWithMinLr", num_warmup_steps=4, num_training_steps=14,
+                                   min_lr_rate=0.1, warmup_lr_rate=0.05), 18),
+    "WarmupStableDecay": (leaf("WarmupStableDecay", num_warmup_steps=3, num_decay_steps=5, num_training_steps=14,
+                               warmup_type="cosine", decay_type="1-sqrt", min_lr_ratio=0.1), 18),
     # composites
     "SequentialLR: linear warmup, cosine": (
         sequential([leaf("LinearLR", start_factor=0.1, total_iters=5), leaf("CosineAnnealingLR", T_max=20)], [5]),
@@ -79,6 +96,19 @@ CASES = {
     "ChainedScheduler: step, multistep, polynomial": (
         chained([leaf("StepLR", step_size=3, gamma=0.5), leaf("MultiStepLR", milestones=[4, 8], gamma=0.3),
                  leaf("PolynomialLR", total_iters=12, power=1.5)]), 16),
+    "SequentialLR: linear warmup, transformers cosine, constant": (
+        sequential([leaf("LinearLR", start_factor=0.1, total_iters=4),
+                    leaf("CosineWithWarmup", num_warmup_steps=0, num_training_steps=12, min_lr_rate=0.05),
+                    leaf("ConstantWithWarmup", num_warmup_steps=3)], [4, 14]), 22),
+    "SequentialLR: WSD, exponential": (
+        sequential([leaf("WarmupStableDecay", num_warmup_steps=2, num_decay_steps=4, num_stable_steps=3,
+                         decay_type="linear", min_lr_ratio=0.2),
+                    leaf("ExponentialLR", gamma=0.9)], [9]), 16),
+    "ChainedScheduler: inverse sqrt, exponential": (
+        chained([leaf("InverseSqrt", num_warmup_steps=3), leaf("ExponentialLR", gamma=0.95)]), 15),
+    "ChainedScheduler: step, polynomial decay": (
+        chained([leaf("StepLR", step_size=2, gamma=0.5),
+                 leaf("PolynomialDecayWithWarmup", num_warmup_steps=2, num_training_steps=10, power=1.5)]), 14),
     # ReduceLROnPlateau in a composite: torch's stepped by hand (tests/schedule_specs.py)
     "SequentialLR: warmup, plateau": (
         sequential([leaf("LinearLR", start_factor=0.1, total_iters=5),
@@ -87,6 +117,9 @@ CASES = {
         sequential([leaf("ConstantLR", factor=0.25, total_iters=2),
                     leaf("ReduceLROnPlateau", mode="max", threshold_mode="abs", threshold=0.01, patience=0)], [3]),
         30),
+    "SequentialLR: WSD, plateau": (
+        sequential([leaf("WarmupStableDecay", num_warmup_steps=3, num_decay_steps=4, num_training_steps=10),
+                    leaf("ReduceLROnPlateau", patience=1, factor=0.5)], [8]), 25),
     "SequentialLR: plateau, cosine": (
         sequential([leaf("ReduceLROnPlateau", patience=0), leaf("CosineAnnealingLR", T_max=5)], [8]), 20),
     "ChainedScheduler: exponential, plateau": (
@@ -152,17 +185,7 @@ def drive(spec, horizon, optimizer="sgd momentum", *, interval="epoch", steps_pe
 
 
 def assert_close_sequences(expected, got, what):
-    assert len(expected) == len(got)
-    worst = 0.0
-    for step, (e, g) in enumerate(zip(expected, got)):
-        assert len(e) == len(g)
-        for group, (a, b) in enumerate(zip(e, g)):
-            err = abs(a - b) / abs(a) if a != 0 else abs(b)
-            assert err <= LR_RTOL, f"{what} at schedule step {step}, group {group}: torch {a!r}, ours {b!r}"
-            worst = max(worst, err)
-    seen = WORST_SEEN.setdefault("every schedule", {"lr": 0.0, "param": 0.0, "runs": 0})
-    seen["lr"] = max(seen["lr"], worst)
-    seen["runs"] += what.startswith("lr")
+    assert_lr_sequences_close(expected, got, what, "every schedule", rtol=LR_RTOL, count_run=what.startswith("lr"))
 
 
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
@@ -327,6 +350,7 @@ def test_every_torch_scheduler_has_a_twin_or_a_refusal():
 
 # ----------------------------------------------------------- property tests
 _FACTOR = st.floats(0.05, 1.0)
+_STEPS = st.integers(0, 8)
 LEAF_STRATEGIES = {
     "StepLR": st.fixed_dictionaries({"step_size": st.integers(1, 6), "gamma": st.floats(0.1, 1.2)}),
     "MultiStepLR": st.fixed_dictionaries({"milestones": st.lists(st.integers(0, 15), min_size=1, max_size=5),
@@ -343,6 +367,27 @@ LEAF_STRATEGIES = {
         "mode": st.sampled_from(["min", "max"]), "factor": st.floats(0.0, 0.9), "patience": st.integers(0, 3),
         "threshold": st.floats(0.0, 0.1), "threshold_mode": st.sampled_from(["rel", "abs"]),
         "cooldown": st.integers(0, 3), "min_lr": st.floats(0.0, 0.01), "eps": st.sampled_from([0.0, 1e-8, 1e-3])}),
+    # transformers' schedules
+    "ConstantWithWarmup": st.fixed_dictionaries({"num_warmup_steps": st.integers(0, 8)}),
+    "LinearWithWarmup": st.fixed_dictionaries({"num_warmup_steps": _STEPS, "num_training_steps": st.integers(0, 30)}),
+    "CosineWithWarmup": st.fixed_dictionaries({
+        "num_warmup_steps": _STEPS, "num_training_steps": st.integers(0, 30), "num_cycles": st.floats(0.1, 2.0),
+        "min_lr_rate": st.floats(0.0, 0.5)}),
+    "CosineWithHardRestarts": st.fixed_dictionaries({
+        "num_warmup_steps": _STEPS, "num_training_steps": st.integers(0, 30), "num_cycles": st.integers(0, 4)}),
+    "PolynomialDecayWithWarmup": st.fixed_dictionaries({
+        "num_warmup_steps": _STEPS, "num_training_steps": st.integers(9, 30), "lr_end": st.floats(0.0, 1e-3),
+        "power": st.floats(0.0, 3.0)}),
+    "InverseSqrt": st.fixed_dictionaries({"num_warmup_steps": _STEPS,
+                                          "timescale": st.one_of(st.none(), st.integers(1, 20))}),
+    "CosineWarmupWithMinLr": st.fixed_dictionaries({
+        "num_warmup_steps": _STEPS, "num_training_steps": st.integers(0, 30), "num_cycles": st.floats(0.1, 2.0),
+        "min_lr_rate": st.floats(0.0, 0.5), "warmup_lr_rate": st.one_of(st.none(), st.floats(0.0, 0.5))}),
+    "WarmupStableDecay": st.fixed_dictionaries({
+        "num_warmup_steps": _STEPS, "num_decay_steps": st.integers(0, 10), "num_stable_steps": st.integers(0, 10),
+        "warmup_type": st.sampled_from(["linear", "cosine", "1-sqrt"]),
+        "decay_type": st.sampled_from(["linear", "cosine", "1-sqrt"]), "min_lr_ratio": st.floats(0.0, 0.3),
+        "num_cycles": st.floats(0.1, 1.5)}),
 }
 ABSOLUTE_STRATEGIES = {
     "OneCycleLR": st.fixed_dictionaries({

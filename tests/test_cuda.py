@@ -107,6 +107,10 @@ OTHER_SCHEDULES = {
     "polynomial": lambda: schedules.PolynomialLR(total_iters=80, power=2.0),
     "onecycle": lambda: schedules.OneCycleLR(max_lr=0.05, total_steps=EPOCHS, three_phase=True),
     "cyclic": lambda: schedules.CyclicLR(1e-3, 0.05, step_size_up=7, step_size_down=4, mode="exp_range", gamma=0.99),
+    # transformers' WSD (transformers' own LambdaLR on the torch side); min_lr_ratio keeps 1 + cos from cancelling
+    "transformers-wsd": lambda: schedules.get_scheduler(
+        "warmup_stable_decay", num_warmup_steps=5, num_training_steps=EPOCHS - 5,
+        scheduler_specific_kwargs={"num_decay_steps": 20, "warmup_type": "cosine", "min_lr_ratio": 0.1}),
 }
 for _name, _make in OTHER_SCHEDULES.items():
     SCHEDULES[_name] = (_make, lambda opt, _make=_make: torch_reference.torch_scheduler(_make(), opt))

@@ -131,8 +131,10 @@ def test_op_boundary_checks():
                                                None, None)
     for bad, words in [([0.0], "combinator"), ([0.0, 2.0, 0.0, 0.0, 0.0, 0.0], "a single schedule has one leaf"),
                        ([1.0, 9.0], "num_leaves"), ([0.0, 1.0, 99.0, 0.0], "malformed"),
-                       ([0.0, 1.0, float(_C.KIND_STEP), 1.0, 2.0], "takes 2 hyperparameters"),
-                       (PROGRAMS["StepLR"].program() + [1.0], "values, expected")]:
+                       ([0.0, 1.0, float(_C.KIND_STEP), 1.0, 2.0], "takes 2 fields"),
+                       (PROGRAMS["StepLR"].program() + [1.0], "values, expected"),
+                       ([0.0, 1.0, float(_C.KIND_MULTI_STEP), 96.0] + [1.0] * 96,
+                        f"100 values, more than the {_C.MAX_PROGRAM_SIZE}")]:
         before = schedule_state("cpu")
         state = before.clone()
         with pytest.raises(RuntimeError, match=words):

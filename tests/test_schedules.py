@@ -1,11 +1,12 @@
 """The lr sequence of every schedule variant against torch's scheduler driving
 a torch optimizer, to 1e-12 relative, over horizons that cross every boundary."""
+import dataclasses
 import math
 
 import pytest
 import torch
 
-from lrsched_fused import FusedSGD, schedules
+from lrsched_fused import FusedSGD, _C, schedules
 from torch_pair import plateau_metric
 
 LR_RTOL = 1e-12
@@ -162,3 +163,56 @@ def test_assigning_group_lr_by_hand_is_honoured_like_torch():
         opt.schedule_step()
         assert opt.get_last_lr() == pytest.approx(ref_sched.get_last_lr(), rel=1e-15)
     torch.testing.assert_close(p, p_ref, rtol=0, atol=1e-7)
+
+
+# ------------------------------------------------ one list of fields, one size limit
+LEAF_CLASSES = [cls for name, cls in sorted(schedules._BY_NAME.items())
+                if dataclasses.is_dataclass(cls) and issubclass(cls, schedules.Schedule)]
+
+
+def test_every_leaf_kind_has_the_fields_of_its_cpp_struct_in_program_order():
+    """NOTE: [one list of fields]: the names C++ decodes each leaf's program
+    into (_C.SCHEDULE_FIELDS) are the Python dataclass's program fields, in
+    order, and every C++ kind has its Python schedule."""
+    assert {cls.kind for cls in LEAF_CLASSES} == set(_C.SCHEDULE_FIELDS)
+    for cls in LEAF_CLASSES:
+        assert cls.program_fields() == _C.SCHEDULE_FIELDS[cls.kind], cls.__name__
+
+
+def test_a_saved_config_of_every_leaf_rebuilds_an_equal_schedule():
+    examples = [schedules.StepLR(3), schedules.MultiStepLR([9, 2, 2], 0.5), schedules.ConstantLR(),
+                schedules.LinearLR(), schedules.ExponentialLR(0.9), schedules.PolynomialLR(),
+                schedules.CosineAnnealingLR(10), schedules.CosineAnnealingWarmRestarts(3, 2),
+                schedules.OneCycleLR([0.1, 0.2], epochs=3, steps_per_epoch=4), schedules.CyclicLR(0.01, 0.1),
+                schedules.ReduceLROnPlateau(min_lr=[0.0, 0.1]), schedules.Constant(),
+                schedules.ConstantWithWarmup(3), schedules.LinearWithWarmup(2, 10),
+                schedules.CosineWithWarmup(2, 10, min_lr=1e-3), schedules.CosineWithHardRestarts(1, 9, 2),
+                schedules.PolynomialDecayWithWarmup(2, 10, lr_init=0.1), schedules.InverseSqrt(4),
+                schedules.CosineWarmupWithMinLr(2, 10, warmup_lr_rate=0.1),
+                schedules.WarmupStableDecay(2, 3, num_training_steps=10)]
+    assert {type(s) for s in examples} == set(LEAF_CLASSES)
+    for schedule in examples:
+        rebuilt = schedules.from_config(type(schedule).__name__, schedule.config())
+        assert rebuilt == schedule and rebuilt.program() == schedule.program()
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            schedule.kind_of_change = 1
+
+
+@pytest.mark.parametrize("make,size", [
+    (lambda n: schedules.MultiStepLR(list(range(1, n + 1))), lambda n: 2 + 2 + n + 1),
+    (lambda n: schedules.SequentialLR([schedules.ExponentialLR(0.9), schedules.MultiStepLR(list(range(n)))], [4]),
+     lambda n: 2 + 1 + 3 + 2 + n + 1),
+    (lambda n: schedules.ChainedScheduler([schedules.StepLR(2), schedules.MultiStepLR(list(range(n)))]),
+     lambda n: 2 + 4 + 2 + n + 1),
+], ids=["MultiStepLR", "SequentialLR", "ChainedScheduler"])
+def test_a_program_over_the_device_limit_is_refused_at_construction(make, size):
+    """The CUDA kernel takes the program in its arguments (_C.MAX_PROGRAM_SIZE
+    values): the limit holds on every device, checked when the schedule is built."""
+    limit = _C.MAX_PROGRAM_SIZE
+    largest = next(n for n in range(limit, 0, -1) if size(n) <= limit)
+    schedule = make(largest)
+    assert len(schedule.program()) == limit
+    opt = FusedSGD([torch.zeros(2, requires_grad=True)], lr=0.1, schedule=schedule)
+    opt.schedule_step()
+    with pytest.raises(ValueError, match=rf"has {limit + 1} values, more than the {limit} the device takes"):
+        make(largest + 1)

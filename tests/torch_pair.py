@@ -218,3 +218,20 @@ def worst_lr_error(run: PairRun) -> float:
             err = abs(o - t) / abs(t) if t != 0 else abs(o - t)
             worst = max(worst, err)
     return worst
+
+
+def assert_lr_sequences_close(expected, got, what: str, tally: str, *, reference: str = "torch",
+                              rtol: float = 1e-12, count_run: bool = True) -> None:
+    """Every step, every group: |ours - reference| / |reference| <= rtol
+    (absolute where the reference is 0); the worst goes to WORST_SEEN[tally]."""
+    assert len(expected) == len(got)
+    worst = 0.0
+    for step, (e, g) in enumerate(zip(expected, got)):
+        assert len(e) == len(g)
+        for group, (a, b) in enumerate(zip(e, g)):
+            err = abs(a - b) / abs(a) if a != 0 else abs(b)
+            assert err <= rtol, f"{what} at schedule step {step}, group {group}: {reference} {a!r}, ours {b!r}"
+            worst = max(worst, err)
+    seen = WORST_SEEN.setdefault(tally, {"lr": 0.0, "param": 0.0, "runs": 0})
+    seen["lr"] = max(seen["lr"], worst)
+    seen["runs"] += count_run

@@ -288,7 +288,7 @@ StepInputs step_inputs(const at::Tensor& schedule_state, int64_t group_index, bo
 
 // The schedule program travels in the kernel's arguments (NOTE: [schedule program]).
 struct ProgramArgument {
-  static constexpr int64_t kCapacity = 96;
+  static constexpr int64_t kCapacity = kMaxProgramSize;
   double values[kCapacity];
 };
 
