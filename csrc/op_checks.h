@@ -95,15 +95,14 @@ inline void check_adam_step_args(at::TensorList params, at::TensorList grads, at
 
 // The tensor-list arguments of sgd_step_, the same on every device.
 inline void check_sgd_step_args(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
-                                size_t num_first_step_flags, const at::Tensor& schedule_state,
-                                int64_t group_index, bool has_momentum) {
+                                at::TensorList steps, const at::Tensor& schedule_state, int64_t group_index,
+                                bool has_momentum) {
   check_group_index(schedule_state, group_index);
   check_params(params, schedule_state);
   check_slot(params, grads, "grads");
   if (has_momentum) {
     check_slot(params, momentum_buffers, "momentum_buffers");
-    TORCH_CHECK(num_first_step_flags == params.size(), "first_step has ", num_first_step_flags,
-                " entries, expected ", params.size());
+    check_steps(params, steps);
   }
 }
 

@@ -56,11 +56,13 @@ TORCH_LIBRARY(lrsched_fused, m) {
       "Tensor schedule_state, int group_index, float beta1, float beta2, float weight_decay, "
       "float eps, bool amsgrad, bool maximize, bool decoupled_weight_decay, "
       "Tensor? grad_scale=None, Tensor? found_inf=None, bool momentum_from_schedule=False) -> ()");
-  // One SGD step (momentum read from schedule_state when momentum_from_schedule). momentum_buffers is empty when momentum == 0; first_step[i]
-  // says buffer i has no history yet (it is then set to the gradient).
+  // One SGD step (momentum read from schedule_state when momentum_from_schedule).
+  // momentum_buffers and steps are empty when momentum == 0; otherwise steps[i]
+  // counts the steps that buffer i took: at 0 the buffer has no history and is
+  // set to the gradient. Each is incremented unless found_inf != 0.
   m.def(
       "sgd_step_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] momentum_buffers, "
-      "bool[] first_step, Tensor schedule_state, int group_index, float momentum, "
+      "Tensor(d!)[] steps, Tensor schedule_state, int group_index, float momentum, "
       "float dampening, float weight_decay, bool nesterov, bool maximize, "
       "Tensor? grad_scale=None, Tensor? found_inf=None, bool momentum_from_schedule=False) -> ()");
   // One scheduler.step() on the device, of the schedule `program` (NOTE:

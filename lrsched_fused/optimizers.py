@@ -619,22 +619,33 @@ class FusedSGD(_FusedOptimizer):
     def _assigned_momentum(self, group: Dict[str, Any]):
         return group["momentum"]
 
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """As the base class's; a momentum buffer saved without a step (by
+        torch's SGD, or by an older version of FusedSGD) has history: step 1."""
+        saved_state = state_dict.get("state") if isinstance(state_dict, dict) else None
+        if isinstance(saved_state, dict):
+            state_dict = {**state_dict, "state": {
+                key: {**value, "step": 1.0} if isinstance(value, dict) and value.get("momentum_buffer") is not None
+                and "step" not in value else value for key, value in saved_state.items()}}
+        super().load_state_dict(state_dict)
+
     def _update(self, group_index, group, params, grad_scale, found_inf) -> None:
         cycled = self._schedule.cycles_momentum  # the kernel reads the momentum from the schedule state
         momentum = 0.0 if cycled else group["momentum"]
-        buffers, first_step = [], []
+        buffers, steps = [], []
         if cycled or momentum != 0:
             for p in params:
                 state = self.state[p]
-                buffer = state.get("momentum_buffer")
-                first_step.append(buffer is None)
-                if buffer is None:
-                    buffer = torch.empty_like(p, memory_format=torch.preserve_format)
-                    state["momentum_buffer"] = buffer
-                buffers.append(buffer)
+                if state.get("momentum_buffer") is None:
+                    # step counts the steps the buffer took: at 0 the kernel sets it to the grad (and a
+                    # step skipped by GradScaler leaves both untouched)
+                    state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["step"] = torch.zeros((), dtype=torch.float64, device=p.device)
+                buffers.append(state["momentum_buffer"])
+                steps.append(state["step"])
         grads = self._grads_like_params(params)
         _ops.sgd_step_(
-            *self._local_shards(params, grads, buffers), first_step, self._schedule_state,
+            *self._local_shards(params, grads, buffers), steps, self._schedule_state,
             group_index, momentum=momentum, dampening=group["dampening"], weight_decay=group["weight_decay"],
             nesterov=group["nesterov"], maximize=group["maximize"], grad_scale=grad_scale, found_inf=found_inf,
             momentum_from_schedule=cycled,

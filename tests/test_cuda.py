@@ -373,11 +373,11 @@ def test_launches_per_step(opt_name):
         per_pair = 2  # update + step counters
     else:
         opt = FusedSGD(groups, lr=1e-2, momentum=0.9, schedule=schedule, schedule_interval="step")
-        per_pair = 1
+        per_pair = 2  # update + step counters (momentum)
     pairs = 3  # (group a, fp32), (group a, bf16), (group b, fp32)
     for p in params:
         p.grad = torch.randn_like(p)
-    for _ in range(3):  # warm-up: state, tables (SGD's first step has other flags)
+    for _ in range(3):  # warm-up: state, tables
         opt.step()
     names = count_kernels(opt.step)
     assert len(names) == per_pair * pairs + 1, names

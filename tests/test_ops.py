@@ -52,8 +52,8 @@ def test_sgd_step_opcheck(device, dtype, momentum):
     params = tensors(SHAPES, dtype, device)
     grads = tensors(SHAPES, dtype, device)
     buffers = [torch.zeros_like(p) for p in params] if momentum else []
-    first = [True, False, True, False] if momentum else []
-    args = (params, grads, buffers, first, schedule_state(device), 0, momentum, 0.0, 1e-4, False, True, None, None)
+    steps = [torch.tensor(float(i % 2), dtype=torch.float64, device=device) for i in range(len(params))] if momentum else []
+    args = (params, grads, buffers, steps, schedule_state(device), 0, momentum, 0.0, 1e-4, False, True, None, None)
     torch.library.opcheck(torch.ops.lrsched_fused.sgd_step_.default, args)
 
 
@@ -71,7 +71,8 @@ def test_momentum_from_schedule_opcheck(device, optimizer):
                 1e-8, False, False, False, None, None, True)
         torch.library.opcheck(torch.ops.lrsched_fused.adam_step_.default, args)
     else:
-        args = (params, grads, [torch.zeros_like(p) for p in params], [True] * len(params), state, 0, 0.0, 0.0,
+        args = (params, grads, [torch.zeros_like(p) for p in params],
+                [torch.zeros((), dtype=torch.float64, device=device) for _ in params], state, 0, 0.0, 0.0,
                 0.0, False, False, None, None, True)
         torch.library.opcheck(torch.ops.lrsched_fused.sgd_step_.default, args)
 
@@ -138,3 +139,4 @@ def test_op_boundary_checks():
         with pytest.raises(RuntimeError, match=words):
             torch.ops.lrsched_fused.schedule_step_(state, bad, None, None)
         assert torch.equal(state, before)
+

@@ -10,7 +10,8 @@
 // writing anything, step counters included.
 //
 // Launches per call, whatever the number of tensors: adam_step_ 2 (the
-// update, then the step counters), sgd_step_ 1, schedule_step_ 1. The first
+// update, then the step counters), sgd_step_ 2 with momentum (likewise) and 1
+// without, schedule_step_ 1. The first
 // call with a new list of tensors adds ceil(n / kEntriesPerFill) tiny
 // table-writing launches (NOTE: [device tensor table]).
 #include <ATen/Dispatch.h>
@@ -235,8 +236,8 @@ __global__ void __launch_bounds__(kBlockThreads) adam_chunk_kernel(TensorTable t
   });
 }
 
-// Runs after adam_chunk_kernel in stream order, so no block of it can see a
-// half-updated counter.
+// Runs after adam_chunk_kernel / sgd_chunk_kernel in stream order, so no
+// block of them can see a half-updated counter.
 __global__ void increment_steps_kernel(TensorTable table, DeviceScalar found_inf) {
   const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (t < table.num_tensors && !is_set(found_inf)) {
@@ -267,7 +268,9 @@ __global__ void __launch_bounds__(kBlockThreads) sgd_chunk_kernel(TensorTable ta
     return;
   }
   const SgdCoefficients<opmath_t> c = plan->coefficients;
-  const bool first_step = plan->entry.first_step != 0;
+  // The buffer has no history while the step counter is 0 (every earlier step
+  // was skipped, or none ran); the counters are incremented after this kernel.
+  const bool first_step = kMomentum && *plan->entry.step == 0.0;
   scalar_t* slot_pointers[kDepth];
   chunk_slots<scalar_t, kDepth>(*plan, slot_pointers);
   apply_to_chunk<scalar_t, kDepth, kStoreMask>(slot_pointers, plan->chunk.count, [&](opmath_t(&v)[kDepth]) {
@@ -347,12 +350,12 @@ void adam_step_cuda(
 }
 
 void sgd_step_cuda(
-    at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers, c10::List<bool> first_step,
+    at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers, at::TensorList steps,
     const at::Tensor& schedule_state, int64_t group_index, double momentum, double dampening,
     double weight_decay, bool nesterov, bool maximize, const std::optional<at::Tensor>& grad_scale,
     const std::optional<at::Tensor>& found_inf, bool momentum_from_schedule) {
   const bool has_momentum = momentum != 0.0 || momentum_from_schedule;
-  check_sgd_step_args(params, grads, momentum_buffers, first_step.size(), schedule_state, group_index, has_momentum);
+  check_sgd_step_args(params, grads, momentum_buffers, steps, schedule_state, group_index, has_momentum);
   const DeviceScalar scale = device_scalar(grad_scale, schedule_state, "grad_scale");
   const DeviceScalar skip = device_scalar(found_inf, schedule_state, "found_inf");
   if (params.empty()) {
@@ -364,7 +367,7 @@ void sgd_step_cuda(
   spec.slots = {params, grads};
   if (has_momentum) {
     spec.slots.push_back(momentum_buffers);
-    spec.first_step = &first_step;
+    spec.steps = steps;
   }
   const TensorTable table = TensorTableCache::instance().get(spec, schedule_state.device().index(), stream);
   const SgdArgs args{step_inputs(schedule_state, group_index, momentum_from_schedule, momentum, scale, skip),
@@ -381,6 +384,9 @@ void sgd_step_cuda(
     });
     });
   });
+  if (has_momentum) {
+    launch_per_tensor(&increment_steps_kernel, table, skip, stream.stream());
+  }
 }
 
 void schedule_step_cuda(

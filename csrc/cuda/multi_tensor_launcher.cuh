@@ -11,8 +11,7 @@
 // distinct list of tensors:
 //
 //   TensorEntry entries[n]     slot addresses (param, grad, exp_avg, ...),
-//                              numel, the step counter's address, the SGD
-//                              first-step flag
+//                              numel, the step counter's address
 //   int64_t first_chunks[n]    exclusive prefix sum of the chunk counts
 //
 // A kernel is launched with one block per chunk of all tensors together; a
@@ -22,11 +21,10 @@
 //
 // Parameters do not move during training, so the table is built once and
 // cached: the cache key is the whole table content (device, and per tensor its
-// numel, slot addresses, step address and flag), so a hit is always correct,
-// even when a freed tensor's address is reused. A step whose key hits costs
-// host work proportional to the number of tensors and no device work; after
-// the first step (and, for SGD with momentum, the second, whose first-step
-// flags differ) no step allocates or uploads anything.
+// numel, slot addresses and step address), so a hit is always correct, even
+// when a freed tensor's address is reused. A step whose key hits costs host
+// work proportional to the number of tensors and no device work; after the
+// first step no step allocates or uploads anything.
 //
 // The table is written by a tiny kernel that carries up to kEntriesPerFill
 // entries in its arguments, not by a host-to-device copy: kernel arguments
@@ -73,11 +71,9 @@ constexpr size_t kMaxCachedTables = 64;
 
 struct TensorEntry {
   void* slots[kMaxSlots];  // unused slots are nullptr
-  double* step;            // Adam's float64 step counter; nullptr for SGD
+  double* step;            // the float64 step counter (Adam, SGD with momentum); nullptr without one
   int64_t numel;
-  int64_t first_step;  // SGD: 1 while the momentum buffer has no history
 };
-static_assert(sizeof(TensorEntry) == 64, "TensorEntry is meant to be one 64-byte line");
 
 struct TensorTable {
   const TensorEntry* entries;
@@ -156,11 +152,10 @@ void launch_per_tensor(void (*kernel)(TensorTable, Args), const TensorTable& tab
 }
 
 // What a table is built from: the slot lists in use (all as long as
-// slots[0]), and optionally the step counters and the SGD first-step flags.
+// slots[0]), and optionally the step counters.
 struct TableSpec {
   std::vector<at::TensorList> slots;
-  at::TensorList steps;             // empty: no step counters
-  const c10::List<bool>* first_step = nullptr;  // nullptr or empty: all 0
+  at::TensorList steps;  // empty: no step counters
 };
 
 class TensorTableCache {
@@ -185,8 +180,6 @@ class TensorTableCache {
         key.push_back(used ? address_of(spec.slots[s][t].data_ptr()) : 0);
       }
       key.push_back(spec.steps.empty() ? 0 : address_of(spec.steps[t].data_ptr()));
-      const bool first = spec.first_step != nullptr && !spec.first_step->empty() && spec.first_step->get(t);
-      key.push_back(first ? 1 : 0);
     }
 
     cudaStreamCaptureStatus capture_status = cudaStreamCaptureStatusNone;
@@ -220,7 +213,7 @@ class TensorTableCache {
   }
 
  private:
-  static constexpr size_t kWordsPerTensor = 1 + kMaxSlots + 2;  // numel, slots, step, first_step
+  static constexpr size_t kWordsPerTensor = 1 + kMaxSlots + 1;  // numel, slots, step
 
   struct CachedTable {
     at::Tensor storage;  // uint8: TensorEntry[n], then int64_t first_chunks[n]
@@ -282,7 +275,6 @@ class TensorTableCache {
           entry.slots[s] = reinterpret_cast<void*>(static_cast<uintptr_t>(words[1 + s]));
         }
         entry.step = reinterpret_cast<double*>(static_cast<uintptr_t>(words[1 + kMaxSlots]));
-        entry.first_step = words[2 + kMaxSlots];
         batch.first_chunks[i] = chunks;
         chunks += chunks_of(entry.numel);
       }
