@@ -3,10 +3,20 @@
 #include <torch/library.h>
 #include <torch/extension.h>
 
+#include <map>
+#include <string>
 #include <vector>
 
 #include "cuda/chunk_plan.h"
 #include "schedule_math.h"
+
+#ifdef LRSCHED_FUSED_WITH_CUDA
+namespace lrsched_fused {
+namespace cuda {
+std::map<std::string, int64_t> table_cache_stats();  // csrc/cuda/fused_step_cuda.cu
+}  // namespace cuda
+}  // namespace lrsched_fused
+#endif
 
 namespace {
 
@@ -101,6 +111,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.attr("UPLOAD_WORDS_SMALL") = plan::kUploadWordsSmall;
   m.attr("UPLOAD_WORDS_LARGE") = plan::kUploadWordsLarge;
   m.def("_chunk_plan", &chunk_plan_for, "test only: the CUDA launcher's chunk plan, computed on the host");
+#ifdef LRSCHED_FUSED_WITH_CUDA
+  m.def("_cuda_table_cache_stats", &lrsched_fused::cuda::table_cache_stats,
+        "test only: counts of the CUDA tensor-table cache (NOTE: [device tensor table])");
+#endif
   using lrsched_fused::ScheduleKind;
   m.attr("KIND_CONSTANT") = static_cast<int64_t>(ScheduleKind::Constant);
   m.attr("KIND_STEP") = static_cast<int64_t>(ScheduleKind::Step);

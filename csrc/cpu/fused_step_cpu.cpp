@@ -308,8 +308,8 @@ void adam_step_cpu(
     for (const at::Tensor& step : steps) {
       double& count = *step.mutable_data_ptr<double>();
       count += 1;
-      coefficients.push_back(make_adam_coefficients<opmath_t>(
-          lr, beta1, beta2, weight_decay, eps, maximize, scale, count));
+      coefficients.push_back(make_adam_coefficients<opmath_t>(lr, beta1, beta2, weight_decay, eps, maximize, scale,
+                                                              adam_step_terms(lr, beta1, beta2, count)));
     }
     const auto param_data = data_pointers<scalar_t>(params);
     const auto grad_data = data_pointers<scalar_t>(grads);
