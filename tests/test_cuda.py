@@ -150,12 +150,13 @@ def twin_params(dtype, seed=0, shapes=SHAPES):
     return ([p.clone().requires_grad_() for p in base], [p.clone().requires_grad_() for p in base])
 
 
-def set_grads(ours, ref, gen, skip=(NO_GRAD,)):
+def set_grads(ours, ref, gen, skip=(NO_GRAD,), scale=None):
     for i, (a, b) in enumerate(zip(ours, ref)):
         if i in skip:
             a.grad = b.grad = None
             continue
-        g = torch.randn(a.shape, generator=gen, device=DEVICE, dtype=torch.float32).to(a.dtype)
+        g = torch.randn(a.shape, generator=gen, device=DEVICE, dtype=torch.float32)
+        g = (g if scale is None else g * scale).to(a.dtype)
         a.grad = g.clone()
         b.grad = g.clone()
 
@@ -188,7 +189,10 @@ def state_names(opt_name, kwargs):
     return ["momentum_buffer"] if kwargs.get("momentum", 0) != 0 else []
 
 
-def compare_run(opt_name, sched_name, dtype, extra=None, interval="epoch", ref_kwargs=None):
+def compare_run(opt_name, sched_name, dtype, extra=None, interval="epoch", ref_kwargs=None, grad_scale=None):
+    """300 steps of ours against the torch pair; with `grad_scale`, both get
+    grads scaled by it and unscale them in the kernel (GradScaler's protocol:
+    the optimizer's grad_scale and found_inf attributes)."""
     ours_cls, ref_cls, kwargs = OPTIMIZERS[opt_name]
     kwargs = {**kwargs, **(extra or {})}
     ref_kwargs = ref_kwargs or {"fused": True}
@@ -198,6 +202,10 @@ def compare_run(opt_name, sched_name, dtype, extra=None, interval="epoch", ref_k
     ref = ref_cls(ref_params, **ref_kwargs, **kwargs)
     sched = make_ref(ref)
     gen = torch.Generator(device=DEVICE).manual_seed(1)
+    if grad_scale is not None:
+        for opt in (ours, ref):
+            opt.grad_scale = torch.tensor(grad_scale, device=DEVICE)
+            opt.found_inf = torch.tensor(0.0, device=DEVICE)
     tol = TOLERANCES[dtype]
     if ref_kwargs.get("fused") and DEVICE.type == "cuda" and dtype == torch.float32 and (
             opt_name == "adamw" or kwargs.get("decoupled_weight_decay")) and kwargs.get("weight_decay", 1) != 0:
@@ -205,7 +213,7 @@ def compare_run(opt_name, sched_name, dtype, extra=None, interval="epoch", ref_k
     errors = []
     for epoch in range(EPOCHS):
         for _ in range(STEPS_PER_EPOCH):
-            set_grads(ours_params, ref_params, gen)
+            set_grads(ours_params, ref_params, gen, scale=grad_scale)
             with no_sync_allowed():
                 ours.step()
             ref.step()
@@ -269,6 +277,24 @@ def test_options_match_torch_fused(config):
     compare_run(opt_name, "step", torch.float32, extra)
 
 
+LOW_PRECISION = [torch.bfloat16, torch.float16]
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION, ids=DTYPE_IDS.get)
+@pytest.mark.parametrize("config", ["adam-amsgrad", "adamw-amsgrad"])
+def test_amsgrad_low_precision_matches_torch_fused(config, dtype):
+    opt_name, extra = OPTION_CONFIGS[config]
+    compare_run(opt_name, "cosine", dtype, extra)
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION, ids=DTYPE_IDS.get)
+@pytest.mark.parametrize("config", ["adam-amsgrad", "adamw-amsgrad", "sgd-dampening"])
+def test_grad_scale_low_precision_matches_torch_fused(config, dtype):
+    """The in-kernel unscale of fp16/bf16 grads (a power of two, as GradScaler's)."""
+    opt_name, extra = OPTION_CONFIGS[config]
+    compare_run(opt_name, "step", dtype, extra, grad_scale=1024.0)
+
+
 @pytest.mark.parametrize("opt_name", ["adam", "sgd"])
 def test_schedule_every_step_matches_torch(opt_name):
     compare_run(opt_name, "cosine", torch.float32, interval="step")
@@ -290,28 +316,48 @@ def test_many_small_tensors_one_call():
     assert_small(errors, TOLERANCES[torch.float32], "600 small tensors")
 
 
-def test_permuted_dense_params_match_contiguous():
+def test_permuted_dense_params_match_torch():
+    """A dense parameter that is not contiguous (permuted) is updated in place,
+    in its own storage order: against torch's for-loop Adam, which works on
+    the same permuted tensors element by element."""
     gen = torch.Generator().manual_seed(6)
     base = torch.randn(40, 3, 70, generator=gen).to(DEVICE)
-    permuted = base.permute(2, 0, 1).detach().requires_grad_()  # dense, not contiguous
-    contiguous = permuted.detach().contiguous().requires_grad_()
-    opt_a = FusedAdam([permuted], lr=1e-2)
-    opt_b = FusedAdam([contiguous], lr=1e-2)
+    ours_param = base.clone().permute(2, 0, 1).requires_grad_()  # dense, not contiguous
+    ref_param = base.clone().permute(2, 0, 1).requires_grad_()
+    ours = FusedAdam([ours_param], lr=1e-2, weight_decay=1e-3)
+    ref = torch.optim.Adam([ref_param], lr=1e-2, weight_decay=1e-3, foreach=False)
     grad_gen = torch.Generator(device=DEVICE).manual_seed(7)
-    for _ in range(5):
-        g = torch.randn(contiguous.shape, generator=grad_gen, device=DEVICE)
-        permuted.grad = torch.empty_like(permuted).copy_(g)
-        contiguous.grad = g.clone()
-        opt_a.step()
-        opt_b.step()
-    assert not permuted.is_contiguous()
-    assert torch.equal(permuted.detach(), contiguous.detach())
+    for _ in range(20):
+        g = torch.randn(ours_param.shape, generator=grad_gen, device=DEVICE)
+        ours_param.grad = torch.empty_like(ours_param).copy_(g)  # the parameter's strides
+        ref_param.grad = g.clone()
+        ours.step()
+        ref.step()
+    assert not ours_param.is_contiguous() and ours.state[ours_param]["exp_avg"].stride() == ours_param.stride()
+    assert_small([rel_err([ours_param], [ref_param])], TOLERANCES[torch.float32], "permuted parameter")
+    assert_small([rel_err([ours.state[ours_param]["exp_avg_sq"]], [ref.state[ref_param]["exp_avg_sq"]])],
+                 TOLERANCES[torch.float32], "permuted exp_avg_sq")
 
 
-def test_grad_scaler_found_inf_matches_torch():
+GRAD_SCALER_PAIRS = {
+    # ours, the torch optimizer, the steps that overflow
+    "adam": (lambda ps: FusedAdam(ps, lr=1e-2, schedule=schedules.StepLR(step_size=2)),
+             lambda ps: torch.optim.Adam(ps, lr=1e-2, fused=True), (4, 5)),
+    # torch's for-loop SGD does not run on an overflow step (GradScaler skips
+    # it), so its first real step starts the buffer at the grad: the first
+    # steps overflow here (dampening != 0: a zero buffer would not pass).
+    "sgd": (lambda ps: FusedSGD(ps, lr=1e-2, momentum=0.9, dampening=0.3, schedule=schedules.StepLR(step_size=2)),
+            lambda ps: torch.optim.SGD(ps, lr=1e-2, momentum=0.9, dampening=0.3, foreach=False), (0, 1, 5)),
+}
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before:UserWarning")  # torch's skipped step
+@pytest.mark.parametrize("opt_name", list(GRAD_SCALER_PAIRS))
+def test_grad_scaler_found_inf_matches_torch(opt_name):
+    make_ours, make_ref, overflows = GRAD_SCALER_PAIRS[opt_name]
     ours_params, ref_params = twin_params(torch.float32, seed=8, shapes=[(300,), (CHUNK + 3,), (4, 4)])
-    ours = FusedAdam(ours_params, lr=1e-2, schedule=schedules.StepLR(step_size=2))
-    ref = torch.optim.Adam(ref_params, lr=1e-2, fused=True)
+    ours = make_ours(ours_params)
+    ref = make_ref(ref_params)
     ref_sched = lr_scheduler.StepLR(ref, step_size=2)
     scalers = [torch.amp.GradScaler(DEVICE.type, init_scale=2.0**10, growth_interval=3) for _ in range(2)]
     gen = torch.Generator(device=DEVICE).manual_seed(9)
@@ -321,8 +367,8 @@ def test_grad_scaler_found_inf_matches_torch():
         for opt, params, scaler in ((ours, ours_params, scalers[0]), (ref, ref_params, scalers[1])):
             loss = sum(((p - t) ** 2).sum() for p, t in zip(params, targets))
             scaler.scale(loss).backward()
-            if step in (4, 5):
-                params[0].grad[3] = math.inf if step == 4 else math.nan
+            if step in overflows:
+                params[0].grad[3] = math.inf if step % 2 == 0 else math.nan
             scaler.step(opt)
             scaler.update()
             opt.zero_grad()
@@ -330,9 +376,15 @@ def test_grad_scaler_found_inf_matches_torch():
         ref_sched.step()
         errors.append(rel_err(ours_params, ref_params))
         assert_lrs_equal(ours, ref, step)
-    assert_small(errors, TOLERANCES[torch.float32], "GradScaler")
+    assert_small(errors, TOLERANCES[torch.float32], f"{opt_name} under GradScaler")
+    real_steps = 12 - len(overflows)
     for a, b in zip(ours_params, ref_params):
-        assert float(ours.state[a]["step"]) == float(ref.state[b]["step"]) == 10  # two skipped steps
+        assert float(ours.state[a]["step"]) == real_steps
+        if opt_name == "adam":
+            assert float(ref.state[b]["step"]) == real_steps
+        else:
+            assert_small([rel_err([ours.state[a]["momentum_buffer"]], [ref.state[b]["momentum_buffer"]])],
+                         TOLERANCES[torch.float32], "momentum buffer under GradScaler")
     assert scalers[0].get_scale() == scalers[1].get_scale()
 
 
