@@ -206,8 +206,8 @@ struct Capture {
 inline Capture capture_of(cudaStream_t stream) {
   Capture capture;
   cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-#if defined(CUDART_VERSION) && CUDART_VERSION >= 12000
-  C10_CUDA_CHECK(cudaStreamGetCaptureInfo(stream, &status, &capture.id, &capture.graph));
+#if defined(CUDART_VERSION) && CUDART_VERSION >= 13000
+  C10_CUDA_CHECK(cudaStreamGetCaptureInfo(stream, &status, &capture.id, &capture.graph, nullptr, nullptr, nullptr));
 #else
   C10_CUDA_CHECK(cudaStreamGetCaptureInfo_v2(stream, &status, &capture.id, &capture.graph, nullptr, nullptr));
 #endif
