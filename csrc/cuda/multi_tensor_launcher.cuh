@@ -530,7 +530,8 @@ class TensorTableCache {
   std::mutex mutex_;
   uint64_t clock_ = 0;
   uint64_t releases_seen_ = 0;
-  std::map<std::string, int64_t> counters_;
+  std::map<std::string, int64_t> counters_{
+      {"layouts_built", 0}, {"layout_writes", 0}, {"grad_uploads", 0}, {"evictions", 0}};
   std::unordered_map<std::vector<int64_t>, Layout, KeyHash> layouts_;
 };
 
