@@ -641,6 +641,8 @@ class FusedSGD(_FusedOptimizer):
                     # step skipped by GradScaler leaves both untouched)
                     state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["step"] = torch.zeros((), dtype=torch.float64, device=p.device)
+                elif "step" not in state:  # a buffer set without load_state_dict (ZeRO does): it has history
+                    state["step"] = torch.ones((), dtype=torch.float64, device=p.device)
                 buffers.append(state["momentum_buffer"])
                 steps.append(state["step"])
         grads = self._grads_like_params(params)

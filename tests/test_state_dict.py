@@ -185,5 +185,22 @@ def test_a_momentum_buffer_saved_without_a_step_continues_as_torch(source):
     ours.load_state_dict(saved)
     assert float(ours.state[p_ours]["step"]) == 1.0
     step_both(p_torch, ref, p_ours, ours, steps=3)
+
+
+def test_a_momentum_buffer_set_without_load_state_dict_has_history():
+    """ZeroRedundancyOptimizer.load_state_dict writes its optimizer's state
+    directly: a buffer that arrives without a step is taken as one with history."""
+    torch.manual_seed(0)
+    init = torch.randn(6)
+    p_torch = init.clone().requires_grad_()
+    p_ours = init.clone().requires_grad_()
+    ref = torch.optim.SGD([p_torch], lr=0.05, momentum=0.9, foreach=False)
+    p_torch.grad = torch.randn(6)
+    ref.step()
+    p_ours.data.copy_(p_torch.detach())
+    ours = FusedSGD([p_ours], lr=0.05, momentum=0.9)
+    ours.state[p_ours] = {"momentum_buffer": ref.state[p_torch]["momentum_buffer"].clone()}
+    step_both(p_torch, ref, p_ours, ours, steps=3)
+    assert float(ours.state[p_ours]["step"]) == 4.0
     torch.testing.assert_close(ours.state[p_ours]["momentum_buffer"], ref.state[p_torch]["momentum_buffer"],
                                rtol=1e-6, atol=0)
