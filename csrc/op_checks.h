@@ -53,8 +53,10 @@ inline void check_slot(at::TensorList params, at::TensorList slot, const char* s
 inline void check_params(at::TensorList params, const at::Tensor& schedule_state) {
   for (size_t i = 0; i < params.size(); ++i) {
     const at::Tensor& p = params[i];
-    TORCH_CHECK(at::isFloatingType(p.scalar_type()), "params[", i, "] has dtype ", p.scalar_type(),
-                "; accepted: float16, bfloat16, float32, float64");
+    const at::ScalarType dtype = p.scalar_type();
+    // Not at::isFloatingType: it admits the float8 types, which no kernel dispatches.
+    TORCH_CHECK(dtype == at::kHalf || dtype == at::kBFloat16 || dtype == at::kFloat || dtype == at::kDouble,
+                "params[", i, "] has dtype ", dtype, "; accepted: float16, bfloat16, float32, float64");
     TORCH_CHECK(p.scalar_type() == params[0].scalar_type(), "params[", i, "] has dtype ", p.scalar_type(),
                 " but params[0] has ", params[0].scalar_type(), "; one call takes one dtype");
     TORCH_CHECK(p.device() == schedule_state.device(), "params[", i, "] is on ", p.device(),
@@ -98,15 +100,14 @@ inline void check_adam_step_args(at::TensorList params, at::TensorList grads, at
 
 // The tensor-list arguments of sgd_step_, the same on every device.
 inline void check_sgd_step_args(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
-                                size_t num_first_step_flags, const at::Tensor& schedule_state,
-                                int64_t group_index, bool has_momentum) {
+                                at::TensorList steps, const at::Tensor& schedule_state, int64_t group_index,
+                                bool has_momentum) {
   check_group_index(schedule_state, group_index);
   check_params(params, schedule_state);
   check_slot(params, grads, "grads");
   if (has_momentum) {
     check_slot(params, momentum_buffers, "momentum_buffers");
-    TORCH_CHECK(num_first_step_flags == params.size(), "first_step has ", num_first_step_flags,
-                " entries, expected ", params.size());
+    check_steps(params, steps);
   }
 }
 

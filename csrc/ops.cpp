@@ -3,8 +3,58 @@
 #include <torch/library.h>
 #include <torch/extension.h>
 
+#include <map>
+#include <string>
+#include <vector>
+
+#include "cuda/chunk_plan.h"
 #include "schedule_math.h"
 #include "step_plan_bindings.h"
+
+#ifdef LRSCHED_FUSED_WITH_CUDA
+namespace lrsched_fused {
+namespace cuda {
+std::map<std::string, int64_t> table_cache_stats();  // csrc/cuda/fused_step_cuda.cu
+}  // namespace cuda
+}  // namespace lrsched_fused
+#endif
+
+namespace {
+
+// The CUDA launcher's chunk plan for tensors of `numels`, run on the host
+// (tests/test_chunk_plan.py): each tensor's first block, and per block the
+// tensor, first element and element count a kernel block derives from the
+// table; the upload batches of a layout's entries and of a grad array (one
+// word per tensor) at `upload_words` words per launch.
+pybind11::dict chunk_plan_for(const std::vector<int64_t>& numels, int upload_words) {
+  namespace plan = lrsched_fused::chunk_plan;
+  const plan::Plan chunks = plan::plan_chunks(numels);
+  std::vector<int64_t> blocks;
+  blocks.reserve(3 * chunks.num_chunks);
+  const auto first_chunk = [&](int64_t t) { return chunks.first_chunks[t]; };
+  const int64_t n = static_cast<int64_t>(numels.size());
+  for (int64_t chunk = 0; chunk < chunks.num_chunks; ++chunk) {
+    const int64_t t = plan::owner_of_chunk(first_chunk, n, chunk);
+    const plan::ChunkRef ref = plan::chunk_ref(t, numels[t], chunks.first_chunks[t], chunk);
+    blocks.insert(blocks.end(), {ref.tensor, ref.begin, ref.count});
+  }
+  const auto batches = [&](int64_t words) {
+    std::vector<std::pair<int64_t, int>> out;
+    for (const plan::UploadBatch& b : plan::upload_batches(words, upload_words)) {
+      out.emplace_back(b.offset, b.count);
+    }
+    return out;
+  };
+  pybind11::dict result;
+  result["first_chunks"] = chunks.first_chunks;
+  result["num_chunks"] = chunks.num_chunks;
+  result["blocks"] = blocks;  // flat (tensor, begin, count) per block
+  result["layout_batches"] = batches(plan::kEntryWords * n);
+  result["grad_batches"] = batches(n);
+  return result;
+}
+
+}  // namespace
 
 TORCH_LIBRARY(lrsched_fused, m) {
   // One Adam/AdamW step over a list of same-dtype tensors of one param group.
@@ -17,11 +67,13 @@ TORCH_LIBRARY(lrsched_fused, m) {
       "Tensor schedule_state, int group_index, float beta1, float beta2, float weight_decay, "
       "float eps, bool amsgrad, bool maximize, bool decoupled_weight_decay, "
       "Tensor? grad_scale=None, Tensor? found_inf=None, bool momentum_from_schedule=False) -> ()");
-  // One SGD step (momentum read from schedule_state when momentum_from_schedule). momentum_buffers is empty when momentum == 0; first_step[i]
-  // says buffer i has no history yet (it is then set to the gradient).
+  // One SGD step (momentum read from schedule_state when momentum_from_schedule).
+  // momentum_buffers and steps are empty when momentum == 0; otherwise steps[i]
+  // counts the steps that buffer i took: at 0 the buffer has no history and is
+  // set to the gradient. Each is incremented unless found_inf != 0.
   m.def(
       "sgd_step_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] momentum_buffers, "
-      "bool[] first_step, Tensor schedule_state, int group_index, float momentum, "
+      "Tensor(d!)[] steps, Tensor schedule_state, int group_index, float momentum, "
       "float dampening, float weight_decay, bool nesterov, bool maximize, "
       "Tensor? grad_scale=None, Tensor? found_inf=None, bool momentum_from_schedule=False) -> ()");
   // One scheduler.step() on the device, of the schedule `program` (NOTE:
@@ -67,6 +119,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.attr("GROUP_MAX_MOMENTUM") = layout::kGroupMaxMomentum;
   m.attr("GROUP_STRIDE") = layout::kGroupStride;
   m.attr("FIRST_LEAF") = layout::kFirstLeaf;
+  namespace plan = lrsched_fused::chunk_plan;
+  m.attr("CHUNK_ELEMENTS") = plan::kChunkElements;
+  m.attr("UPLOAD_WORDS_SMALL") = plan::kUploadWordsSmall;
+  m.attr("UPLOAD_WORDS_LARGE") = plan::kUploadWordsLarge;
+  m.def("_chunk_plan", &chunk_plan_for, "test only: the CUDA launcher's chunk plan, computed on the host");
+#ifdef LRSCHED_FUSED_WITH_CUDA
+  m.def("_cuda_table_cache_stats", &lrsched_fused::cuda::table_cache_stats,
+        "test only: counts of the CUDA tensor-table cache (NOTE: [device tensor table])");
+#endif
   m.attr("MAX_PROGRAM_SIZE") = lrsched_fused::kMaxProgramSize;
   // Each leaf kind's number, and its field names in program order (NOTE: [schedule fields]).
   using lrsched_fused::ScheduleKind;

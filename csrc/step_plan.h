@@ -28,14 +28,14 @@ class GroupPlan {
  public:
   // The states of a bucket, in the order of the op's arguments after
   // params and grads: Adam (exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps),
-  // SGD (momentum_buffers).
+  // SGD (momentum_buffers, steps).
   using StateLists = std::vector<std::vector<at::Tensor>>;
 
   explicit GroupPlan(std::vector<at::Tensor> params)
       : params_(std::move(params)), has_grad_(params_.size(), false) {}
 
   // The parameters at `positions` (each with a grad, one dtype) and their states.
-  int64_t add_bucket(const std::vector<int64_t>& positions, StateLists states, std::vector<bool> first_step) {
+  int64_t add_bucket(const std::vector<int64_t>& positions, StateLists states) {
     Bucket bucket;
     for (const int64_t position : positions) {
       TORCH_CHECK(position >= 0 && position < static_cast<int64_t>(params_.size()) && !has_grad_[position],
@@ -46,9 +46,6 @@ class GroupPlan {
     bucket.positions = positions;
     bucket.grads.resize(positions.size());
     bucket.states = std::move(states);
-    for (const bool flag : first_step) {
-      bucket.first_step.push_back(flag);
-    }
     buckets_.push_back(std::move(bucket));
     return static_cast<int64_t>(buckets_.size()) - 1;
   }
@@ -111,17 +108,14 @@ class GroupPlan {
     static const auto op =
         c10::Dispatcher::singleton()
             .findSchemaOrThrow("lrsched_fused::sgd_step_", "")
-            .typed<void(at::TensorList, at::TensorList, at::TensorList, c10::List<bool>, const at::Tensor&, int64_t,
+            .typed<void(at::TensorList, at::TensorList, at::TensorList, at::TensorList, const at::Tensor&, int64_t,
                         double, double, double, bool, bool, const std::optional<at::Tensor>&,
                         const std::optional<at::Tensor>&, bool)>();
     Bucket& bucket = bucket_at(bucket_index);
-    TORCH_CHECK(bucket.states.size() == 1, "GroupPlan: an SGD bucket holds 1 state list");
+    TORCH_CHECK(bucket.states.size() == 2, "GroupPlan: an SGD bucket holds 2 state lists");
     const std::vector<at::Tensor>& grads = grads_for_op(bucket);
-    op.call(bucket.params, grads, bucket.states[0], bucket.first_step, schedule_state, group_index, momentum,
+    op.call(bucket.params, grads, bucket.states[0], bucket.states[1], schedule_state, group_index, momentum,
             dampening, weight_decay, nesterov, maximize, grad_scale, found_inf, momentum_from_schedule);
-    for (size_t i = 0; i < bucket.first_step.size(); ++i) {
-      bucket.first_step.set(i, false);
-    }
     finish(bucket, grad_scale);
   }
 
@@ -133,7 +127,6 @@ class GroupPlan {
     std::vector<size_t> relayout;  // grads whose strides differ from their parameter's
     std::vector<at::Tensor> relayout_grads;  // grads with those copied to the parameter's layout
     StateLists states;
-    c10::List<bool> first_step;
     bool has_grads = false;  // refresh_grads() ran since the last step
   };
 

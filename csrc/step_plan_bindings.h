@@ -19,7 +19,7 @@ inline void bind_step_plan(pybind11::module& m) {
   m.attr("GRAD_APPEARED") = static_cast<int64_t>(Problem::Appeared);
   py::class_<GroupPlan>(m, "GroupPlan", "A param group's op lists, kept across steps (NOTE: [step plan])")
       .def(py::init<std::vector<at::Tensor>>(), py::arg("params"))
-      .def("add_bucket", &GroupPlan::add_bucket, py::arg("positions"), py::arg("states"), py::arg("first_step"))
+      .def("add_bucket", &GroupPlan::add_bucket, py::arg("positions"), py::arg("states"))
       .def("refresh_grads", &GroupPlan::refresh_grads)
       .def("adam_step", &GroupPlan::adam_step, py::arg("bucket"), py::arg("schedule_state"), py::arg("group_index"),
            py::arg("beta1"), py::arg("beta2"), py::arg("weight_decay"), py::arg("eps"), py::arg("amsgrad"),

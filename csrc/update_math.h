@@ -39,11 +39,23 @@ struct AdamCoefficients {
   opmath_t eps;
 };
 
-// Per-tensor coefficients from float64 hyperparameters and the tensor's step.
+// What depends on a tensor's step count, in float64: the bias corrections.
+struct AdamStepTerms {
+  double step_size;              // lr / (1 - beta1**step)
+  double bias_correction2_sqrt;  // sqrt(1 - beta2**step)
+};
+
+C10_HOST_DEVICE inline AdamStepTerms adam_step_terms(double lr, double beta1, double beta2, double step) {
+  const double bias_correction1 = 1 - ::pow(beta1, step);
+  const double bias_correction2 = 1 - ::pow(beta2, step);
+  return {lr / bias_correction1, ::sqrt(bias_correction2)};
+}
+
+// Per-tensor coefficients from float64 hyperparameters and the tensor's step terms.
 template <typename opmath_t>
 C10_HOST_DEVICE inline AdamCoefficients<opmath_t> make_adam_coefficients(
     double lr, double beta1, double beta2, double weight_decay, double eps, bool maximize,
-    double grad_scale, double step) {
+    double grad_scale, const AdamStepTerms& terms) {
   AdamCoefficients<opmath_t> c;
   c.grad_sign = maximize ? opmath_t(-1) : opmath_t(1);
   c.grad_scale = opmath_t(grad_scale);
@@ -54,10 +66,8 @@ C10_HOST_DEVICE inline AdamCoefficients<opmath_t> make_adam_coefficients(
   c.lerp_weight_is_small = (c.lerp_weight < opmath_t(0.5)) && (c.lerp_weight > opmath_t(-0.5));
   c.beta2 = opmath_t(beta2);
   c.one_minus_beta2 = opmath_t(1 - beta2);
-  const double bias_correction1 = 1 - ::pow(beta1, step);
-  const double bias_correction2 = 1 - ::pow(beta2, step);
-  c.step_size = opmath_t(lr / bias_correction1);
-  c.bias_correction2_sqrt = opmath_t(::sqrt(bias_correction2));
+  c.step_size = opmath_t(terms.step_size);
+  c.bias_correction2_sqrt = opmath_t(terms.bias_correction2_sqrt);
   c.eps = opmath_t(eps);
   return c;
 }

@@ -49,7 +49,7 @@ def sgd_step_(
     params: Sequence[torch.Tensor],
     grads: Sequence[torch.Tensor],
     momentum_buffers: Sequence[torch.Tensor],
-    first_step: Sequence[bool],
+    steps: Sequence[torch.Tensor],
     schedule_state: torch.Tensor,
     group_index: int,
     *,
@@ -63,7 +63,7 @@ def sgd_step_(
     momentum_from_schedule: bool = False,
 ) -> None:
     _sgd_step(
-        params, grads, momentum_buffers, list(first_step), schedule_state, group_index,
+        params, grads, momentum_buffers, steps, schedule_state, group_index,
         momentum, dampening, weight_decay, nesterov, maximize, grad_scale, found_inf, momentum_from_schedule,
     )
 
@@ -89,7 +89,7 @@ def _adam_step_fake(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps
 
 
 @torch.library.register_fake(f"{_LIB}::sgd_step_")
-def _sgd_step_fake(params, grads, momentum_buffers, first_step, schedule_state, group_index, momentum,
+def _sgd_step_fake(params, grads, momentum_buffers, steps, schedule_state, group_index, momentum,
                    dampening, weight_decay, nesterov, maximize, grad_scale=None, found_inf=None,
                    momentum_from_schedule=False) -> None:
     return None

@@ -63,7 +63,7 @@ class FusedOptimizer(Optimizer):
         """One op call for the bucket, through ``_run_op``."""
         raise NotImplementedError
 
-    def _run_op(self, bucket: Bucket, native_step: str, op: Callable, tail: list, arguments: Dict[str, Any]) -> None:
+    def _run_op(self, bucket: Bucket, native_step: str, op: Callable, arguments: Dict[str, Any]) -> None:
         """The bucket's op with ``arguments``: through the C++ half of the plan
         (its method ``native_step``), or with the Python lists (NOTE: [step plan])."""
         if bucket.native is not None:
@@ -71,8 +71,8 @@ class FusedOptimizer(Optimizer):
                                                 **arguments)
             return
         grads = bucket.op_grads()
-        op(*self._local_shards(bucket.params, grads, *bucket.states), *tail, self.schedule_state,
-           bucket.group_index, **arguments)
+        op(*self._local_shards(bucket.params, grads, *bucket.states), self.schedule_state, bucket.group_index,
+           **arguments)
         if arguments["grad_scale"] is not None:  # the kernels unscaled the grads in place; a copy goes back
             for i in bucket.relayout:
                 bucket.grads[i].copy_(grads[i])
@@ -290,28 +290,39 @@ class FusedSGD(FusedOptimizer):
     def _check_hyperparameters(self, group: Dict[str, Any], where: str, momentum_on_device: bool = False) -> None:
         validation.check_sgd_hyperparameters(group, type(self).__name__, where, momentum_on_device)
 
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """As the base class's; a momentum buffer saved without a step (by
+        torch's SGD, or by an older version of FusedSGD) has history: step 1."""
+        saved_state = state_dict.get("state") if isinstance(state_dict, dict) else None
+        if isinstance(saved_state, dict):
+            state_dict = {**state_dict, "state": {
+                key: {**value, "step": 1.0} if isinstance(value, dict) and value.get("momentum_buffer") is not None
+                and "step" not in value else value for key, value in saved_state.items()}}
+        super().load_state_dict(state_dict)
+
     def _fill_states(self, bucket: Bucket) -> None:
-        buffers, first_step = [], []
+        buffers, steps = [], []
         if self.device_schedule.cycles_momentum or bucket.group["momentum"] != 0:
             for p in bucket.params:
                 state = self.state[p]
-                buffer = state.get("momentum_buffer")
-                first_step.append(buffer is None)
-                if buffer is None:
-                    buffer = state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                buffers.append(buffer)
-        bucket.states = [buffers]
-        bucket.first_step = first_step
+                if state.get("momentum_buffer") is None:
+                    # step counts the steps the buffer took: at 0 the kernel sets it to the grad (and a
+                    # step skipped by GradScaler leaves both untouched)
+                    state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["step"] = torch.zeros((), dtype=torch.float64, device=p.device)
+                elif "step" not in state:  # a buffer set without load_state_dict (ZeRO does): it has history
+                    state["step"] = torch.ones((), dtype=torch.float64, device=p.device)
+                buffers.append(state["momentum_buffer"])
+                steps.append(state["step"])
+        bucket.states = [buffers, steps]
 
     def _update(self, bucket, grad_scale, found_inf) -> None:
         group = bucket.group
         cycles = self.device_schedule.cycles_momentum  # the kernel reads the momentum from the schedule state
-        self._run_op(bucket, "sgd_step", _ops.sgd_step_, [bucket.first_step], dict(
+        self._run_op(bucket, "sgd_step", _ops.sgd_step_, dict(
             momentum=0.0 if cycles else group["momentum"], dampening=group["dampening"],
             weight_decay=group["weight_decay"], nesterov=group["nesterov"], maximize=group["maximize"],
             grad_scale=grad_scale, found_inf=found_inf, momentum_from_schedule=cycles))
-        if any(bucket.first_step):
-            bucket.first_step = [False] * len(bucket.params)
 
 
 class FusedAdam(FusedOptimizer):
@@ -357,7 +368,7 @@ class FusedAdam(FusedOptimizer):
         group = bucket.group
         cycles = self.device_schedule.cycles_momentum  # the kernel reads beta1 from the schedule state
         beta1, beta2 = group["betas"]
-        self._run_op(bucket, "adam_step", _ops.adam_step_, [], dict(
+        self._run_op(bucket, "adam_step", _ops.adam_step_, dict(
             beta1=0.0 if cycles else float(beta1), beta2=float(beta2), weight_decay=group["weight_decay"],
             eps=group["eps"], amsgrad=group["amsgrad"], maximize=group["maximize"],
             decoupled_weight_decay=group["decoupled_weight_decay"], grad_scale=grad_scale, found_inf=found_inf,

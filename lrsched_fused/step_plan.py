@@ -149,8 +149,8 @@ def _plain_states(items: Dict) -> defaultdict:
 class Bucket:
     """One op call: the parameters of one param group and one dtype that have a grad."""
 
-    __slots__ = ("group_index", "group", "positions", "params", "grads", "relayout", "states", "first_step",
-                 "unchecked", "native", "native_index")
+    __slots__ = ("group_index", "group", "positions", "params", "grads", "relayout", "states", "unchecked",
+                 "native", "native_index")
 
     def __init__(self, group_index: int, group: Dict[str, Any], positions: List[int], params: List[torch.Tensor]):
         self.group_index = group_index
@@ -160,7 +160,6 @@ class Bucket:
         self.grads: List[torch.Tensor] = []
         self.relayout: List[int] = []  # grads whose strides differ from their parameter's
         self.states: Optional[List[List[torch.Tensor]]] = None  # the op's state lists, in its argument order
-        self.first_step: List[bool] = []  # SGD: the momentum buffers made in this step
         self.unchecked = True  # grads not yet checked
         # The C++ half that holds these lists and calls the op (None: this
         # Python object does, e.g. for DTensors or under torch.compile).
@@ -304,7 +303,7 @@ class StepPlan:
         native = _C.GroupPlan(list(plan.params))
         for bucket in plan.buckets:
             bucket.native = native
-            bucket.native_index = native.add_bucket(bucket.positions, bucket.states, bucket.first_step)
+            bucket.native_index = native.add_bucket(bucket.positions, bucket.states)
             bucket.release_grads()  # the C++ half reads them
         position, _ = native.refresh_grads()
         assert position < 0, "the grads were checked before"

@@ -81,3 +81,42 @@ def test_unscaled_grads_are_written_back_for_a_grad_with_other_strides(kind):
     torch.testing.assert_close(transposed.grad, grad, rtol=0, atol=0)
     torch.testing.assert_close(plain.grad, grad, rtol=0, atol=0)
     torch.testing.assert_close(transposed.detach(), plain.detach(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("nesterov", [False, True], ids=["dampening", "nesterov"])
+def test_sgd_momentum_overflow_before_the_first_real_step_leaves_no_trace(nesterov):
+    """GradScaler skips steps 0, 1 and 5 (overflow). torch's for-loop SGD
+    under GradScaler does not run at all on those steps, so its first real
+    step (2) starts the momentum buffer at the grad. Ours must too: the
+    kernel decides "first step" from a step counter that a skipped step leaves
+    at 0, not from whether a buffer exists. dampening != 0 (when not nesterov)
+    so that a buffer of zeros would not pass either."""
+    torch.manual_seed(0)
+    init = [torch.randn(8, 4), torch.randn(4)]
+    ref_params = [t.clone().requires_grad_() for t in init]
+    our_params = [t.clone().requires_grad_() for t in init]
+    options = dict(lr=0.05, momentum=0.9, dampening=0.0 if nesterov else 0.3, nesterov=nesterov)
+    ref = torch.optim.SGD(ref_params, foreach=False, **options)
+    ours = FusedSGD(our_params, **options)
+    ref_scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=100)
+    our_scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=100)
+    x = torch.randn(16, 8)
+    overflows = (0, 1, 5)
+    for step in range(9):
+        for params, opt, scaler in ((ref_params, ref, ref_scaler), (our_params, ours, our_scaler)):
+            w, b = params
+            loss = ((x @ w + b) ** 2).mean()
+            if step in overflows:
+                loss = loss * float("inf")
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad()
+        assert our_scaler.get_scale() == ref_scaler.get_scale()
+        for a, b in zip(our_params, ref_params):
+            assert relative_error(a, b) <= 1e-6, f"step {step}"
+        if step >= overflows[1] + 1:
+            for a, b in zip(our_params, ref_params):
+                assert relative_error(ours.state[a]["momentum_buffer"], ref.state[b]["momentum_buffer"]) <= 1e-6
+    real_steps = 9 - len(overflows)
+    assert all(float(ours.state[p]["step"]) == real_steps for p in our_params)

@@ -154,12 +154,13 @@ def twin_params(dtype, seed=0, shapes=SHAPES):
     return ([p.clone().requires_grad_() for p in base], [p.clone().requires_grad_() for p in base])
 
 
-def set_grads(ours, ref, gen, skip=(NO_GRAD,)):
+def set_grads(ours, ref, gen, skip=(NO_GRAD,), scale=None):
     for i, (a, b) in enumerate(zip(ours, ref)):
         if i in skip:
             a.grad = b.grad = None
             continue
-        g = torch.randn(a.shape, generator=gen, device=DEVICE, dtype=torch.float32).to(a.dtype)
+        g = torch.randn(a.shape, generator=gen, device=DEVICE, dtype=torch.float32)
+        g = (g if scale is None else g * scale).to(a.dtype)
         a.grad = g.clone()
         b.grad = g.clone()
 
@@ -192,7 +193,10 @@ def state_names(opt_name, kwargs):
     return ["momentum_buffer"] if kwargs.get("momentum", 0) != 0 else []
 
 
-def compare_run(opt_name, sched_name, dtype, extra=None, interval="epoch", ref_kwargs=None):
+def compare_run(opt_name, sched_name, dtype, extra=None, interval="epoch", ref_kwargs=None, grad_scale=None):
+    """300 steps of ours against the torch pair; with `grad_scale`, both get
+    grads scaled by it and unscale them in the kernel (GradScaler's protocol:
+    the optimizer's grad_scale and found_inf attributes)."""
     ours_cls, ref_cls, kwargs = OPTIMIZERS[opt_name]
     kwargs = {**kwargs, **(extra or {})}
     ref_kwargs = ref_kwargs or {"fused": True}
@@ -202,6 +206,10 @@ def compare_run(opt_name, sched_name, dtype, extra=None, interval="epoch", ref_k
     ref = ref_cls(ref_params, **ref_kwargs, **kwargs)
     sched = make_ref(ref)
     gen = torch.Generator(device=DEVICE).manual_seed(1)
+    if grad_scale is not None:
+        for opt in (ours, ref):
+            opt.grad_scale = torch.tensor(grad_scale, device=DEVICE)
+            opt.found_inf = torch.tensor(0.0, device=DEVICE)
     tol = TOLERANCES[dtype]
     if ref_kwargs.get("fused") and DEVICE.type == "cuda" and dtype == torch.float32 and (
             opt_name == "adamw" or kwargs.get("decoupled_weight_decay")) and kwargs.get("weight_decay", 1) != 0:
@@ -209,7 +217,7 @@ def compare_run(opt_name, sched_name, dtype, extra=None, interval="epoch", ref_k
     errors = []
     for epoch in range(EPOCHS):
         for _ in range(STEPS_PER_EPOCH):
-            set_grads(ours_params, ref_params, gen)
+            set_grads(ours_params, ref_params, gen, scale=grad_scale)
             with no_sync_allowed():
                 ours.step()
             ref.step()
@@ -273,6 +281,24 @@ def test_options_match_torch_fused(config):
     compare_run(opt_name, "step", torch.float32, extra)
 
 
+LOW_PRECISION = [torch.bfloat16, torch.float16]
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION, ids=DTYPE_IDS.get)
+@pytest.mark.parametrize("config", ["adam-amsgrad", "adamw-amsgrad"])
+def test_amsgrad_low_precision_matches_torch_fused(config, dtype):
+    opt_name, extra = OPTION_CONFIGS[config]
+    compare_run(opt_name, "cosine", dtype, extra)
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION, ids=DTYPE_IDS.get)
+@pytest.mark.parametrize("config", ["adam-amsgrad", "adamw-amsgrad", "sgd-dampening"])
+def test_grad_scale_low_precision_matches_torch_fused(config, dtype):
+    """The in-kernel unscale of fp16/bf16 grads (a power of two, as GradScaler's)."""
+    opt_name, extra = OPTION_CONFIGS[config]
+    compare_run(opt_name, "step", dtype, extra, grad_scale=1024.0)
+
+
 @pytest.mark.parametrize("opt_name", ["adam", "sgd"])
 def test_schedule_every_step_matches_torch(opt_name):
     compare_run(opt_name, "cosine", torch.float32, interval="step")
@@ -294,28 +320,48 @@ def test_many_small_tensors_one_call():
     assert_small(errors, TOLERANCES[torch.float32], "600 small tensors")
 
 
-def test_permuted_dense_params_match_contiguous():
+def test_permuted_dense_params_match_torch():
+    """A dense parameter that is not contiguous (permuted) is updated in place,
+    in its own storage order: against torch's for-loop Adam, which works on
+    the same permuted tensors element by element."""
     gen = torch.Generator().manual_seed(6)
     base = torch.randn(40, 3, 70, generator=gen).to(DEVICE)
-    permuted = base.permute(2, 0, 1).detach().requires_grad_()  # dense, not contiguous
-    contiguous = permuted.detach().contiguous().requires_grad_()
-    opt_a = FusedAdam([permuted], lr=1e-2)
-    opt_b = FusedAdam([contiguous], lr=1e-2)
+    ours_param = base.clone().permute(2, 0, 1).requires_grad_()  # dense, not contiguous
+    ref_param = base.clone().permute(2, 0, 1).requires_grad_()
+    ours = FusedAdam([ours_param], lr=1e-2, weight_decay=1e-3)
+    ref = torch.optim.Adam([ref_param], lr=1e-2, weight_decay=1e-3, foreach=False)
     grad_gen = torch.Generator(device=DEVICE).manual_seed(7)
-    for _ in range(5):
-        g = torch.randn(contiguous.shape, generator=grad_gen, device=DEVICE)
-        permuted.grad = torch.empty_like(permuted).copy_(g)
-        contiguous.grad = g.clone()
-        opt_a.step()
-        opt_b.step()
-    assert not permuted.is_contiguous()
-    assert torch.equal(permuted.detach(), contiguous.detach())
+    for _ in range(20):
+        g = torch.randn(ours_param.shape, generator=grad_gen, device=DEVICE)
+        ours_param.grad = torch.empty_like(ours_param).copy_(g)  # the parameter's strides
+        ref_param.grad = g.clone()
+        ours.step()
+        ref.step()
+    assert not ours_param.is_contiguous() and ours.state[ours_param]["exp_avg"].stride() == ours_param.stride()
+    assert_small([rel_err([ours_param], [ref_param])], TOLERANCES[torch.float32], "permuted parameter")
+    assert_small([rel_err([ours.state[ours_param]["exp_avg_sq"]], [ref.state[ref_param]["exp_avg_sq"]])],
+                 TOLERANCES[torch.float32], "permuted exp_avg_sq")
 
 
-def test_grad_scaler_found_inf_matches_torch():
+GRAD_SCALER_PAIRS = {
+    # ours, the torch optimizer, the steps that overflow
+    "adam": (lambda ps: FusedAdam(ps, lr=1e-2, schedule=schedules.StepLR(step_size=2)),
+             lambda ps: torch.optim.Adam(ps, lr=1e-2, fused=True), (4, 5)),
+    # torch's for-loop SGD does not run on an overflow step (GradScaler skips
+    # it), so its first real step starts the buffer at the grad: the first
+    # steps overflow here (dampening != 0: a zero buffer would not pass).
+    "sgd": (lambda ps: FusedSGD(ps, lr=1e-2, momentum=0.9, dampening=0.3, schedule=schedules.StepLR(step_size=2)),
+            lambda ps: torch.optim.SGD(ps, lr=1e-2, momentum=0.9, dampening=0.3, foreach=False), (0, 1, 5)),
+}
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before:UserWarning")  # torch's skipped step
+@pytest.mark.parametrize("opt_name", list(GRAD_SCALER_PAIRS))
+def test_grad_scaler_found_inf_matches_torch(opt_name):
+    make_ours, make_ref, overflows = GRAD_SCALER_PAIRS[opt_name]
     ours_params, ref_params = twin_params(torch.float32, seed=8, shapes=[(300,), (CHUNK + 3,), (4, 4)])
-    ours = FusedAdam(ours_params, lr=1e-2, schedule=schedules.StepLR(step_size=2))
-    ref = torch.optim.Adam(ref_params, lr=1e-2, fused=True)
+    ours = make_ours(ours_params)
+    ref = make_ref(ref_params)
     ref_sched = lr_scheduler.StepLR(ref, step_size=2)
     scalers = [torch.amp.GradScaler(DEVICE.type, init_scale=2.0**10, growth_interval=3) for _ in range(2)]
     gen = torch.Generator(device=DEVICE).manual_seed(9)
@@ -325,8 +371,8 @@ def test_grad_scaler_found_inf_matches_torch():
         for opt, params, scaler in ((ours, ours_params, scalers[0]), (ref, ref_params, scalers[1])):
             loss = sum(((p - t) ** 2).sum() for p, t in zip(params, targets))
             scaler.scale(loss).backward()
-            if step in (4, 5):
-                params[0].grad[3] = math.inf if step == 4 else math.nan
+            if step in overflows:
+                params[0].grad[3] = math.inf if step % 2 == 0 else math.nan
             scaler.step(opt)
             scaler.update()
             opt.zero_grad()
@@ -334,31 +380,41 @@ def test_grad_scaler_found_inf_matches_torch():
         ref_sched.step()
         errors.append(rel_err(ours_params, ref_params))
         assert_lrs_equal(ours, ref, step)
-    assert_small(errors, TOLERANCES[torch.float32], "GradScaler")
+    assert_small(errors, TOLERANCES[torch.float32], f"{opt_name} under GradScaler")
+    real_steps = 12 - len(overflows)
     for a, b in zip(ours_params, ref_params):
-        assert float(ours.state[a]["step"]) == float(ref.state[b]["step"]) == 10  # two skipped steps
+        assert float(ours.state[a]["step"]) == real_steps
+        if opt_name == "adam":
+            assert float(ref.state[b]["step"]) == real_steps
+        else:
+            assert_small([rel_err([ours.state[a]["momentum_buffer"]], [ref.state[b]["momentum_buffer"]])],
+                         TOLERANCES[torch.float32], "momentum buffer under GradScaler")
     assert scalers[0].get_scale() == scalers[1].get_scale()
 
 
 # ----------------------------------------------------------------------------- CUDA-only properties
 
 
-def count_kernels(fn) -> list:
-    """Names of the CUDA kernels that fn launches, read with torch.profiler."""
+def device_activity(fn) -> list:
+    """Names of the CUDA kernels, copies and memsets that fn enqueues, read with torch.profiler."""
     from torch.profiler import ProfilerActivity, profile
 
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         fn()
         torch.cuda.synchronize()
-    names = []
-    for event in prof.events():
-        if event.device_type != torch.autograd.DeviceType.CUDA:
-            continue
-        if event.name.startswith(("Memcpy", "Memset")):
-            continue
-        names.append(event.name)
-    return names
+    return [event.name for event in prof.events() if event.device_type == torch.autograd.DeviceType.CUDA]
+
+
+def count_kernels(fn) -> list:
+    """Names of the CUDA kernels that fn launches (copies and memsets left out)."""
+    return [name for name in device_activity(fn) if not name.startswith(("Memcpy", "Memset"))]
+
+
+def cache_stats() -> dict:
+    """Counts of the CUDA tensor-table cache (NOTE: [device tensor table])."""
+    from lrsched_fused import _C
+    return _C._cuda_table_cache_stats()
 
 
 @needs_cuda
@@ -374,20 +430,237 @@ def test_launches_per_step(opt_name):
     schedule = schedules.CosineAnnealingLR(T_max=10)
     if opt_name == "adam":
         opt = FusedAdam(groups, lr=1e-2, amsgrad=True, schedule=schedule, schedule_interval="step")
-        per_pair = 2  # update + step counters
+        ref = torch.optim.Adam([dict(g, params=[p.detach().clone() for p in g["params"]]) for g in groups],
+                               lr=1e-2, amsgrad=True, fused=True)
     else:
         opt = FusedSGD(groups, lr=1e-2, momentum=0.9, schedule=schedule, schedule_interval="step")
-        per_pair = 1
+        ref = torch.optim.SGD([dict(g, params=[p.detach().clone() for p in g["params"]]) for g in groups],
+                              lr=1e-2, momentum=0.9, fused=True)
+    per_pair = 2  # the step counters and per-tensor terms, then the update
     pairs = 3  # (group a, fp32), (group a, bf16), (group b, fp32)
     for p in params:
         p.grad = torch.randn_like(p)
-    for _ in range(3):  # warm-up: state, tables (SGD's first step has other flags)
-        opt.step()
+    for group in ref.param_groups:
+        for p in group["params"]:
+            p.grad = torch.randn_like(p)
+    opt.step()  # builds the tables; the second step (SGD's first with a history) changes nothing
+    ref.step()
     names = count_kernels(opt.step)
     assert len(names) == per_pair * pairs + 1, names
     assert all("lrsched_fused" in n for n in names), names
-    # torch's fused Adam needs a launch per ~100 tensors: ours does not grow with them.
-    assert len(names) <= 2 * pairs + 1
+    assert not any("upload_words" in n or "index_chunks" in n for n in names), names
+    # torch's fused optimizer needs a launch per few dozen tensors (700 here); ours does not grow with them.
+    assert len(count_kernels(ref.step)) > len(names)
+
+
+@needs_cuda
+@pytest.mark.parametrize("opt_name", ["adam", "sgd"])
+def test_moving_grads_cost_one_upload_per_step(opt_name):
+    """An eager loop with zero_grad(set_to_none=True): backward makes new grad
+    tensors every step, at new addresses or not. A step whose grads moved adds
+    exactly one upload launch of their addresses (1500 tensors < one upload's
+    capacity), reuses the layout and copies nothing from the host; a step whose
+    grads stayed adds nothing. The updates stay equal to torch's."""
+    shapes = [(int(n),) for n in torch.randint(1, 400, (1500,), generator=torch.Generator().manual_seed(20))]
+    ours_params, ref_params = twin_params(torch.float32, seed=21, shapes=shapes)
+    if opt_name == "adam":
+        ours, ref = FusedAdam(ours_params, lr=1e-2), torch.optim.Adam(ref_params, lr=1e-2, fused=True)
+    else:
+        ours = FusedSGD(ours_params, lr=1e-2, momentum=0.9, dampening=0.1)
+        ref = torch.optim.SGD(ref_params, lr=1e-2, momentum=0.9, dampening=0.1, fused=True)
+    gen = torch.Generator(device=DEVICE).manual_seed(22)
+    errors = []
+
+    def step_both(profiled=False):
+        activity = device_activity(ours.step) if profiled else ours.step()
+        ref.step()
+        errors.append(rel_err(ours_params, ref_params))
+        return activity
+
+    for _ in range(3):  # new grads every step, as after zero_grad(set_to_none=True)
+        set_grads(ours_params, ref_params, gen, skip=())
+        step_both()
+    built = cache_stats()["layouts_built"]
+    uploads = cache_stats()["grad_uploads"]
+    kept = step_both(profiled=True)
+    old_grads = [p.grad for p in ours_params]  # alive: the new grads cannot take their addresses
+    set_grads(ours_params, ref_params, gen, skip=())
+    assert all(p.grad.data_ptr() != g.data_ptr() for p, g in zip(ours_params, old_grads))
+    moved = step_both(profiled=True)
+    del old_grads
+    assert len(kept) == 2 and all("lrsched_fused" in n for n in kept), kept
+    assert len(moved) == 3 and sum("upload_words" in n for n in moved) == 1, moved  # no copy, no memset
+    assert cache_stats()["layouts_built"] == built
+    assert cache_stats()["grad_uploads"] == uploads + 1
+    assert_small(errors, TOLERANCES[torch.float32], f"{opt_name} with moving grads")
+
+
+@needs_cuda
+def test_least_recently_used_layouts_are_evicted():
+    """At most 64 layouts no graph holds are kept; the least recently used
+    goes first, and an evicted layout is rebuilt, correctly, when needed again."""
+    def make(seed):
+        params = make_params(torch.float32, seed=seed, shapes=[(300,), (CHUNK + 7,)])
+        for p in params:
+            p.requires_grad_()
+            p.grad = torch.ones_like(p)
+        return params, FusedSGD(params, lr=0.1, momentum=0.9)
+
+    first_params, first = make(100)
+    expected = [p.detach() - 0.1 * 1.0 - 0.1 * 1.9 for p in first_params]  # two steps, grad 1: buffer 1, then 1.9
+    first.step()
+    before = cache_stats()
+    others = [make(101 + i) for i in range(70)]
+    for _, opt in others:
+        opt.step()
+    after = cache_stats()
+    assert after["layouts"] - after["layouts_held_by_graphs"] <= 64
+    assert after["evictions"] - before["evictions"] >= 7
+    others[-1][1].step()  # the most recent: a hit
+    assert cache_stats()["layouts_built"] == after["layouts_built"]
+    first.step()  # the oldest: evicted, rebuilt
+    assert cache_stats()["layouts_built"] == after["layouts_built"] + 1
+    for p, e in zip(first_params, expected):
+        torch.testing.assert_close(p.detach(), e, rtol=1e-6, atol=1e-6)
+
+
+@needs_cuda
+def test_a_table_read_on_another_stream_outlives_its_eviction():
+    """The first step allocates the table on the default stream; the second
+    reads it on a side stream, queued behind a long sleep. While it waits, the
+    table is evicted and freed, and the default stream allocates and fills
+    memory of its size. Recorded on the side stream (record_stream), the
+    table's memory is not handed out before the side stream's kernels ran, so
+    the delayed step still reads the right addresses."""
+    params = make_params(torch.float32, seed=30, shapes=[(CHUNK * 2 + 3,), (17,)])
+    for p in params:
+        p.requires_grad_()
+        p.grad = torch.ones_like(p)
+    opt = FusedSGD(params, lr=0.1, momentum=0.9)
+    expected = [p.detach() - 0.1 * 1.0 - 0.1 * 1.9 for p in params]  # two steps with grad 1
+    opt.step()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        torch.cuda._sleep(int(3e8))  # ~0.15 s on a 2 GHz SM clock
+        opt.step()
+    for seed in range(70):  # evicts every older layout, ours included
+        fillers = make_params(torch.float32, seed=200 + seed, shapes=[(33,)])
+        fillers[0].requires_grad_()
+        fillers[0].grad = torch.ones_like(fillers[0])
+        FusedSGD(fillers, lr=0.1, momentum=0.9).step()
+    garbage = [torch.full((64,), -1, dtype=torch.int64, device=DEVICE) for _ in range(2000)]
+    side.synchronize()
+    del garbage
+    for p, e in zip(params, expected):
+        torch.testing.assert_close(p.detach(), e, rtol=1e-6, atol=1e-6)
+
+
+def _wait_for(condition, seconds=5.0):
+    """CUDA runs user-object destructors on an internal thread, soon after a
+    graph is destroyed; polls until `condition()` holds."""
+    import time
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        torch.cuda.synchronize()
+        time.sleep(0.01)
+    return True
+
+
+@needs_cuda
+def test_repeated_captures_reuse_tables_and_dropped_graphs_release_them():
+    """Capturing the same step again and again reuses the same buffers (no
+    new memory per capture); each capture with grads made inside it holds one
+    grad array; once the graphs are dropped nothing stays held, and the
+    layout keeps a single grad array."""
+    import gc
+    gc.collect()  # the graphs of earlier tests are gone: nothing may stay held
+    assert _wait_for(lambda: cache_stats()["layouts_held_by_graphs"] == 0
+                     and cache_stats()["grad_arrays_held_by_graphs"] == 0), cache_stats()
+    params = [p.requires_grad_() for p in make_params(torch.float32, seed=40)]
+    grads = [torch.randn_like(p) for p in params]
+    for p, g in zip(params, grads):
+        p.grad = g.clone()
+    opt = FusedAdam(params, lr=1e-2)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            opt.step()
+    torch.cuda.current_stream().wait_stream(side)
+    base = cache_stats()
+    graphs = []
+    for _ in range(5):
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            opt.step()
+        graphs.append(graph)
+    held = cache_stats()
+    assert held["layouts_built"] == base["layouts_built"] and held["grad_uploads"] == base["grad_uploads"]
+    assert held["layouts_held_by_graphs"] == base["layouts_held_by_graphs"] + 1
+    assert held["grad_arrays_held_by_graphs"] == base["grad_arrays_held_by_graphs"] + 1
+    for _ in range(3):  # grads made inside the capture: a grad array per graph
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for p, g in zip(params, grads):
+                p.grad = g * 1.0
+            opt.step()
+        graphs.append(graph)
+    assert cache_stats()["grad_arrays_held_by_graphs"] == base["grad_arrays_held_by_graphs"] + 4
+    for graph in graphs:
+        graph.replay()
+    del graph, graphs
+    gc.collect()
+    assert _wait_for(lambda: cache_stats()["grad_arrays_held_by_graphs"] == base["grad_arrays_held_by_graphs"]
+                     and cache_stats()["layouts_held_by_graphs"] == base["layouts_held_by_graphs"]), cache_stats()
+    for p, g in zip(params, grads):
+        p.grad = g.clone()
+    opt.step()  # eager, new grads: the released arrays are dropped
+    assert cache_stats()["grad_arrays"] <= base["grad_arrays"] + 1
+
+
+@needs_cuda
+def test_a_grad_array_built_in_capture_is_uploaded_again_for_eager_use():
+    """Grads made inside a capture get a grad array whose upload is recorded
+    in the graph: its content exists only once the graph replays. An eager
+    step with those grads before any replay uploads it again (one launch) and
+    updates correctly; the replays afterwards do too."""
+    ours_params, ref_params = twin_params(torch.float32, seed=50, shapes=[(CHUNK + 9,), (40, 3), (5,)])
+    ours = FusedAdam(ours_params, lr=1e-2, weight_decay=1e-3)
+    ref = torch.optim.Adam(ref_params, lr=1e-2, weight_decay=1e-3, fused=True)
+    gen = torch.Generator(device=DEVICE).manual_seed(51)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            set_grads(ours_params, ref_params, gen, skip=())
+            ours.step()
+            ref.step()
+    torch.cuda.current_stream().wait_stream(side)
+    static_grads = [torch.randn(p.shape, generator=gen, device=DEVICE) for p in ours_params]
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for p, g in zip(ours_params, static_grads):
+            p.grad = g * 1.0  # allocated in the graph's pool
+        ours.step()
+    errors = []
+    eager_grads = [torch.randn(p.shape, generator=gen, device=DEVICE) for p in ours_params]
+    for p, q, g in zip(ours_params, ref_params, eager_grads):
+        p.grad.copy_(g)  # the graph's grad tensors, used eagerly before any replay
+        q.grad = g.clone()
+    names = count_kernels(ours.step)
+    ref.step()
+    errors.append(rel_err(ours_params, ref_params))
+    assert sum("upload_words" in n for n in names) == 1, names
+    for _ in range(3):
+        graph.replay()
+        for q, g in zip(ref_params, static_grads):
+            q.grad = g.clone()
+        ref.step()
+        errors.append(rel_err(ours_params, ref_params))
+    assert_small(errors, TOLERANCES[torch.float32], "eager use of a capture-built grad array, then replays")
 
 
 @needs_cuda

@@ -52,8 +52,8 @@ def test_sgd_step_opcheck(device, dtype, momentum):
     params = tensors(SHAPES, dtype, device)
     grads = tensors(SHAPES, dtype, device)
     buffers = [torch.zeros_like(p) for p in params] if momentum else []
-    first = [True, False, True, False] if momentum else []
-    args = (params, grads, buffers, first, schedule_state(device), 0, momentum, 0.0, 1e-4, False, True, None, None)
+    steps = [torch.tensor(float(i % 2), dtype=torch.float64, device=device) for i in range(len(params))] if momentum else []
+    args = (params, grads, buffers, steps, schedule_state(device), 0, momentum, 0.0, 1e-4, False, True, None, None)
     torch.library.opcheck(torch.ops.lrsched_fused.sgd_step_.default, args)
 
 
@@ -71,7 +71,8 @@ def test_momentum_from_schedule_opcheck(device, optimizer):
                 1e-8, False, False, False, None, None, True)
         torch.library.opcheck(torch.ops.lrsched_fused.adam_step_.default, args)
     else:
-        args = (params, grads, [torch.zeros_like(p) for p in params], [True] * len(params), state, 0, 0.0, 0.0,
+        args = (params, grads, [torch.zeros_like(p) for p in params],
+                [torch.zeros((), dtype=torch.float64, device=device) for _ in params], state, 0, 0.0, 0.0,
                 0.0, False, False, None, None, True)
         torch.library.opcheck(torch.ops.lrsched_fused.sgd_step_.default, args)
 
@@ -140,3 +141,22 @@ def test_op_boundary_checks():
         with pytest.raises(RuntimeError, match=words):
             torch.ops.lrsched_fused.schedule_step_(state, bad, None, None)
         assert torch.equal(state, before)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2], ids=["e4m3fn", "e5m2"])
+def test_float8_params_are_refused_at_the_op_boundary(device, dtype):
+    """float8 is a floating type to torch (is_floating_point), but no kernel
+    handles it: the op must refuse it up front, naming what it accepts, before
+    any state (a step counter, a CUDA table) changes."""
+    params = [torch.zeros(4, device=device).to(dtype)]
+    steps = [torch.zeros((), dtype=torch.float64, device=device)]
+    zeros = [torch.zeros(4, device=device).to(dtype)]
+    accepted = "accepted: float16, bfloat16, float32, float64"
+    with pytest.raises(RuntimeError, match=rf"params\[0\] has dtype Float8_\w+; {accepted}"):
+        torch.ops.lrsched_fused.adam_step_(params, zeros, zeros, zeros, [], steps, schedule_state(device), 0, 0.9,
+                                           0.999, 0.0, 1e-8, False, False, False)
+    with pytest.raises(RuntimeError, match=rf"params\[0\] has dtype Float8_\w+; {accepted}"):
+        torch.ops.lrsched_fused.sgd_step_(params, zeros, zeros, steps, schedule_state(device), 0, 0.9, 0.0, 0.0,
+                                          False, False, None, None)
+    assert float(steps[0]) == 0.0

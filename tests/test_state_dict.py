@@ -73,7 +73,7 @@ def test_state_uses_torch_names_and_float_lr():
     assert sd["param_groups"][0]["lr"] == 0.005 and sd["param_groups"][0]["initial_lr"] == 0.01
     sgd = FusedSGD([p], lr=0.1, momentum=0.9)
     sgd.step()
-    assert set(sgd.state_dict()["state"][0]) == {"momentum_buffer"}
+    assert set(sgd.state_dict()["state"][0]) == {"momentum_buffer", "step"}  # the steps the buffer took (FusedSGD._update)
 
 
 def test_load_copies_into_existing_buffers():
@@ -110,8 +110,13 @@ def test_a_torch_adam_state_dict_loads_and_continues_identically():
     ours = FusedAdam([p_ours], lr=0.5)
     ours.load_state_dict(ref.state_dict())
     assert ours.get_last_lr() == [0.01]
-    for _ in range(4):
-        g = torch.randn(6)
+    step_both(p_torch, ref, p_ours, ours, steps=4)
+
+
+def step_both(p_torch, ref, p_ours, ours, steps):
+    """`steps` steps of both optimizers with the same random grads; then the parameters agree."""
+    for _ in range(steps):
+        g = torch.randn(p_torch.shape)
         p_torch.grad, p_ours.grad = g.clone(), g.clone()
         ref.step()
         ours.step()
@@ -154,3 +159,48 @@ def test_a_malformed_schedule_entry_is_refused_before_anything_changes(edit, wor
         opt.load_state_dict(saved)
     assert torch.equal(p, before[0]) and torch.equal(opt.schedule_state, before[1])
     assert all(torch.equal(opt.state[p][k], v) for k, v in before[2].items())
+
+
+@pytest.mark.parametrize("source", ["torch SGD", "FusedSGD without step"])
+def test_a_momentum_buffer_saved_without_a_step_continues_as_torch(source):
+    """torch's SGD (and FusedSGD before it kept a step) saves momentum_buffer
+    alone; a buffer with history must not be taken for a new one (which the
+    next step would overwrite with the grad): loading sets its step to 1."""
+    torch.manual_seed(0)
+    init = torch.randn(6)
+    p_torch = init.clone().requires_grad_()
+    p_ours = init.clone().requires_grad_()
+    options = dict(lr=0.05, momentum=0.9, dampening=0.2)
+    ref = torch.optim.SGD([p_torch], foreach=False, **options)
+    for _ in range(3):
+        p_torch.grad = torch.randn(6)
+        ref.step()
+    saved = ref.state_dict()
+    if source == "FusedSGD without step":
+        saved["state"][0] = {"momentum_buffer": saved["state"][0]["momentum_buffer"]}
+        saved["param_groups"][0]["initial_lr"] = options["lr"]
+    assert set(saved["state"][0]) == {"momentum_buffer"}
+    p_ours.data.copy_(p_torch.detach())
+    ours = FusedSGD([p_ours], lr=0.5, momentum=0.9, dampening=0.2)
+    ours.load_state_dict(saved)
+    assert float(ours.state[p_ours]["step"]) == 1.0
+    step_both(p_torch, ref, p_ours, ours, steps=3)
+
+
+def test_a_momentum_buffer_set_without_load_state_dict_has_history():
+    """ZeroRedundancyOptimizer.load_state_dict writes its optimizer's state
+    directly: a buffer that arrives without a step is taken as one with history."""
+    torch.manual_seed(0)
+    init = torch.randn(6)
+    p_torch = init.clone().requires_grad_()
+    p_ours = init.clone().requires_grad_()
+    ref = torch.optim.SGD([p_torch], lr=0.05, momentum=0.9, foreach=False)
+    p_torch.grad = torch.randn(6)
+    ref.step()
+    p_ours.data.copy_(p_torch.detach())
+    ours = FusedSGD([p_ours], lr=0.05, momentum=0.9)
+    ours.state[p_ours] = {"momentum_buffer": ref.state[p_torch]["momentum_buffer"].clone()}
+    step_both(p_torch, ref, p_ours, ours, steps=3)
+    assert float(ours.state[p_ours]["step"]) == 4.0
+    torch.testing.assert_close(ours.state[p_ours]["momentum_buffer"], ref.state[p_torch]["momentum_buffer"],
+                               rtol=1e-6, atol=0)

@@ -308,8 +308,8 @@ void adam_step_cpu(
     for (const at::Tensor& step : steps) {
       double& count = *step.mutable_data_ptr<double>();
       count += 1;
-      coefficients.push_back(make_adam_coefficients<opmath_t>(
-          lr, beta1, beta2, weight_decay, eps, maximize, scale, count));
+      coefficients.push_back(make_adam_coefficients<opmath_t>(lr, beta1, beta2, weight_decay, eps, maximize, scale,
+                                                              adam_step_terms(lr, beta1, beta2, count)));
     }
     const auto param_data = data_pointers<scalar_t>(params);
     const auto grad_data = data_pointers<scalar_t>(grads);
@@ -335,12 +335,12 @@ void adam_step_cpu(
 }
 
 void sgd_step_cpu(
-    at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers, c10::List<bool> first_step,
+    at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers, at::TensorList steps,
     const at::Tensor& schedule_state, int64_t group_index, double momentum, double dampening,
     double weight_decay, bool nesterov, bool maximize, const std::optional<at::Tensor>& grad_scale,
     const std::optional<at::Tensor>& found_inf, bool momentum_from_schedule) {
   const bool has_momentum = momentum != 0.0 || momentum_from_schedule;
-  check_sgd_step_args(params, grads, momentum_buffers, first_step.size(), schedule_state, group_index, has_momentum);
+  check_sgd_step_args(params, grads, momentum_buffers, steps, schedule_state, group_index, has_momentum);
   check_scalar_tensor(grad_scale, "grad_scale");
   check_scalar_tensor(found_inf, "found_inf");
   if (params.empty() || step_is_skipped(found_inf)) {
@@ -354,9 +354,13 @@ void sgd_step_cpu(
   const double scale = grad_scale.has_value() ? read_double(*grad_scale) : 1.0;
   const ElementSpace space(params);
   const bool avx2 = use_avx2();
+  // A momentum buffer has no history while its step counter is 0 (every
+  // earlier step was skipped, or none ran): it then becomes the gradient.
   std::vector<char> is_first(params.size(), 0);
   for (size_t i = 0; has_momentum && i < params.size(); ++i) {
-    is_first[i] = first_step.get(i);
+    double& count = *steps[i].mutable_data_ptr<double>();
+    is_first[i] = count == 0.0;
+    count += 1;
   }
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, params[0].scalar_type(), "sgd_step_cpu", [&] {

@@ -9,10 +9,11 @@
 // captured in a CUDA graph. With found_inf != 0 the kernels return before
 // writing anything, step counters included.
 //
-// Launches per call, whatever the number of tensors: adam_step_ 2 (the
-// update, then the step counters), sgd_step_ 1, schedule_step_ 1. The first
-// call with a new list of tensors adds ceil(n / kEntriesPerFill) tiny
-// table-writing launches (NOTE: [device tensor table]).
+// Launches per call, whatever the number of tensors: adam_step_ 2 (the step
+// counters and per-tensor terms, then the update), sgd_step_ 2 with momentum
+// (likewise) and 1 without, schedule_step_ 1. A call whose grads moved adds
+// one upload of their addresses; the first call with new parameters or
+// states builds their layout (NOTE: [device tensor table]).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
@@ -103,13 +104,62 @@ void with_bool(bool value, const F& f) {
   }
 }
 
-// Loads the kDepth slots of a chunk in rounds of kILP elements per thread,
-// applies `update` to each element (in opmath_t) and stores the slots whose
-// bit is set in kStoreMask. Index i of a round is coalesced across the block.
+// kDepth slot values of 16 bytes' worth of consecutive elements.
+template <typename scalar_t>
+struct alignas(16) Vector16 {
+  static constexpr int kSize = 16 / sizeof(scalar_t);
+  scalar_t values[kSize];
+};
+
+// Applies `update` to every element of a chunk (in opmath_t) and stores the
+// slots whose bit is set in kStoreMask. When every slot pointer is 16-byte
+// aligned (a chunk starts kChunkElements elements into its tensor, so this is
+// the tensors' own alignment), each thread moves 16-byte vectors, one per
+// slot in flight per loop; the last count % kSize elements, or the whole chunk
+// of a misaligned tensor, go element by element, kILP per thread in flight.
+// Both are coalesced across the block.
 template <typename scalar_t, int kDepth, unsigned kStoreMask, typename Update>
 __device__ __forceinline__ void apply_to_chunk(scalar_t* const (&slots)[kDepth], int count, const Update& update) {
   using opmath_t = at::opmath_type<scalar_t>;
-  for (int start = 0; start < count; start += kBlockThreads * kILP) {
+  using Vector = Vector16<scalar_t>;
+  constexpr int kILP = 4;
+  uintptr_t addresses = 0;
+#pragma unroll
+  for (int s = 0; s < kDepth; ++s) {
+    addresses |= reinterpret_cast<uintptr_t>(slots[s]);
+  }
+  int scalar_begin = 0;
+  if (addresses % sizeof(Vector) == 0) {
+    const int vectors = count / Vector::kSize;
+    for (int v = threadIdx.x; v < vectors; v += kBlockThreads) {
+      Vector loaded[kDepth];
+#pragma unroll
+      for (int s = 0; s < kDepth; ++s) {
+        loaded[s] = reinterpret_cast<const Vector*>(slots[s])[v];
+      }
+#pragma unroll
+      for (int k = 0; k < Vector::kSize; ++k) {
+        opmath_t values[kDepth];
+#pragma unroll
+        for (int s = 0; s < kDepth; ++s) {
+          values[s] = static_cast<opmath_t>(loaded[s].values[k]);
+        }
+        update(values);
+#pragma unroll
+        for (int s = 0; s < kDepth; ++s) {
+          loaded[s].values[k] = static_cast<scalar_t>(values[s]);
+        }
+      }
+#pragma unroll
+      for (int s = 0; s < kDepth; ++s) {
+        if ((kStoreMask >> s) & 1u) {
+          reinterpret_cast<Vector*>(slots[s])[v] = loaded[s];
+        }
+      }
+    }
+    scalar_begin = vectors * Vector::kSize;
+  }
+  for (int start = scalar_begin; start < count; start += kBlockThreads * kILP) {
     opmath_t values[kILP][kDepth];
 #pragma unroll
     for (int k = 0; k < kILP; ++k) {
@@ -143,10 +193,24 @@ constexpr int kExpAvg = 2;          // Adam
 constexpr int kExpAvgSq = 3;        // Adam
 constexpr int kMaxExpAvgSq = 4;     // Adam with amsgrad
 constexpr int kMomentumBuffer = 2;  // SGD with momentum
+static_assert(kGrad == kGradSlot, "the launcher keeps the grads apart");
 
-// What every update kernel reads once per block besides its own
-// hyperparameters: the group's lr (and a cycled momentum / beta1) from the
-// schedule state, and the GradScaler's scale and found_inf.
+// NOTE: [launch bounds]
+// 256 threads per block, and at least kMinBlocksPerSm blocks resident per SM,
+// which caps a thread at 65536 / (256 * 4) = 64 registers (50% occupancy on
+// sm_80/sm_90). Estimate for the deepest kernel, amsgrad: five 16-byte
+// vectors in flight (20 registers), one element's five opmath values (5, or
+// 10 in fp64), the coefficients (12, or 24 in fp64), five slot pointers (10),
+// indices and the loop (~8): ~55 in fp32/bf16, ~77 in fp64 before the
+// compiler shortens live ranges. A memory-bound update needs no more than
+// 50%: 1024 resident threads x 5 vectors x 16 B = 80 KB in flight per SM,
+// several times what an H100/H200 SM needs to cover DRAM latency. `-Xptxas -v`
+// reports no spills at this bound (register counts in the commit message).
+constexpr int kMinBlocksPerSm = 4;
+
+// What every update kernel reads besides its own hyperparameters: the group's
+// lr (and a cycled momentum / beta1) from the schedule state, and the
+// GradScaler's scale and found_inf.
 struct StepInputs {
   const double* schedule_state;
   int64_t lr_offset;
@@ -154,33 +218,60 @@ struct StepInputs {
   double momentum;          // SGD's momentum or Adam's beta1 when not cycled
   DeviceScalar grad_scale;
   DeviceScalar found_inf;
+
+  __device__ double lr() const { return schedule_state[lr_offset]; }
+  __device__ double group_momentum() const {
+    return momentum_offset >= 0 ? schedule_state[momentum_offset] : momentum;
+  }
 };
 
-// A block's work: its chunk, its tensor's table entry, the tensor's coefficients.
-template <typename Coefficients>
+// One thread per tensor, before the update kernel of the same step: advances
+// the tensor's step counter (not on a skipped step) and writes the tensor's
+// terms with terms_of(step before, lr, momentum, terms), so that a block
+// reads them instead of computing them once per chunk.
+template <typename TermsOf>
+__global__ void advance_steps_kernel(TensorTable table, StepInputs in, TermsOf terms_of) {
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (t >= table.num_tensors || is_set(in.found_inf)) {
+    return;
+  }
+  double* step = table.entries[t].step;
+  const double before = *step;
+  *step = before + 1.0;
+  terms_of(before, in.lr(), in.group_momentum(), table.tensor_terms + kTermsPerTensor * t);
+}
+
+// A block's work: its tensor's slots, its chunk and what make() derived.
+template <typename Values>
 struct BlockPlan {
-  ChunkRef chunk;
-  TensorEntry entry;
-  Coefficients coefficients;
+  void* slots[kMaxSlots];
+  int64_t begin;
+  int count;
+  Values values;
 };
 
-// Thread 0 locates the block's chunk and computes its coefficients with
-// make(entry, lr, momentum, grad_scale) (all float64); every thread then reads
-// the plan from shared memory. nullptr: found_inf is set, the step is skipped.
-template <typename Coefficients, typename Make>
-__device__ const BlockPlan<Coefficients>* plan_block(const TensorTable& table, const StepInputs& in,
-                                                     const Make& make) {
+// Thread 0 finds the block's tensor (one load), reads its table entry and
+// terms and computes make(terms, lr, momentum, grad_scale) (all float64);
+// every thread then reads the plan from shared memory. nullptr: found_inf is
+// set, the step is skipped.
+template <typename Values, typename Make>
+__device__ const BlockPlan<Values>* plan_block(const TensorTable& table, const StepInputs& in, const Make& make) {
   __shared__ bool skipped;
-  __shared__ BlockPlan<Coefficients> plan;
+  __shared__ BlockPlan<Values> plan;
   if (threadIdx.x == 0) {
     skipped = is_set(in.found_inf);
     if (!skipped) {
-      plan.chunk = locate_chunk(table, blockIdx.x);
-      plan.entry = table.entries[plan.chunk.tensor];
-      const double lr = in.schedule_state[in.lr_offset];
-      const double momentum = in.momentum_offset >= 0 ? in.schedule_state[in.momentum_offset] : in.momentum;
+      const int64_t t = table.chunk_tensors[blockIdx.x];
+      const TensorEntry& entry = table.entries[t];
+      const chunk_plan::ChunkRef chunk = chunk_plan::chunk_ref(t, entry.numel, entry.first_chunk, blockIdx.x);
+#pragma unroll
+      for (int s = 0; s < kMaxSlots; ++s) {
+        plan.slots[s] = s == kGradSlot ? table.grads[t] : entry.slots[s];
+      }
+      plan.begin = chunk.begin;
+      plan.count = chunk.count;
       const double scale = in.grad_scale.data != nullptr ? load_scalar(in.grad_scale) : 1.0;
-      plan.coefficients = make(plan.entry, lr, momentum, scale);
+      plan.values = make(table.tensor_terms + kTermsPerTensor * t, in.lr(), in.group_momentum(), scale);
     }
   }
   __syncthreads();
@@ -188,11 +279,12 @@ __device__ const BlockPlan<Coefficients>* plan_block(const TensorTable& table, c
 }
 
 // The chunk's slot pointers: slot s of the block's tensor, from the chunk's first element.
-template <typename scalar_t, int kDepth, typename Coefficients>
-__device__ void chunk_slots(const BlockPlan<Coefficients>& plan, scalar_t* (&slots)[kDepth]) {
+template <typename scalar_t, int kDepth, typename Values>
+__device__ void chunk_slots(const BlockPlan<Values>& plan, scalar_t* (&slots)[kDepth]) {
 #pragma unroll
   for (int s = 0; s < kDepth; ++s) {
-    slots[s] = static_cast<scalar_t*>(plan.entry.slots[s]) + plan.chunk.begin;
+    slots[s] = static_cast<scalar_t*>(plan.slots[s]) + plan.begin;
+    __builtin_assume(__isGlobal(slots[s]));  // tensor memory: global loads and stores, not generic ones
   }
 }
 
@@ -204,26 +296,35 @@ struct AdamArgs {
   bool maximize;
 };
 
+// Adam's tensor terms: the bias corrections of the new step.
+struct AdamTermsOf {
+  double beta2;
+  __device__ void operator()(double step_before, double lr, double beta1, double* terms) const {
+    const AdamStepTerms step_terms = adam_step_terms(lr, beta1, beta2, step_before + 1.0);
+    terms[0] = step_terms.step_size;
+    terms[1] = step_terms.bias_correction2_sqrt;
+  }
+};
+
 template <typename scalar_t, bool kAmsgrad, bool kDecoupled, bool kWeightDecay, bool kUnscale>
-__global__ void __launch_bounds__(kBlockThreads) adam_chunk_kernel(TensorTable table, AdamArgs args) {
+__global__ void __launch_bounds__(kBlockThreads, kMinBlocksPerSm) adam_chunk_kernel(TensorTable table,
+                                                                                    AdamArgs args) {
   using opmath_t = at::opmath_type<scalar_t>;
   constexpr int kDepth = kAmsgrad ? 5 : 4;
   constexpr unsigned kStoreMask = (1u << kParam) | (kUnscale ? 1u << kGrad : 0u) | (1u << kExpAvg) |
                                   (1u << kExpAvgSq) | (kAmsgrad ? 1u << kMaxExpAvgSq : 0u);
   const auto* plan = plan_block<AdamCoefficients<opmath_t>>(
-      table, args.in, [&](const TensorEntry& entry, double lr, double beta1, double scale) {
-        // The step counter still holds the previous count: the increment
-        // kernel runs after this one (see adam_step_cuda).
+      table, args.in, [&](const double* terms, double lr, double beta1, double scale) {
         return make_adam_coefficients<opmath_t>(lr, beta1, args.beta2, args.weight_decay, args.eps,
-                                                args.maximize, scale, *entry.step + 1.0);
+                                                args.maximize, scale, AdamStepTerms{terms[0], terms[1]});
       });
   if (plan == nullptr) {
     return;
   }
-  const AdamCoefficients<opmath_t> c = plan->coefficients;
+  const AdamCoefficients<opmath_t> c = plan->values;
   scalar_t* slot_pointers[kDepth];
   chunk_slots<scalar_t, kDepth>(*plan, slot_pointers);
-  apply_to_chunk<scalar_t, kDepth, kStoreMask>(slot_pointers, plan->chunk.count, [&](opmath_t(&v)[kDepth]) {
+  apply_to_chunk<scalar_t, kDepth, kStoreMask>(slot_pointers, plan->count, [&](opmath_t(&v)[kDepth]) {
     if constexpr (kAmsgrad) {
       adam_update<opmath_t, true, kDecoupled, kWeightDecay, kUnscale>(v[kParam], v[kGrad], v[kExpAvg],
                                                                        v[kExpAvgSq], v[kMaxExpAvgSq], c);
@@ -235,15 +336,6 @@ __global__ void __launch_bounds__(kBlockThreads) adam_chunk_kernel(TensorTable t
   });
 }
 
-// Runs after adam_chunk_kernel in stream order, so no block of it can see a
-// half-updated counter.
-__global__ void increment_steps_kernel(TensorTable table, DeviceScalar found_inf) {
-  const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (t < table.num_tensors && !is_set(found_inf)) {
-    *table.entries[t].step += 1.0;
-  }
-}
-
 struct SgdArgs {
   StepInputs in;
   double dampening;
@@ -252,25 +344,42 @@ struct SgdArgs {
   bool maximize;
 };
 
+// SGD's tensor term: whether the momentum buffer has no history yet (the
+// step counter is still 0: every earlier step was skipped or none ran).
+struct SgdTermsOf {
+  __device__ void operator()(double step_before, double, double, double* terms) const {
+    terms[0] = step_before == 0.0 ? 1.0 : 0.0;
+  }
+};
+
+template <typename opmath_t>
+struct SgdBlockValues {
+  SgdCoefficients<opmath_t> coefficients;
+  bool first_step;
+};
+
 template <typename scalar_t, bool kMomentum, bool kWeightDecay, bool kUnscale>
-__global__ void __launch_bounds__(kBlockThreads) sgd_chunk_kernel(TensorTable table, SgdArgs args) {
+__global__ void __launch_bounds__(kBlockThreads, kMinBlocksPerSm) sgd_chunk_kernel(TensorTable table,
+                                                                                   SgdArgs args) {
   using opmath_t = at::opmath_type<scalar_t>;
   constexpr int kDepth = kMomentum ? 3 : 2;
   constexpr unsigned kStoreMask =
       (1u << kParam) | (kUnscale ? 1u << kGrad : 0u) | (kMomentum ? 1u << kMomentumBuffer : 0u);
-  const auto* plan = plan_block<SgdCoefficients<opmath_t>>(
-      table, args.in, [&](const TensorEntry&, double lr, double momentum, double scale) {
-        return make_sgd_coefficients<opmath_t>(lr, momentum, args.dampening, args.weight_decay, args.nesterov,
-                                               args.maximize, scale);
+  const auto* plan = plan_block<SgdBlockValues<opmath_t>>(
+      table, args.in, [&](const double* terms, double lr, double momentum, double scale) {
+        return SgdBlockValues<opmath_t>{
+            make_sgd_coefficients<opmath_t>(lr, momentum, args.dampening, args.weight_decay, args.nesterov,
+                                            args.maximize, scale),
+            kMomentum && terms[0] != 0.0};  // without momentum there are no terms
       });
   if (plan == nullptr) {
     return;
   }
-  const SgdCoefficients<opmath_t> c = plan->coefficients;
-  const bool first_step = plan->entry.first_step != 0;
+  const SgdCoefficients<opmath_t> c = plan->values.coefficients;
+  const bool first_step = plan->values.first_step;
   scalar_t* slot_pointers[kDepth];
   chunk_slots<scalar_t, kDepth>(*plan, slot_pointers);
-  apply_to_chunk<scalar_t, kDepth, kStoreMask>(slot_pointers, plan->chunk.count, [&](opmath_t(&v)[kDepth]) {
+  apply_to_chunk<scalar_t, kDepth, kStoreMask>(slot_pointers, plan->count, [&](opmath_t(&v)[kDepth]) {
     if constexpr (kMomentum) {
       sgd_update<opmath_t, true, kWeightDecay, kUnscale>(v[kParam], v[kGrad], v[kMomentumBuffer], first_step, c);
     } else {
@@ -329,6 +438,7 @@ void adam_step_cuda(
   const TensorTable table = TensorTableCache::instance().get(spec, schedule_state.device().index(), stream);
   const AdamArgs args{step_inputs(schedule_state, group_index, momentum_from_schedule, beta1, scale, skip), beta2,
                       weight_decay, eps, maximize};
+  launch_per_tensor(&advance_steps_kernel<AdamTermsOf>, table, stream.stream(), args.in, AdamTermsOf{beta2});
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, params[0].scalar_type(), "adam_step_cuda", [&] {
     with_bool(amsgrad, [&](auto amsgrad_flag) {
@@ -337,22 +447,21 @@ void adam_step_cuda(
     with_bool(grad_scale.has_value(), [&](auto unscale_flag) {
       launch_per_chunk(&adam_chunk_kernel<scalar_t, decltype(amsgrad_flag)::value, decltype(decoupled_flag)::value,
                                           decltype(weight_decay_flag)::value, decltype(unscale_flag)::value>,
-                       table, args, stream.stream());
+                       table, stream.stream(), args);
     });
     });
     });
     });
   });
-  launch_per_tensor(&increment_steps_kernel, table, skip, stream.stream());
 }
 
 void sgd_step_cuda(
-    at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers, c10::List<bool> first_step,
+    at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers, at::TensorList steps,
     const at::Tensor& schedule_state, int64_t group_index, double momentum, double dampening,
     double weight_decay, bool nesterov, bool maximize, const std::optional<at::Tensor>& grad_scale,
     const std::optional<at::Tensor>& found_inf, bool momentum_from_schedule) {
   const bool has_momentum = momentum != 0.0 || momentum_from_schedule;
-  check_sgd_step_args(params, grads, momentum_buffers, first_step.size(), schedule_state, group_index, has_momentum);
+  check_sgd_step_args(params, grads, momentum_buffers, steps, schedule_state, group_index, has_momentum);
   const DeviceScalar scale = device_scalar(grad_scale, schedule_state, "grad_scale");
   const DeviceScalar skip = device_scalar(found_inf, schedule_state, "found_inf");
   if (params.empty()) {
@@ -364,11 +473,14 @@ void sgd_step_cuda(
   spec.slots = {params, grads};
   if (has_momentum) {
     spec.slots.push_back(momentum_buffers);
-    spec.first_step = &first_step;
+    spec.steps = steps;
   }
   const TensorTable table = TensorTableCache::instance().get(spec, schedule_state.device().index(), stream);
   const SgdArgs args{step_inputs(schedule_state, group_index, momentum_from_schedule, momentum, scale, skip),
                      dampening, weight_decay, nesterov, maximize};
+  if (has_momentum) {
+    launch_per_tensor(&advance_steps_kernel<SgdTermsOf>, table, stream.stream(), args.in, SgdTermsOf{});
+  }
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, params[0].scalar_type(), "sgd_step_cuda", [&] {
     with_bool(has_momentum, [&](auto momentum_flag) {
@@ -376,7 +488,7 @@ void sgd_step_cuda(
     with_bool(grad_scale.has_value(), [&](auto unscale_flag) {
       launch_per_chunk(&sgd_chunk_kernel<scalar_t, decltype(momentum_flag)::value,
                                          decltype(weight_decay_flag)::value, decltype(unscale_flag)::value>,
-                       table, args, stream.stream());
+                       table, stream.stream(), args);
     });
     });
     });
@@ -405,6 +517,11 @@ void schedule_step_cuda(
 }
 
 }  // namespace
+
+std::map<std::string, int64_t> table_cache_stats() {
+  return TensorTableCache::instance().stats();
+}
+
 }  // namespace cuda
 
 TORCH_LIBRARY_IMPL(lrsched_fused, CUDA, m) {

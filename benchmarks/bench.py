@@ -1,13 +1,20 @@
 """Throughput benchmark: lrsched_fused against torch's optimizer + scheduler pairs.
 
-    python -m lrsched_fused.bench                 # everything (CPU unless a GPU is visible)
-    python -m lrsched_fused.bench --quick         # a subset, < 3 minutes on 2 CPU cores
-    python -m lrsched_fused.bench --out DIR       # also DIR/bench_<device>.json and .png
+    python benchmarks/bench.py                    # everything, on the CPU
+    python benchmarks/bench.py --quick            # a subset, < 3 minutes on 2 CPU cores
+    python benchmarks/bench.py --device cuda      # on a GPU: CUDA events, graph replay
+    python benchmarks/bench.py --gpu-check        # the GPU subset benchmarks/gpu_check.sh runs
+    python benchmarks/bench.py --out DIR          # also DIR/bench_<device>.json and .png
 
 One timed step is ``optimizer.step()`` plus one scheduler step (the per-step
 interval), so the schedule's cost is inside the figure: torch's pairs call
 ``scheduler.step()`` (``scheduler.step(metric)`` with a 0-dim tensor metric for
 ReduceLROnPlateau, as users write it), ours calls ``opt.schedule_step()``.
+
+What is compared is table-driven: WORKLOADS (parameter shapes), COMPETITORS
+(how one implementation builds its timed step, on which devices), and the
+configurations (workload x dtype x optimizer x schedule) a run selects. A new
+row is one entry in a table.
 
 NOTE: [byte model]
 GB/s counts the bytes a step must move per parameter, the same for every
@@ -16,15 +23,17 @@ elements); Adam/AdamW read p, g, exp_avg, exp_avg_sq and write p, exp_avg,
 exp_avg_sq (7 elements). An element is the parameter dtype's size (4 B fp32,
 2 B bf16; the optimizer state has the parameter's dtype), so Adam fp32 is
 28 B/param. The ceiling is ``a.add_(b, alpha=s)`` on one tensor with the
-workload's element count (reads a, b, writes a: 3 elements), timed in the same
-round-robin as the optimizers, so "share" is a fraction of what this machine's
-memory system sustains for an in-place update at that moment.
+workload's element count (reads a, b, writes a: 3 elements; on a GPU the
+device-copy bandwidth), timed in the same round-robin as the optimizers, so
+"share" is a fraction of what this machine's memory system sustains for an
+in-place update at that moment.
 
 Method: parameters, gradients and the metric are made before timing; every
 implementation is warmed up (its state allocated) before its first timed
 block; the implementations of one configuration are timed round-robin in
 ``--rounds`` rounds, and the figures are the median and IQR of all blocks
-(torch.utils.benchmark's blocked_autorange on the CPU; CUDA events on a GPU).
+(torch.utils.benchmark's blocked_autorange on the CPU; blocks of >= 10 ms
+timed with CUDA events on a GPU, so host overhead that idles the GPU counts).
 """
 from __future__ import annotations
 
@@ -43,24 +52,21 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch.utils import benchmark as torch_benchmark
 
-from . import FusedAdam, FusedAdamW, FusedSGD, schedules
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the in-place build
+from lrsched_fused import FusedAdam, FusedAdamW, FusedSGD, schedules  # noqa: E402
 
 Shape = Tuple[int, ...]
+Step = Callable[[], None]
 
 # --------------------------------------------------------------------- workloads
 
 
-def small_many_shapes(count: int = 400, low: float = 1e3, high: float = 2e5, seed: int = 0) -> List[Shape]:
+def log_uniform_shapes(count: int, low: float, high: float, seed: int = 0) -> List[Shape]:
     """`count` 1-d tensors with sizes log-uniform in [low, high] (fixed seed)."""
     generator = torch.Generator().manual_seed(seed)
     u = torch.rand(count, generator=generator, dtype=torch.float64)
     sizes = torch.exp(math.log(low) + u * (math.log(high) - math.log(low))).round().long()
     return [(int(n),) for n in sizes]
-
-
-def large_few_shapes() -> List[Shape]:
-    """8 tensors of 2**23 elements: 67.1M parameters."""
-    return [(4096, 2048)] * 8
 
 
 def gpt2_small_shapes(n_layer: int = 12, n_embd: int = 768, vocab: int = 50257, n_ctx: int = 1024) -> List[Shape]:
@@ -95,11 +101,23 @@ def resnet50_shapes(num_classes: int = 1000) -> List[Shape]:
     return shapes
 
 
-WORKLOADS: Dict[str, Callable[[], List[Shape]]] = {
-    "small-many": small_many_shapes,
-    "large-few": large_few_shapes,
-    "gpt2-small": gpt2_small_shapes,
-    "resnet50": resnet50_shapes,
+@dataclass(frozen=True)
+class Workload:
+    shapes: Callable[[], List[Shape]]
+    description: str
+    in_full_run: bool = True  # part of a run that names no workloads
+
+
+WORKLOADS: Dict[str, Workload] = {
+    "small-many": Workload(lambda: log_uniform_shapes(400, 1e3, 2e5),
+                           "400 1-d tensors, sizes log-uniform in [1e3, 2e5]: 14.75M"),
+    "large-few": Workload(lambda: [(4096, 2048)] * 8, "8 tensors of 2**23 elements: 67.1M"),
+    "gpt2-small": Workload(gpt2_small_shapes, "GPT-2 small, 148 tensors: 124.4M"),
+    "resnet50": Workload(resnet50_shapes, "ResNet-50, 161 tensors: 25.6M"),
+    "many-small": Workload(lambda: log_uniform_shapes(2000, 64, 8192, seed=1),
+                           "2000 1-d tensors, sizes log-uniform in [64, 8192]: launch- and host-bound"),
+    "tiny": Workload(lambda: [(300,), (17, 5), (0,), (1000,)], "4 small tensors: a smoke test of the harness",
+                     in_full_run=False),
 }
 
 # ------------------------------------------------------------ optimizers, schedules
@@ -117,6 +135,8 @@ SCHEDULES = {
     "ReduceLROnPlateau": dict(factor=0.5, patience=10, min_lr=1e-5),
 }
 BYTES_PER_ELEMENT_MOVED = {"SGD": 5, "Adam": 7, "AdamW": 7}  # NOTE: [byte model]
+CEILING_ELEMENTS_MOVED = 3
+STATE_TENSORS = {"SGD": 1, "Adam": 2, "AdamW": 2}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 TORCH_OPTIMIZER = {"SGD": torch.optim.SGD, "Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}
@@ -131,15 +151,9 @@ OUR_SCHEDULE = {
     "CosineAnnealingLR": schedules.CosineAnnealingLR,
     "ReduceLROnPlateau": schedules.ReduceLROnPlateau,
 }
-TORCH_IMPLEMENTATIONS = {"torch-forloop": dict(foreach=False), "torch-foreach": dict(foreach=True),
-                         "torch-fused": dict(fused=True)}
-CEILING = "add_ ceiling"
-OURS = "ours"
-OURS_GRAPH = "ours+cudagraph"
-DEEPSPEED = "deepspeed-cpu-adam"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
     workload: str
     dtype: str
@@ -147,28 +161,20 @@ class Config:
     schedule: str
 
 
-def _deepspeed_cpu_adam():
-    """DeepSpeedCPUAdam's class when deepspeed is importable, else None."""
-    try:
-        from deepspeed.ops.adam import DeepSpeedCPUAdam
-    except Exception:  # absent, or present but broken: either way not measured
-        return None
-    return DeepSpeedCPUAdam
-
-
-# --------------------------------------------------------------------- one setup
-
-
 class Inputs:
     """The parameters' initial values and the gradients of one workload and dtype,
     made once and shared (the gradients are only read by every implementation)."""
 
     def __init__(self, shapes: Sequence[Shape], dtype: torch.dtype, device: torch.device, seed: int = 0):
-        generator = torch.Generator(device="cpu").manual_seed(seed)
-        self.params = [torch.randn(s, generator=generator, dtype=torch.float32).to(device, dtype) for s in shapes]
-        self.grads = [torch.randn(s, generator=generator, dtype=torch.float32).mul_(1e-2).to(device, dtype)
-                      for s in shapes]
+        generator = torch.Generator(device=device).manual_seed(seed)
+
+        def draw(shape, scale=1.0):
+            return torch.randn(shape, generator=generator, device=device, dtype=torch.float32).mul_(scale).to(dtype)
+
+        self.params = [draw(s) for s in shapes]
+        self.grads = [draw(s, 1e-2) for s in shapes]
         self.numel = sum(p.numel() for p in self.params)
+        self.device = device
         self.metric = torch.tensor(1.0, device=device)  # a constant loss: plateau reduces down to min_lr
 
     def fresh_params(self) -> List[torch.Tensor]:
@@ -180,51 +186,62 @@ class Inputs:
         return params
 
 
-def _step_fn(optimizer, scheduler_step: Callable[[], None]) -> Callable[[], None]:
+# -------------------------------------------------------------------- competitors
+
+
+def _step_and_schedule(optimizer, schedule_step: Callable, config: Config, inputs: Inputs) -> Step:
+    """optimizer.step() and one schedule step, fed the metric for ReduceLROnPlateau."""
+    if config.schedule == "ReduceLROnPlateau":
+        advance = lambda: schedule_step(inputs.metric)  # noqa: E731
+    else:
+        advance = schedule_step
+
     def step():
         optimizer.step()
-        scheduler_step()
+        advance()
     return step
 
 
-def build_step(impl: str, config: Config, inputs: Inputs) -> Optional[Callable[[], None]]:
-    """The timed callable of one implementation; None when it does not apply."""
-    plateau = config.schedule == "ReduceLROnPlateau"
+def _with_torch_scheduler(optimizer, config: Config, inputs: Inputs) -> Step:
+    scheduler = TORCH_SCHEDULER[config.schedule](optimizer, **SCHEDULES[config.schedule])
+    return _step_and_schedule(optimizer, scheduler.step, config, inputs)
+
+
+def build_ceiling(config: Config, inputs: Inputs) -> Step:
+    a = torch.empty(inputs.numel, dtype=inputs.params[0].dtype, device=inputs.device).fill_(1.0)
+    b = torch.empty_like(a).fill_(1e-3)
+    return lambda: a.add_(b, alpha=0.5)
+
+
+def torch_pair(**options) -> Callable[[Config, Inputs], Step]:
+    """torch's optimizer with `options` + its scheduler, stepped as users do."""
+    def build(config: Config, inputs: Inputs) -> Step:
+        optimizer = TORCH_OPTIMIZER[config.optimizer](inputs.fresh_params(), **OPTIMIZERS[config.optimizer], **options)
+        return _with_torch_scheduler(optimizer, config, inputs)
+    return build
+
+
+def build_torch_tensor_lr(config: Config, inputs: Inputs) -> Step:
+    """torch's sync-free pair: a device tensor lr that the scheduler writes in
+    place; Adam/AdamW capturable (foreach), SGD fused (it has no capturable flag)."""
     hyper = dict(OPTIMIZERS[config.optimizer])
-    if impl == CEILING:
-        a = torch.empty(inputs.numel, dtype=inputs.params[0].dtype, device=inputs.params[0].device).fill_(1.0)
-        b = torch.empty_like(a).fill_(1e-3)
-        return lambda: a.add_(b, alpha=0.5)
-    if impl in TORCH_IMPLEMENTATIONS:
-        optimizer = TORCH_OPTIMIZER[config.optimizer](inputs.fresh_params(), **hyper, **TORCH_IMPLEMENTATIONS[impl])
-        scheduler = TORCH_SCHEDULER[config.schedule](optimizer, **SCHEDULES[config.schedule])
-        if plateau:
-            return _step_fn(optimizer, lambda: scheduler.step(inputs.metric))
-        return _step_fn(optimizer, scheduler.step)
-    if impl in (OURS, OURS_GRAPH):
-        optimizer = OUR_OPTIMIZER[config.optimizer](inputs.fresh_params(), **hyper,
-                                                    schedule=OUR_SCHEDULE[config.schedule](**SCHEDULES[config.schedule]))
-        if plateau:
-            step = _step_fn(optimizer, lambda: optimizer.schedule_step(inputs.metric))
-        else:
-            step = _step_fn(optimizer, optimizer.schedule_step)
-        return step if impl == OURS else _cuda_graph(step)
-    if impl == DEEPSPEED:
-        cls = _deepspeed_cpu_adam()
-        if cls is None or config.optimizer == "SGD":
-            return None
-        optimizer = cls(inputs.fresh_params(), **hyper, adamw_mode=config.optimizer == "AdamW")
-        scheduler = TORCH_SCHEDULER[config.schedule](optimizer, **SCHEDULES[config.schedule])
-        if plateau:
-            return _step_fn(optimizer, lambda: scheduler.step(inputs.metric))
-        return _step_fn(optimizer, scheduler.step)
-    raise ValueError(f"unknown implementation {impl!r}")
+    hyper["lr"] = torch.tensor(hyper["lr"], device=inputs.device)
+    options = dict(fused=True) if config.optimizer == "SGD" else dict(capturable=True, foreach=True)
+    optimizer = TORCH_OPTIMIZER[config.optimizer](inputs.fresh_params(), **hyper, **options)
+    return _with_torch_scheduler(optimizer, config, inputs)
 
 
-def _cuda_graph(step: Callable[[], None]) -> Callable[[], None]:
-    """UNVERIFIED (written without a GPU at hand): captures one step of ours,
-    optimizer and schedule, in a CUDA graph and returns its replay. Warm-up on a
-    side stream allocates the optimizer state before capture, as torch's docs ask."""
+def build_ours(config: Config, inputs: Inputs) -> Step:
+    schedule = OUR_SCHEDULE[config.schedule](**SCHEDULES[config.schedule])
+    optimizer = OUR_OPTIMIZER[config.optimizer](inputs.fresh_params(), **OPTIMIZERS[config.optimizer],
+                                                schedule=schedule)
+    return _step_and_schedule(optimizer, optimizer.schedule_step, config, inputs)
+
+
+def build_ours_graph(config: Config, inputs: Inputs) -> Step:
+    """Ours, optimizer and schedule step captured in one CUDA graph and
+    replayed; warm-up on a side stream allocates the state before capture."""
+    step = build_ours(config, inputs)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
@@ -234,20 +251,65 @@ def _cuda_graph(step: Callable[[], None]) -> Callable[[], None]:
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         step()
-    return graph.replay
 
+    def replay():
+        graph.replay()
+    replay.keep_alive = step  # the graph reads and writes the optimizer's tensors
+    return replay
+
+
+def build_deepspeed_cpu_adam(config: Config, inputs: Inputs) -> Optional[Step]:
+    if config.optimizer == "SGD":
+        return None
+    from deepspeed.ops.adam import DeepSpeedCPUAdam  # imported here only: optional and heavy
+    optimizer = DeepSpeedCPUAdam(inputs.fresh_params(), **OPTIMIZERS[config.optimizer],
+                                 adamw_mode=config.optimizer == "AdamW")
+    return _with_torch_scheduler(optimizer, config, inputs)
+
+
+def deepspeed_importable() -> bool:
+    try:
+        import deepspeed.ops.adam  # noqa: F401
+    except Exception:  # absent, or present but broken: either way not measured
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Competitor:
+    build: Callable[[Config, Inputs], Optional[Step]]  # the timed step; None: does not apply
+    devices: Tuple[str, ...]
+    description: str
+    available: Callable[[], bool] = lambda: True
+
+
+CEILING = "add_ ceiling"
+OURS = "ours"
+REFERENCE = "torch-fused"  # the pair the summary compares ours with
+COMPETITORS: Dict[str, Competitor] = {
+    CEILING: Competitor(build_ceiling, ("cpu", "cuda"), "a.add_(b, alpha) on one tensor of the workload's size"),
+    "torch-forloop": Competitor(torch_pair(foreach=False), ("cpu",), "torch for-loop optimizer + torch scheduler"),
+    "torch-foreach": Competitor(torch_pair(foreach=True), ("cpu",), "torch foreach optimizer + torch scheduler"),
+    REFERENCE: Competitor(torch_pair(fused=True), ("cpu", "cuda"), "torch fused optimizer + torch scheduler (eager)"),
+    "torch-tensor-lr": Competitor(build_torch_tensor_lr, ("cuda",),
+                                  "torch capturable (Adam) / fused (SGD) with a tensor lr + torch scheduler"),
+    OURS: Competitor(build_ours, ("cpu", "cuda"), "ours, eager: step() + schedule_step()"),
+    "ours+cudagraph": Competitor(build_ours_graph, ("cuda",), "ours, one step captured in a CUDA graph, replayed"),
+    "deepspeed-cpu-adam": Competitor(build_deepspeed_cpu_adam, ("cpu",), "DeepSpeedCPUAdam + torch scheduler",
+                                     available=deepspeed_importable),
+}
 
 # ------------------------------------------------------------------------ timing
 
 
-def time_cpu(step: Callable[[], None], min_run_time: float, threads: int) -> List[float]:
+def time_cpu(step: Step, min_run_time: float, threads: int) -> List[float]:
     """Seconds per step of each block of torch.utils.benchmark's blocked_autorange."""
     timer = torch_benchmark.Timer(stmt="step()", globals={"step": step}, num_threads=threads)
     return list(timer.blocked_autorange(min_run_time=min_run_time).times)
 
 
-def time_cuda(step: Callable[[], None], min_run_time: float, threads: int) -> List[float]:
-    """Seconds per step of blocks timed with CUDA events (blocks of >= 10 ms)."""
+def time_cuda(step: Step, min_run_time: float, threads: int) -> List[float]:
+    """Seconds per step of blocks of >= 10 ms, timed with CUDA events."""
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     per_block = 1
     while True:
@@ -273,6 +335,9 @@ def time_cuda(step: Callable[[], None], min_run_time: float, threads: int) -> Li
     return times
 
 
+TIMERS = {"cpu": time_cpu, "cuda": time_cuda}
+
+
 def _quantile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     position = q * (len(ordered) - 1)
@@ -284,16 +349,10 @@ def _quantile(values: Sequence[float], q: float) -> float:
 # ------------------------------------------------------------------------- a run
 
 
-def implementations(device: torch.device, deepspeed: bool) -> List[str]:
-    impls = [CEILING, "torch-forloop", "torch-foreach", "torch-fused", OURS]
-    if device.type == "cuda":
-        impls.append(OURS_GRAPH)
-    elif deepspeed and _deepspeed_cpu_adam() is not None:
-        impls.append(DEEPSPEED)
-    return impls
-
-
-STATE_TENSORS = {"SGD": 1, "Adam": 2, "AdamW": 2}
+def competitors_for(device: torch.device, names: Optional[Sequence[str]]) -> List[str]:
+    """The competitors that run on `device` (and are importable), in table order."""
+    chosen = [n for n in COMPETITORS if names is None or n in names]
+    return [n for n in chosen if device.type in COMPETITORS[n].devices and COMPETITORS[n].available()]
 
 
 def _memory_available() -> Optional[int]:
@@ -310,7 +369,10 @@ def _memory_available() -> Optional[int]:
 def _all_fit(config: Config, inputs: Inputs, impls: Sequence[str]) -> bool:
     """Whether every implementation's copy of the parameters and state fits in
     half the available memory at once (needed for the round-robin)."""
-    available = _memory_available() if inputs.params[0].device.type == "cpu" else None
+    if inputs.device.type == "cuda":
+        available = torch.cuda.mem_get_info(inputs.device)[0]
+    else:
+        available = _memory_available()
     if available is None:
         return True
     per_impl = inputs.numel * inputs.params[0].element_size() * (1 + STATE_TENSORS[config.optimizer])
@@ -319,7 +381,7 @@ def _all_fit(config: Config, inputs: Inputs, impls: Sequence[str]) -> bool:
 
 def _build_and_warm(impl: str, config: Config, inputs: Inputs, warmup: int, errors: Dict[str, str]):
     try:
-        step = build_step(impl, config, inputs)
+        step = COMPETITORS[impl].build(config, inputs)
         if step is not None:
             for _ in range(warmup):
                 step()
@@ -341,6 +403,7 @@ def run_config(config: Config, inputs: Inputs, impls: Sequence[str], args, timer
             for impl, step in steps.items():
                 times[impl] += timer(step, args.min_run_time / args.rounds, args.threads)
         round_robin = True
+        del steps
     else:  # one implementation alive at a time, its rounds back to back
         for impl in impls:
             step = _build_and_warm(impl, config, inputs, args.warmup, errors)
@@ -349,16 +412,17 @@ def run_config(config: Config, inputs: Inputs, impls: Sequence[str], args, timer
             del step
         round_robin = False
     element_size = inputs.params[0].element_size()
-    moved = {impl: inputs.numel * element_size * (3 if impl == CEILING else BYTES_PER_ELEMENT_MOVED[config.optimizer])
-             for impl in steps}
+    moved = {impl: inputs.numel * element_size *
+             (CEILING_ELEMENTS_MOVED if impl == CEILING else BYTES_PER_ELEMENT_MOVED[config.optimizer])
+             for impl in impls}
     medians = {impl: statistics.median(t) for impl, t in times.items()}
     ceiling_gbps = moved[CEILING] / medians[CEILING] / 1e9 if CEILING in medians else float("nan")
     rows = []
     for impl in impls:
         row = dict(workload=config.workload, dtype=config.dtype, optimizer=config.optimizer,
                    schedule=config.schedule, impl=impl, tensors=len(inputs.params), params=inputs.numel,
-                   bytes_per_param=moved.get(impl, 0) / max(inputs.numel, 1), round_robin=round_robin,
-                   load_average_1min=load)
+                   bytes_per_param=moved[impl] / max(inputs.numel, 1), round_robin=round_robin,
+                   load_average_1min=load, ceiling_gbps=ceiling_gbps)
         if impl in errors:
             row["error"] = errors[impl]
         elif impl in times:
@@ -366,6 +430,7 @@ def run_config(config: Config, inputs: Inputs, impls: Sequence[str], args, timer
             gbps = moved[impl] / medians[impl] / 1e9
             row.update(median_ms=medians[impl] * 1e3, iqr_ms=(_quantile(t, 0.75) - _quantile(t, 0.25)) * 1e3,
                        blocks=len(t), gbps=gbps, share_of_ceiling=gbps / ceiling_gbps,
+                       ns_per_tensor=medians[impl] * 1e9 / len(inputs.params),
                        time_over_ours=medians[impl] / medians[OURS] if OURS in medians and impl != CEILING else None)
         else:
             continue
@@ -381,7 +446,8 @@ def format_rows(rows: Sequence[dict]) -> str:
             continue
         ratio = "" if r["time_over_ours"] is None else f"{r['time_over_ours']:6.2f}x"
         lines.append(f"    {r['impl']:<20} {r['median_ms']:9.3f} ms  +-{r['iqr_ms'] / 2:7.3f}  "
-                     f"{r['gbps']:7.1f} GB/s  {100 * r['share_of_ceiling']:5.1f}% of ceiling  {ratio}")
+                     f"{r['gbps']:7.1f} GB/s = {100 * r['share_of_ceiling']:5.1f}% of the "
+                     f"{r['ceiling_gbps']:.0f} GB/s ceiling  {ratio}")
     return "\n".join(lines)
 
 
@@ -389,11 +455,15 @@ QUICK_CONFIGS = (
     [Config(w, "fp32", o, "CosineAnnealingLR") for w in ("small-many", "large-few") for o in OPTIMIZERS]
     + [Config("small-many", "fp32", "Adam", s) for s in ("StepLR", "ReduceLROnPlateau")]
 )
+# benchmarks/gpu_check.sh: 100M+ parameters (GPT-2 small) and 2000 small tensors, fp32 and bf16, SGD and Adam.
+GPU_CHECK_CONFIGS = [Config(w, d, o, "CosineAnnealingLR") for w in ("gpt2-small", "many-small")
+                     for d in DTYPES for o in ("SGD", "Adam")]
 
 
 def plan(args) -> List[Config]:
-    """The configurations to run: all of them by default, QUICK_CONFIGS with
-    --quick, either narrowed by --workloads/--dtypes/--optimizers/--schedules."""
+    """The configurations to run: those in a full run by default, QUICK_CONFIGS
+    with --quick, GPU_CHECK_CONFIGS with --gpu-check, any of them narrowed by
+    --workloads/--dtypes/--optimizers/--schedules."""
     chosen = {"workload": args.workloads, "dtype": args.dtypes, "optimizer": args.optimizers,
               "schedule": args.schedules}
     known = {"workload": WORKLOADS, "dtype": DTYPES, "optimizer": OPTIMIZERS, "schedule": SCHEDULES}
@@ -403,26 +473,29 @@ def plan(args) -> List[Config]:
             sys.exit(f"unknown {name} {unknown}; accepted: {list(known[name])}")
     if args.quick:
         configs = list(QUICK_CONFIGS)
+    elif args.gpu_check:
+        configs = list(GPU_CHECK_CONFIGS)
     else:
-        configs = [Config(w, d, o, s) for w in WORKLOADS for d in DTYPES for o in OPTIMIZERS for s in SCHEDULES]
+        workloads = args.workloads or [w for w, spec in WORKLOADS.items() if spec.in_full_run]
+        configs = [Config(w, d, o, s) for w in workloads for d in DTYPES for o in OPTIMIZERS for s in SCHEDULES]
     return [c for c in configs if all(values is None or getattr(c, name) in values for name, values in chosen.items())]
 
 
 def summary(rows: Sequence[dict]) -> List[str]:
-    """One line per configuration: torch-fused pair / ours, and ours' share of the ceiling."""
+    """One line per configuration: each competitor's time over ours, ours'
+    share of the ceiling."""
     lines = []
     by_config: Dict[tuple, Dict[str, dict]] = {}
     for r in rows:
         by_config.setdefault((r["workload"], r["dtype"], r["optimizer"], r["schedule"]), {})[r["impl"]] = r
     for key, impls in by_config.items():
-        ours, fused = impls.get(OURS, {}), impls.get("torch-fused", {})
+        ours = impls.get(OURS, {})
         if "median_ms" not in ours:
             continue
-        fused_ratio = f"{fused['time_over_ours']:.2f}" if "median_ms" in fused else "n/a"
-        ds = impls.get(DEEPSPEED, {})
-        ds_ratio = f"  deepspeed/ours {ds['time_over_ours']:.2f}" if "median_ms" in ds else ""
-        lines.append(f"  {' '.join(key):<48} torch-fused/ours {fused_ratio:>5}  ours {ours['gbps']:6.1f} GB/s "
-                     f"= {100 * ours['share_of_ceiling']:5.1f}% of ceiling{ds_ratio}")
+        ratios = "  ".join(f"{impl}/ours {r['time_over_ours']:.2f}" for impl, r in impls.items()
+                           if r.get("time_over_ours") is not None and impl != OURS)
+        lines.append(f"  {' '.join(key):<48} ours {ours['median_ms']:8.3f} ms {ours['gbps']:7.1f} GB/s = "
+                     f"{100 * ours['share_of_ceiling']:5.1f}% of ceiling  {ratios}")
     return lines
 
 
@@ -432,7 +505,7 @@ def plot(rows: Sequence[dict], path: str, title: str) -> Optional[str]:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return "matplotlib is not importable: no plot (pip install matplotlib)"
+        return "matplotlib is not importable: no plot"
     panels = sorted({(r["workload"], r["dtype"]) for r in rows}, key=lambda k: (list(WORKLOADS).index(k[0]), k[1]))
     impls = [i for i in dict.fromkeys(r["impl"] for r in rows) if i != CEILING]
     fig, axes = plt.subplots(len(panels), 1, figsize=(13, 3.2 * len(panels)), squeeze=False)
@@ -448,16 +521,14 @@ def plot(rows: Sequence[dict], path: str, title: str) -> Optional[str]:
                     xs.append(g + (k - (len(impls) - 1) / 2) * width)
                     ys.append(hit[0]["median_ms"])
             ax.bar(xs, ys, width=width, label=impl)
-        ceiling = [r for r in mine if r["impl"] == CEILING]
-        if ceiling:
-            # the time the ceiling's bandwidth would need for Adam's / SGD's bytes
-            for g, (opt_name, sched) in enumerate(groups):
-                c = [r for r in ceiling if r["optimizer"] == opt_name and r["schedule"] == sched]
-                if c:
-                    ideal = c[0]["params"] * BYTES_PER_ELEMENT_MOVED[opt_name] * (c[0]["bytes_per_param"] / 3) / \
-                        (c[0]["gbps"] * 1e9) * 1e3
-                    ax.plot([g - 0.4, g + 0.4], [ideal, ideal], color="black", linewidth=1,
-                            label="bytes / add_ bandwidth" if g == 0 else None)
+        for g, (opt_name, sched) in enumerate(groups):
+            ceiling = [r for r in mine if r["impl"] == CEILING and r["optimizer"] == opt_name and r["schedule"] == sched]
+            if ceiling:  # the time the ceiling's bandwidth would need for the optimizer's bytes
+                c = ceiling[0]
+                ideal = c["params"] * BYTES_PER_ELEMENT_MOVED[opt_name] * (c["bytes_per_param"] / 3) / \
+                    (c["gbps"] * 1e9) * 1e3
+                ax.plot([g - 0.4, g + 0.4], [ideal, ideal], color="black", linewidth=1,
+                        label="bytes / add_ bandwidth" if g == 0 else None)
         ax.set_yscale("log")
         ax.set_ylabel("ms / step")
         ax.set_title(f"{workload} {dtype}")
@@ -481,24 +552,29 @@ def machine_info(device: torch.device) -> dict:
                 nproc=os.cpu_count(), cpu_capability=torch.backends.cpu.get_cpu_capability())
     try:
         with open("/proc/cpuinfo") as f:
-            info["cpu_model"] = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), None)
+            info["cpu_model"] = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
+                                     None)
     except OSError:
         info["cpu_model"] = platform.processor()
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
     return info
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lrsched_fused.bench", description=__doc__.split("\n\n")[0],
+def parse_args(argv: Optional[Sequence[str]]):
+    parser = argparse.ArgumentParser(prog="python benchmarks/bench.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="8 configurations: small-many and large-few, fp32, SGD/Adam/AdamW with "
                              "CosineAnnealingLR, plus small-many Adam with StepLR and ReduceLROnPlateau")
+    parser.add_argument("--gpu-check", action="store_true",
+                        help="gpt2-small and many-small x fp32/bf16 x SGD/Adam with CosineAnnealingLR, on CUDA")
     parser.add_argument("--out", help="directory for bench_<device>.json and bench_<device>.png")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available, else cpu)")
+    parser.add_argument("--json", help="write the JSON here (and no plot)")
+    parser.add_argument("--device", default=None, help="cpu (default) or cuda (default with --gpu-check)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch.set_num_threads (default: all cores)")
-    parser.add_argument("--rounds", type=int, default=None, help="round-robin rounds per configuration (default 3)")
+    parser.add_argument("--rounds", type=int, default=3, help="round-robin rounds per configuration")
     parser.add_argument("--min-run-time", type=float, default=None,
                         help="seconds of timing per implementation and configuration (default 1.0, quick 0.3)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps before timing")
@@ -506,54 +582,79 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--dtypes", nargs="+", help=f"subset of {list(DTYPES)}")
     parser.add_argument("--optimizers", nargs="+", help=f"subset of {list(OPTIMIZERS)}")
     parser.add_argument("--schedules", nargs="+", help=f"subset of {list(SCHEDULES)}")
-    parser.add_argument("--no-deepspeed", action="store_true", help="leave out DeepSpeedCPUAdam even when importable")
+    parser.add_argument("--competitors", nargs="+", help=f"subset of {list(COMPETITORS)} (the ceiling always runs)")
     args = parser.parse_args(argv)
-    args.rounds = args.rounds or 3
-    args.min_run_time = args.min_run_time or (0.3 if args.quick else 1.0)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    args.min_run_time = args.min_run_time or (0.3 if args.quick or args.gpu_check else 1.0)
+    args.device = torch.device(args.device or ("cuda" if args.gpu_check else "cpu"))
+    if args.competitors:
+        unknown = [c for c in args.competitors if c not in COMPETITORS]
+        if unknown:
+            sys.exit(f"unknown competitors {unknown}; accepted: {list(COMPETITORS)}")
+        args.competitors = [CEILING] + [c for c in args.competitors if c != CEILING]
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    device = args.device
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: torch.cuda.is_available() is False")
     torch.set_num_threads(args.threads)
-    timer = time_cuda if device.type == "cuda" else time_cpu
+    timer = TIMERS[device.type]
     configs = plan(args)
-    impls = implementations(device, not args.no_deepspeed)
+    impls = competitors_for(device, args.competitors)
     info = machine_info(device)
     started = datetime.datetime.now(datetime.timezone.utc)
     load_at_start = _load()
-    print(f"lrsched_fused.bench on {device} ({info.get('gpu') or info.get('cpu_model')}, {args.threads} threads), "
+    print(f"benchmarks/bench.py on {device} ({info.get('gpu') or info.get('cpu_model')}, {args.threads} threads), "
           f"torch {torch.__version__}, load average {load_at_start:.1f}, {len(configs)} configurations x {impls}",
           flush=True)
-    if device.type == "cpu" and DEEPSPEED not in impls and not args.no_deepspeed:
-        print("  deepspeed is not importable: DeepSpeedCPUAdam skipped", flush=True)
+    skipped = [n for n in COMPETITORS if device.type in COMPETITORS[n].devices and n not in impls
+               and (args.competitors is None or n in args.competitors)]
+    if skipped:
+        print(f"  not importable here, skipped: {skipped}", flush=True)
     rows: List[dict] = []
     inputs, inputs_key = None, None
     clock = time.perf_counter()
     for n, config in enumerate(configs, 1):
         if (config.workload, config.dtype) != inputs_key:
             inputs = None
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
             inputs_key = (config.workload, config.dtype)
-            inputs = Inputs(WORKLOADS[config.workload](), DTYPES[config.dtype], device)
+            inputs = Inputs(WORKLOADS[config.workload].shapes(), DTYPES[config.dtype], device)
         print(f"[{n}/{len(configs)} {time.perf_counter() - clock:6.0f}s, load {_load():.1f}] {config.workload} "
               f"({len(inputs.params)} tensors, {inputs.numel / 1e6:.2f}M params) {config.dtype} {config.optimizer} + "
               f"{config.schedule}", flush=True)
         config_rows = run_config(config, inputs, impls, args, timer)
         print(format_rows(config_rows), flush=True)
         rows += config_rows
-    print("\nSummary (time ratios > 1: ours is faster):")
+    print("\nSummary (time / ours > 1: ours is faster):")
     print("\n".join(summary(rows)))
+    command = "python benchmarks/bench.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    record = dict(command=command.strip(), started_utc=started.isoformat(timespec="seconds"),
+                  seconds=round(time.perf_counter() - clock, 1), device=str(device), threads=args.threads,
+                  rounds=args.rounds, min_run_time=args.min_run_time, machine=info,
+                  load_average_1min=dict(start=load_at_start, end=_load()),
+                  byte_model="per parameter: SGD momentum 5 elements, Adam/AdamW 7, add_ ceiling 3; "
+                             "element = parameter dtype size",
+                  competitors={name: COMPETITORS[name].description for name in impls},
+                  optimizers=OPTIMIZERS, schedules=SCHEDULES, results=rows)
+    paths = []
+    if args.json:
+        paths.append(args.json)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
-        stem = os.path.join(args.out, f"bench_{device.type}")
-        command = "python -m lrsched_fused.bench " + " ".join(sys.argv[1:] if argv is None else argv)
-        with open(stem + ".json", "w") as f:
-            json.dump(dict(command=command.strip(), started_utc=started.isoformat(timespec="seconds"),
-                           seconds=round(time.perf_counter() - clock, 1), device=str(device), threads=args.threads,
-                           rounds=args.rounds, min_run_time=args.min_run_time, machine=info,
-                           load_average_1min=dict(start=load_at_start, end=_load()),
-                           byte_model="per parameter: SGD momentum 5 elements, Adam/AdamW 7, add_ ceiling 3; "
-                                      "element = parameter dtype size",
-                           optimizers=OPTIMIZERS, schedules=SCHEDULES, results=rows), f, indent=1)
-        message = plot(rows, stem + ".png", f"{command.strip()}  |  {info.get('gpu') or info.get('cpu_model')}, "
+        paths.append(os.path.join(args.out, f"bench_{device.type}.json"))
+    for path in paths:
+        with open(path, "w") as f:
+            json.dump(record, f, indent=1)
+        print(f"wrote {path}")
+    if args.out:
+        png = os.path.join(args.out, f"bench_{device.type}.png")
+        message = plot(rows, png, f"{command.strip()}  |  {info.get('gpu') or info.get('cpu_model')}, "
                        f"{args.threads} threads, torch {torch.__version__}")
-        print(f"wrote {stem}.json" + (f"; {message}" if message else f" and {stem}.png"))
+        print(message or f"wrote {png}")
     return 0
 
 

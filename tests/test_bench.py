@@ -1,0 +1,62 @@
+"""The benchmark harness (benchmarks/bench.py, the one harness for the CPU and
+CUDA) runs every competitor of its table, and the package does not import
+what only the harness needs."""
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("lrsched_bench", os.path.join(ROOT, "benchmarks", "bench.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_importing_the_optimizers_imports_no_plotting_or_deepspeed():
+    code = ("import sys; from lrsched_fused import FusedAdam, FusedSGD, schedules, as_lr_scheduler; "
+            "loaded = sorted({m.split('.')[0] for m in sys.modules} & {'matplotlib', 'deepspeed'}); "
+            "assert not loaded, loaded")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_the_harness_times_every_cpu_competitor(tmp_path):
+    bench = load_bench()
+    path = tmp_path / "bench.json"
+    bench.main(["--workloads", "tiny", "--dtypes", "fp32", "--optimizers", "SGD", "Adam",
+                "--schedules", "ReduceLROnPlateau", "--rounds", "1", "--min-run-time", "0.01", "--warmup", "1",
+                "--threads", "1", "--json", str(path)])
+    record = json.loads(path.read_text())
+    timed = {(r["optimizer"], r["impl"]): r for r in record["results"] if "median_ms" in r}
+    competitors = bench.competitors_for(torch.device("cpu"), None)
+    assert {"add_ ceiling", "torch-forloop", "torch-foreach", "torch-fused", "ours"} <= set(competitors)
+    for optimizer in ("SGD", "Adam"):
+        for impl in competitors:
+            if impl == "deepspeed-cpu-adam" and optimizer == "SGD":
+                continue
+            row = timed[(optimizer, impl)]
+            assert row["median_ms"] > 0 and row["tensors"] == 4
+            assert math.isfinite(row["ceiling_gbps"]) and row["share_of_ceiling"] > 0 and row["ns_per_tensor"] > 0
+    assert set(record["competitors"]) == set(competitors)
+
+
+def test_the_gpu_check_covers_what_it_promises():
+    """benchmarks/gpu_check.sh: 100M+ parameters and 1000+ small tensors, fp32
+    and bf16, Adam and SGD, every CUDA competitor."""
+    bench = load_bench()
+    workloads = {c.workload for c in bench.GPU_CHECK_CONFIGS}
+    sizes = {w: bench.WORKLOADS[w].shapes() for w in workloads}
+    assert any(sum(math.prod(s) for s in shapes) >= 100e6 for shapes in sizes.values())
+    assert any(len(shapes) >= 1000 for shapes in sizes.values())
+    assert {c.dtype for c in bench.GPU_CHECK_CONFIGS} == {"fp32", "bf16"}
+    assert {c.optimizer for c in bench.GPU_CHECK_CONFIGS} == {"SGD", "Adam"}
+    cuda = [name for name, c in bench.COMPETITORS.items() if "cuda" in c.devices]
+    assert cuda == ["add_ ceiling", "torch-fused", "torch-tensor-lr", "ours", "ours+cudagraph"]
