@@ -4,6 +4,7 @@
     python benchmarks/bench.py --quick            # a subset, < 3 minutes on 2 CPU cores
     python benchmarks/bench.py --device cuda      # on a GPU: CUDA events, graph replay
     python benchmarks/bench.py --gpu-check        # the GPU subset benchmarks/gpu_check.sh runs
+    python benchmarks/bench.py --host-cost --threads 1   # the per-tensor cost of a step's bookkeeping
     python benchmarks/bench.py --out DIR          # also DIR/bench_<device>.json and .png
 
 One timed step is ``optimizer.step()`` plus one scheduler step (the per-step
@@ -27,6 +28,14 @@ workload's element count (reads a, b, writes a: 3 elements; on a GPU the
 device-copy bandwidth), timed in the same round-robin as the optimizers, so
 "share" is a fraction of what this machine's memory system sustains for an
 in-place update at that moment.
+
+NOTE: [host cost]
+The host-* workloads are tensors of 16 elements: the arithmetic is
+negligible, so a step costs what its bookkeeping costs (Python, the op call,
+per-tensor checks), reported as ns per tensor. On a GPU that is what a model
+of many small parameters pays per eager step. "new-grads" assigns new grad
+objects before every step, as ``zero_grad(set_to_none=True)`` + ``backward()``
+do; the plain ones keep the grads. Measure with ``--threads 1``.
 
 Method: parameters, gradients and the metric are made before timing; every
 implementation is warmed up (its state allocated) before its first timed
@@ -106,6 +115,10 @@ class Workload:
     shapes: Callable[[], List[Shape]]
     description: str
     in_full_run: bool = True  # part of a run that names no workloads
+    # New grad objects every step, as zero_grad(set_to_none=True) + backward()
+    # give them: each timed step first assigns p.grad from one of two
+    # pre-made sets (the same assignments for every implementation).
+    new_grads: bool = False
 
 
 WORKLOADS: Dict[str, Workload] = {
@@ -116,9 +129,17 @@ WORKLOADS: Dict[str, Workload] = {
     "resnet50": Workload(resnet50_shapes, "ResNet-50, 161 tensors: 25.6M"),
     "many-small": Workload(lambda: log_uniform_shapes(2000, 64, 8192, seed=1),
                            "2000 1-d tensors, sizes log-uniform in [64, 8192]: launch- and host-bound"),
+    # NOTE: [host cost]
+    "host-1000": Workload(lambda: [(16,)] * 1000, "1000 tensors of 16 elements, grads kept: host cost"),
+    "host-1000-new-grads": Workload(lambda: [(16,)] * 1000, "the same, new grad objects every step",
+                                    new_grads=True),
+    "host-4000": Workload(lambda: [(16,)] * 4000, "4000 tensors of 16 elements, grads kept: host cost"),
+    "host-4000-new-grads": Workload(lambda: [(16,)] * 4000, "the same, new grad objects every step",
+                                    new_grads=True),
     "tiny": Workload(lambda: [(300,), (17, 5), (0,), (1000,)], "4 small tensors: a smoke test of the harness",
                      in_full_run=False),
 }
+HOST_COST_WORKLOADS = [w for w in WORKLOADS if w.startswith("host-")]
 
 # ------------------------------------------------------------ optimizers, schedules
 
@@ -190,7 +211,8 @@ class Inputs:
 
 
 def _step_and_schedule(optimizer, schedule_step: Callable, config: Config, inputs: Inputs) -> Step:
-    """optimizer.step() and one schedule step, fed the metric for ReduceLROnPlateau."""
+    """optimizer.step() and one schedule step, fed the metric for ReduceLROnPlateau
+    (after new grad objects, for a workload with new_grads)."""
     if config.schedule == "ReduceLROnPlateau":
         advance = lambda: schedule_step(inputs.metric)  # noqa: E731
     else:
@@ -199,7 +221,18 @@ def _step_and_schedule(optimizer, schedule_step: Callable, config: Config, input
     def step():
         optimizer.step()
         advance()
-    return step
+    if not WORKLOADS[config.workload].new_grads:
+        return step
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    grad_sets = [[p.grad for p in params], [p.grad.clone() for p in params]]
+    turn = [0]
+
+    def step_with_new_grads():
+        turn[0] ^= 1
+        for p, g in zip(params, grad_sets[turn[0]]):
+            p.grad = g
+        step()
+    return step_with_new_grads
 
 
 def _with_torch_scheduler(optimizer, config: Config, inputs: Inputs) -> Step:
@@ -447,14 +480,18 @@ def format_rows(rows: Sequence[dict]) -> str:
         ratio = "" if r["time_over_ours"] is None else f"{r['time_over_ours']:6.2f}x"
         lines.append(f"    {r['impl']:<20} {r['median_ms']:9.3f} ms  +-{r['iqr_ms'] / 2:7.3f}  "
                      f"{r['gbps']:7.1f} GB/s = {100 * r['share_of_ceiling']:5.1f}% of the "
-                     f"{r['ceiling_gbps']:.0f} GB/s ceiling  {ratio}")
+                     f"{r['ceiling_gbps']:.0f} GB/s ceiling  {r['ns_per_tensor']:8.0f} ns/tensor  {ratio}")
     return "\n".join(lines)
 
 
 QUICK_CONFIGS = (
     [Config(w, "fp32", o, "CosineAnnealingLR") for w in ("small-many", "large-few") for o in OPTIMIZERS]
     + [Config("small-many", "fp32", "Adam", s) for s in ("StepLR", "ReduceLROnPlateau")]
+    + [Config(w, "fp32", o, "CosineAnnealingLR") for w in ("host-1000", "host-1000-new-grads")
+       for o in ("SGD", "Adam")]
 )
+# --host-cost (run it with --threads 1): the step's bookkeeping per tensor, NOTE: [host cost].
+HOST_COST_CONFIGS = [Config(w, "fp32", o, "CosineAnnealingLR") for w in HOST_COST_WORKLOADS for o in ("SGD", "Adam")]
 # benchmarks/gpu_check.sh: 100M+ parameters (GPT-2 small) and 2000 small tensors, fp32 and bf16, SGD and Adam.
 GPU_CHECK_CONFIGS = [Config(w, d, o, "CosineAnnealingLR") for w in ("gpt2-small", "many-small")
                      for d in DTYPES for o in ("SGD", "Adam")]
@@ -473,6 +510,8 @@ def plan(args) -> List[Config]:
             sys.exit(f"unknown {name} {unknown}; accepted: {list(known[name])}")
     if args.quick:
         configs = list(QUICK_CONFIGS)
+    elif args.host_cost:
+        configs = list(HOST_COST_CONFIGS)
     elif args.gpu_check:
         configs = list(GPU_CHECK_CONFIGS)
     else:
@@ -568,6 +607,9 @@ def parse_args(argv: Optional[Sequence[str]]):
     parser.add_argument("--quick", action="store_true",
                         help="8 configurations: small-many and large-few, fp32, SGD/Adam/AdamW with "
                              "CosineAnnealingLR, plus small-many Adam with StepLR and ReduceLROnPlateau")
+    parser.add_argument("--host-cost", action="store_true",
+                        help="1000 and 4000 tensors of 16 elements, grads kept and new, SGD/Adam with "
+                             "CosineAnnealingLR: the cost of a step's bookkeeping (use --threads 1)")
     parser.add_argument("--gpu-check", action="store_true",
                         help="gpt2-small and many-small x fp32/bf16 x SGD/Adam with CosineAnnealingLR, on CUDA")
     parser.add_argument("--out", help="directory for bench_<device>.json and bench_<device>.png")
@@ -584,7 +626,7 @@ def parse_args(argv: Optional[Sequence[str]]):
     parser.add_argument("--schedules", nargs="+", help=f"subset of {list(SCHEDULES)}")
     parser.add_argument("--competitors", nargs="+", help=f"subset of {list(COMPETITORS)} (the ceiling always runs)")
     args = parser.parse_args(argv)
-    args.min_run_time = args.min_run_time or (0.3 if args.quick or args.gpu_check else 1.0)
+    args.min_run_time = args.min_run_time or (0.3 if args.quick or args.gpu_check or args.host_cost else 1.0)
     args.device = torch.device(args.device or ("cuda" if args.gpu_check else "cpu"))
     if args.competitors:
         unknown = [c for c in args.competitors if c not in COMPETITORS]

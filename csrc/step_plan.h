@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "op_checks.h"
+#include "op_signatures.h"
 
 namespace lrsched_fused {
 
@@ -89,9 +90,7 @@ class GroupPlan {
     static const auto op =
         c10::Dispatcher::singleton()
             .findSchemaOrThrow("lrsched_fused::adam_step_", "")
-            .typed<void(at::TensorList, at::TensorList, at::TensorList, at::TensorList, at::TensorList,
-                        at::TensorList, const at::Tensor&, int64_t, double, double, double, double, bool, bool, bool,
-                        const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, bool)>();
+            .typed<AdamStepSignature>();
     Bucket& bucket = bucket_at(bucket_index);
     TORCH_CHECK(bucket.states.size() == 4, "GroupPlan: an Adam bucket holds 4 state lists");
     const std::vector<at::Tensor>& grads = grads_for_op(bucket);
@@ -108,9 +107,7 @@ class GroupPlan {
     static const auto op =
         c10::Dispatcher::singleton()
             .findSchemaOrThrow("lrsched_fused::sgd_step_", "")
-            .typed<void(at::TensorList, at::TensorList, at::TensorList, at::TensorList, const at::Tensor&, int64_t,
-                        double, double, double, bool, bool, const std::optional<at::Tensor>&,
-                        const std::optional<at::Tensor>&, bool)>();
+            .typed<SgdStepSignature>();
     Bucket& bucket = bucket_at(bucket_index);
     TORCH_CHECK(bucket.states.size() == 2, "GroupPlan: an SGD bucket holds 2 state lists");
     const std::vector<at::Tensor>& grads = grads_for_op(bucket);

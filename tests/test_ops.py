@@ -160,3 +160,21 @@ def test_float8_params_are_refused_at_the_op_boundary(device, dtype):
         torch.ops.lrsched_fused.sgd_step_(params, zeros, zeros, steps, schedule_state(device), 0, 0.9, 0.0, 0.0,
                                           False, False, None, None)
     assert float(steps[0]) == 0.0
+
+
+@pytest.mark.parametrize("op", ["adam_step_", "sgd_step_"])
+def test_update_ops_refuse_grad_mode_with_parameters_that_require_grad(op):
+    """The update ops have their own Autograd kernel (csrc/no_autograd.cpp):
+    no derivative, so a parameter that requires grad is refused unless grad
+    mode is off, as in the optimizers' step(); nothing changes."""
+    p = torch.zeros(3, requires_grad=True)
+    args = {"adam_step_": ([p], [torch.ones(3)], [torch.zeros(3)], [torch.zeros(3)], [],
+                           [torch.zeros((), dtype=torch.float64)], schedule_state("cpu"), 0, 0.9, 0.999, 0.0, 1e-8,
+                           False, False, False),
+            "sgd_step_": ([p], [torch.ones(3)], [], [], schedule_state("cpu"), 0, 0.0, 0.0, 0.0, False, False)}[op]
+    with pytest.raises(RuntimeError, match="has no derivative: call it under torch.no_grad"):
+        getattr(torch.ops.lrsched_fused, op)(*args)
+    assert torch.equal(p.detach(), torch.zeros(3))
+    with torch.no_grad():
+        getattr(torch.ops.lrsched_fused, op)(*args)
+    assert not torch.equal(p.detach(), torch.zeros(3))

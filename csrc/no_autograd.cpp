@@ -1,0 +1,55 @@
+// The Autograd kernels of the update ops. They have no derivative: they
+// update parameters in place, as torch's fused optimizers do under
+// torch.no_grad(). Without a kernel of their own, torch's boxed autograd
+// fallback would run, which boxes every argument (each tensor of each list
+// into an IValue) on every call: a third of a step of small tensors
+// (NOTE: [step plan]). These refuse grad mode with parameters that require
+// grad, then go on below autograd unboxed.
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/core/GradMode.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
+#include <torch/library.h>
+
+#include <type_traits>
+
+#include "op_signatures.h"
+
+namespace lrsched_fused {
+namespace {
+
+template <typename Arg>
+void refuse_grad_requiring(const char* op, const Arg& arg) {
+  if constexpr (std::is_same_v<std::decay_t<Arg>, at::TensorList>) {
+    for (const at::Tensor& t : arg) {
+      TORCH_CHECK(!t.requires_grad(), op, " updates tensors in place and has no derivative: call it under "
+                  "torch.no_grad() (as the optimizers' step() does), not with a tensor that requires grad");
+    }
+  }
+}
+
+constexpr char kAdamStep[] = "lrsched_fused::adam_step_";
+constexpr char kSgdStep[] = "lrsched_fused::sgd_step_";
+
+template <typename Signature, const char* kName>
+struct BelowAutograd;
+
+template <typename... Args, const char* kName>
+struct BelowAutograd<void(Args...), kName> {
+  static void call(Args... args) {
+    if (c10::GradMode::is_enabled()) {
+      (refuse_grad_requiring(kName, args), ...);
+    }
+    static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(kName, "").typed<void(Args...)>();
+    const c10::impl::ExcludeDispatchKeyGuard below(c10::autograd_dispatch_keyset_with_ADInplaceOrView);
+    op.call(args...);
+  }
+};
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(lrsched_fused, Autograd, m) {
+  m.impl("adam_step_", &BelowAutograd<AdamStepSignature, kAdamStep>::call);
+  m.impl("sgd_step_", &BelowAutograd<SgdStepSignature, kSgdStep>::call);
+}
+
+}  // namespace lrsched_fused
