@@ -812,3 +812,36 @@ def test_load_state_dict_after_capture_keeps_graph_valid():
     for a, b in zip(s["model"].parameters(), first_run):
         assert torch.equal(a.detach(), b)
     assert torch.equal(opt.lr_tensor, first_lrs)
+
+
+def _refused_inside_capture(fn, exc, match):
+    """fn() raises `exc` inside a capture, before it records anything."""
+    graph = torch.cuda.CUDAGraph()
+    with pytest.raises(exc, match=match):
+        with torch.cuda.graph(graph):
+            fn()
+
+
+@needs_cuda
+def test_what_would_break_a_captured_graph_is_refused():
+    """NOTE: [CUDA graph capture]: the same cases as tests/test_capture_guards.py,
+    on a real capture; each leaves the optimizer as it was."""
+    s = _capture_setup()
+    opt = s["opt"]
+    assert opt.device_schedule.captured
+    state_before = opt.schedule_state.clone()
+    extra = torch.zeros(3, device=DEVICE, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(RuntimeError, match="Add every param group before capturing"):
+        opt.add_param_group({"params": [extra]})
+    saved = opt.state_dict()
+    saved["state"][0] = {k: v for k, v in saved["state"][0].items() if k != "exp_avg"}
+    with pytest.raises(ValueError, match="cannot be copied into its 'exp_avg'"):
+        opt.load_state_dict(saved)
+    _refused_inside_capture(lambda: opt.schedule_step(0.5), TypeError, "would be baked into the CUDA graph")
+    _refused_inside_capture(lambda: opt.schedule_step(torch.tensor(0.5)), RuntimeError,
+                            "the metric is on cpu, but this step is being captured")
+    opt.param_groups[0]["lr"] = 0.01
+    _refused_inside_capture(opt.step, RuntimeError, "assigned by hand would be baked into the CUDA graph")
+    assert torch.equal(opt.schedule_state, state_before)
+    opt.step()  # eagerly, the hand-set lr is adopted
+    assert opt.get_last_lr()[0] == 0.01
