@@ -100,15 +100,17 @@ class DeviceSchedule:
     def create(self, groups: List[Dict[str, Any]], device: torch.device) -> None:
         """The state after torch's scheduler constructor (its initial step runs
         on the device, in the schedule's own code), bound to ``groups``."""
+        self.schedule.check_group_lrs([float(g["lr"]) for g in groups], "the optimizer's param groups")
         values = [0.0] * _C.HEADER_SIZE
         values += self._group_slots(groups, self.schedule.group_slots(len(groups)))
         self.state = torch.tensor(values, dtype=torch.float64).to(device)
         _ops.schedule_step_(self.state, self.program, None, None, initial=True)
         self.bind(groups)
 
-    def check_can_grow(self, where: str) -> None:
-        """Whether a group may join (before add_param_group changes anything)."""
+    def check_can_grow(self, group: Dict[str, Any], where: str) -> None:
+        """Whether ``group`` may join (before add_param_group changes anything)."""
         name = type(self.schedule).__name__
+        self.schedule.check_group_lrs([group["lr"]], where)
         if not self.schedule.composable:
             raise ValueError(f"{self.owner}: {name} sets every group's lr from its own per-group values and "
                              f"cannot take a group added later (torch's fails on it too) ({where})")

@@ -94,7 +94,7 @@ class FusedOptimizer(Optimizer):
         self._normalize_hyperparameters(group, where)
         self._check_hyperparameters(group, where)
         if self.device_schedule.state is not None:
-            self.device_schedule.check_can_grow(where)
+            self.device_schedule.check_can_grow(group, where)
         super().add_param_group({**group, "params": params})
         self._device = device or self._device
         if self.device_schedule.state is not None:

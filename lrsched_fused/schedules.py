@@ -247,6 +247,13 @@ class Schedule:
     def leaves(self) -> List["Schedule"]:
         return [self]
 
+    def check_group_lrs(self, lrs: Sequence[float], where: str) -> None:
+        """What this schedule asks of the initial lr of the groups it drives
+        (checked by the optimizer at construction and add_param_group)."""
+        for leaf in self.leaves():
+            if leaf is not self:
+                leaf.check_group_lrs(lrs, where)
+
     def leaf_program(self) -> List[float]:
         values = self.hyperparameters()
         return [float(self.kind), float(len(values))] + values
@@ -643,6 +650,15 @@ class PolynomialDecayWithWarmup(_TransformersSchedule):
                              f"{self.num_warmup_steps}")
         if self.lr_init is not None and not self.lr_init > self.lr_end:
             raise ValueError(f"{owner}: lr_end ({self.lr_end}) must be smaller than lr_init ({self.lr_init})")
+
+    def check_group_lrs(self, lrs: Sequence[float], where: str) -> None:
+        """Left None, lr_init is each group's initial lr, which must exceed
+        lr_end (transformers raises on the optimizer's lr likewise)."""
+        if self.lr_init is None:
+            for i, lr in enumerate(lrs):
+                if not lr > self.lr_end:
+                    raise ValueError(f"PolynomialDecayWithWarmup: lr_end ({self.lr_end}) must be smaller than the "
+                                     f"initial lr of every param group, got {lr} ({where}, group {i})")
 
 
 @_leaf

@@ -230,3 +230,17 @@ W, T = 3, 20
 def test_bad_names_and_arguments_are_refused_naming_what_is_accepted(call, error, words):
     with pytest.raises(error, match=words):
         call()
+
+
+def test_polynomial_refuses_a_group_lr_not_above_lr_end_as_transformers_does():
+    """transformers raises when the optimizer's lr is not above lr_end; ours
+    checks each group's initial lr, at construction and add_param_group."""
+    schedule = schedules.get_scheduler("polynomial", num_warmup_steps=2, num_training_steps=10,
+                                       scheduler_specific_kwargs={"lr_end": 1e-3})
+    p = torch.zeros(2, requires_grad=True)
+    with pytest.raises(ValueError, match=r"lr_end \(0.001\) must be smaller than the initial lr of every param group"):
+        FusedAdamW([p], lr=1e-3, schedule=schedule)
+    opt = FusedAdamW([p], lr=1e-2, schedule=schedule)
+    with pytest.raises(ValueError, match=r"got 0.0005 \(param group 1"):
+        opt.add_param_group({"params": [torch.zeros(3, requires_grad=True)], "lr": 5e-4})
+    assert len(opt.param_groups) == 1 and opt.schedule_state.numel() == opt.device_schedule.offset(1, 0)
