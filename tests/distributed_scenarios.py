@@ -112,7 +112,7 @@ def run_ranks(rank: int, init_file: str, names: List[str], out_dir: str) -> None
     """torch.multiprocessing.spawn target: runs the named scenarios on this rank, saves their traces."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE,
-                            timeout=datetime.timedelta(seconds=60))
+                            timeout=datetime.timedelta(seconds=300))
     try:
         for name in names:
             torch.save(_run_scenario(SCENARIOS[name], rank), os.path.join(out_dir, f"{name}.rank{rank}.pt"))
