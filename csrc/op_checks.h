@@ -83,6 +83,23 @@ inline void check_scalar_tensor(const std::optional<at::Tensor>& t, const char* 
   }
 }
 
+// The arguments of grad_norm_partial_, the same on every device (NOTE: [grad norm]).
+inline void check_grad_norm_args(at::TensorList grads, double norm_type, const at::Tensor& partial) {
+  TORCH_CHECK(norm_type > 0, "grad_norm_partial_: norm_type must be > 0 (inf for the max norm), got ", norm_type);
+  TORCH_CHECK(partial.numel() == 1 && partial.scalar_type() == at::kDouble,
+              "grad_norm_partial_: partial must be a one-element float64 tensor, got ", partial.scalar_type(), " ",
+              partial.sizes());
+  for (size_t i = 0; i < grads.size(); ++i) {
+    const at::Tensor& g = grads[i];
+    TORCH_CHECK(at::isFloatingType(g.scalar_type()) && g.element_size() >= 2,
+                "grad_norm_partial_: grads[", i, "] must be float64, float32, bfloat16 or float16, got ",
+                g.scalar_type());
+    TORCH_CHECK(g.device() == partial.device(), "grad_norm_partial_: grads[", i, "] is on ", g.device(),
+                ", partial on ", partial.device());
+    TORCH_CHECK(!g.is_sparse() && g.layout() == at::kStrided, "grad_norm_partial_: grads[", i, "] must be dense");
+  }
+}
+
 // The tensor-list arguments of adam_step_, the same on every device.
 inline void check_adam_step_args(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
                                  at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs, at::TensorList steps,

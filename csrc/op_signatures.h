@@ -13,12 +13,16 @@ using AdamStepSignature = void(at::TensorList params, at::TensorList grads, at::
                                const at::Tensor& schedule_state, int64_t group_index, double beta1, double beta2,
                                double weight_decay, double eps, bool amsgrad, bool maximize,
                                bool decoupled_weight_decay, const std::optional<at::Tensor>& grad_scale,
-                               const std::optional<at::Tensor>& found_inf, bool momentum_from_schedule);
+                               const std::optional<at::Tensor>& found_inf, bool momentum_from_schedule,
+                               const std::optional<at::Tensor>& clip_coef);
 
 using SgdStepSignature = void(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
                               at::TensorList steps, const at::Tensor& schedule_state, int64_t group_index,
                               double momentum, double dampening, double weight_decay, bool nesterov, bool maximize,
                               const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf,
-                              bool momentum_from_schedule);
+                              bool momentum_from_schedule, const std::optional<at::Tensor>& clip_coef);
+
+using GradNormPartialSignature = void(at::TensorList grads, double norm_type,
+                                      const std::optional<at::Tensor>& grad_scale, const at::Tensor& partial);
 
 }  // namespace lrsched_fused

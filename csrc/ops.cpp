@@ -66,7 +66,8 @@ TORCH_LIBRARY(lrsched_fused, m) {
       "Tensor(d!)[] exp_avg_sqs, Tensor(e!)[] max_exp_avg_sqs, Tensor(f!)[] steps, "
       "Tensor schedule_state, int group_index, float beta1, float beta2, float weight_decay, "
       "float eps, bool amsgrad, bool maximize, bool decoupled_weight_decay, "
-      "Tensor? grad_scale=None, Tensor? found_inf=None, bool momentum_from_schedule=False) -> ()");
+      "Tensor? grad_scale=None, Tensor? found_inf=None, bool momentum_from_schedule=False, "
+      "Tensor? clip_coef=None) -> ()");
   // One SGD step (momentum read from schedule_state when momentum_from_schedule).
   // momentum_buffers and steps are empty when momentum == 0; otherwise steps[i]
   // counts the steps that buffer i took: at 0 the buffer has no history and is
@@ -75,7 +76,17 @@ TORCH_LIBRARY(lrsched_fused, m) {
       "sgd_step_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] momentum_buffers, "
       "Tensor(d!)[] steps, Tensor schedule_state, int group_index, float momentum, "
       "float dampening, float weight_decay, bool nesterov, bool maximize, "
-      "Tensor? grad_scale=None, Tensor? found_inf=None, bool momentum_from_schedule=False) -> ()");
+      "Tensor? grad_scale=None, Tensor? found_inf=None, bool momentum_from_schedule=False, "
+      "Tensor? clip_coef=None) -> ()");
+  // With clip_coef (gradient clipping, NOTE: [grad norm]) both update ops use
+  // grad * clip_coef, rounded to the grad's dtype, and leave the grad unclipped.
+  //
+  // The part of a global grad norm that reads the grads (NOTE: [grad norm]):
+  // partial (0-dim float64, on the grads' device) = the sum over grads of
+  // ||g||_p ** p, each grad's norm rounded to its dtype first (for p = inf,
+  // the max of ||g||_inf). Grads of any floating dtypes; with grad_scale each
+  // element is unscaled first, as the update ops unscale it. Deterministic.
+  m.def("grad_norm_partial_(Tensor[] grads, float norm_type, Tensor? grad_scale, Tensor(a!) partial) -> ()");
   // One scheduler.step() on the device, of the schedule `program` (NOTE:
   // [schedule program]). `metric` (one element, any real dtype) feeds
   // ReduceLROnPlateau; with skip_if given and != 0 nothing changes. With

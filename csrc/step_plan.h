@@ -86,7 +86,8 @@ class GroupPlan {
   void adam_step(int64_t bucket_index, const at::Tensor& schedule_state, int64_t group_index, double beta1,
                  double beta2, double weight_decay, double eps, bool amsgrad, bool maximize,
                  bool decoupled_weight_decay, const std::optional<at::Tensor>& grad_scale,
-                 const std::optional<at::Tensor>& found_inf, bool momentum_from_schedule) {
+                 const std::optional<at::Tensor>& found_inf, bool momentum_from_schedule,
+                 const std::optional<at::Tensor>& clip_coef) {
     static const auto op =
         c10::Dispatcher::singleton()
             .findSchemaOrThrow("lrsched_fused::adam_step_", "")
@@ -96,14 +97,14 @@ class GroupPlan {
     const std::vector<at::Tensor>& grads = grads_for_op(bucket);
     op.call(bucket.params, grads, bucket.states[0], bucket.states[1], bucket.states[2], bucket.states[3],
             schedule_state, group_index, beta1, beta2, weight_decay, eps, amsgrad, maximize, decoupled_weight_decay,
-            grad_scale, found_inf, momentum_from_schedule);
+            grad_scale, found_inf, momentum_from_schedule, clip_coef);
     finish(bucket, grad_scale);
   }
 
   void sgd_step(int64_t bucket_index, const at::Tensor& schedule_state, int64_t group_index, double momentum,
                 double dampening, double weight_decay, bool nesterov, bool maximize,
                 const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf,
-                bool momentum_from_schedule) {
+                bool momentum_from_schedule, const std::optional<at::Tensor>& clip_coef) {
     static const auto op =
         c10::Dispatcher::singleton()
             .findSchemaOrThrow("lrsched_fused::sgd_step_", "")
@@ -112,8 +113,16 @@ class GroupPlan {
     TORCH_CHECK(bucket.states.size() == 2, "GroupPlan: an SGD bucket holds 2 state lists");
     const std::vector<at::Tensor>& grads = grads_for_op(bucket);
     op.call(bucket.params, grads, bucket.states[0], bucket.states[1], schedule_state, group_index, momentum,
-            dampening, weight_decay, nesterov, maximize, grad_scale, found_inf, momentum_from_schedule);
+            dampening, weight_decay, nesterov, maximize, grad_scale, found_inf, momentum_from_schedule, clip_coef);
     finish(bucket, grad_scale);
+  }
+
+  // The grads this step's buckets hold (refresh_grads() ran), appended to `out`.
+  void append_grads(std::vector<at::Tensor>& out) const {
+    for (const Bucket& bucket : buckets_) {
+      TORCH_CHECK(bucket.has_grads, "GroupPlan: refresh_grads() must run before the grads are read");
+      out.insert(out.end(), bucket.grads.begin(), bucket.grads.end());
+    }
   }
 
  private:
@@ -167,5 +176,19 @@ class GroupPlan {
   std::vector<bool> has_grad_;
   std::vector<Bucket> buckets_;
 };
+
+// grad_norm_partial_ over the grads of this step's plans (NOTE: [grad norm]),
+// without handing them to Python.
+inline void grad_norm_partial_of_plans(const std::vector<const GroupPlan*>& plans, double norm_type,
+                                       const std::optional<at::Tensor>& grad_scale, const at::Tensor& partial) {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("lrsched_fused::grad_norm_partial_", "")
+                             .typed<GradNormPartialSignature>();
+  std::vector<at::Tensor> grads;
+  for (const GroupPlan* plan : plans) {
+    plan->append_grads(grads);
+  }
+  op.call(grads, norm_type, grad_scale, partial);
+}
 
 }  // namespace lrsched_fused

@@ -24,11 +24,14 @@ inline void bind_step_plan(pybind11::module& m) {
       .def("adam_step", &GroupPlan::adam_step, py::arg("bucket"), py::arg("schedule_state"), py::arg("group_index"),
            py::arg("beta1"), py::arg("beta2"), py::arg("weight_decay"), py::arg("eps"), py::arg("amsgrad"),
            py::arg("maximize"), py::arg("decoupled_weight_decay"), py::arg("grad_scale"), py::arg("found_inf"),
-           py::arg("momentum_from_schedule"), py::call_guard<py::gil_scoped_release>())
+           py::arg("momentum_from_schedule"), py::arg("clip_coef"), py::call_guard<py::gil_scoped_release>())
       .def("sgd_step", &GroupPlan::sgd_step, py::arg("bucket"), py::arg("schedule_state"), py::arg("group_index"),
            py::arg("momentum"), py::arg("dampening"), py::arg("weight_decay"), py::arg("nesterov"),
            py::arg("maximize"), py::arg("grad_scale"), py::arg("found_inf"), py::arg("momentum_from_schedule"),
-           py::call_guard<py::gil_scoped_release>());
+           py::arg("clip_coef"), py::call_guard<py::gil_scoped_release>());
+  m.def("grad_norm_partial_of_plans", &grad_norm_partial_of_plans, py::arg("plans"), py::arg("norm_type"),
+        py::arg("grad_scale"), py::arg("partial"), py::call_guard<py::gil_scoped_release>(),
+        "grad_norm_partial_ over the grads the plans hold for this step (NOTE: [grad norm])");
 }
 
 }  // namespace lrsched_fused

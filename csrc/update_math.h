@@ -27,6 +27,7 @@ template <typename opmath_t>
 struct AdamCoefficients {
   opmath_t grad_sign;              // -1 with maximize
   opmath_t grad_scale;  // the GradScaler scale the grad is divided by (1 without one)
+  opmath_t clip_coef;   // gradient clipping's coefficient (NOTE: [grad norm]); 1 without
   opmath_t weight_decay;            // L2: added to the gradient
   opmath_t decay_factor;            // decoupled: 1 - lr * weight_decay
   opmath_t lerp_weight;             // 1 - beta1
@@ -55,10 +56,11 @@ C10_HOST_DEVICE inline AdamStepTerms adam_step_terms(double lr, double beta1, do
 template <typename opmath_t>
 C10_HOST_DEVICE inline AdamCoefficients<opmath_t> make_adam_coefficients(
     double lr, double beta1, double beta2, double weight_decay, double eps, bool maximize,
-    double grad_scale, const AdamStepTerms& terms) {
+    double grad_scale, const AdamStepTerms& terms, double clip_coef = 1.0) {
   AdamCoefficients<opmath_t> c;
   c.grad_sign = maximize ? opmath_t(-1) : opmath_t(1);
   c.grad_scale = opmath_t(grad_scale);
+  c.clip_coef = opmath_t(clip_coef);
   c.weight_decay = opmath_t(weight_decay);
   c.decay_factor = opmath_t(1 - lr * weight_decay);
   c.lerp_weight = opmath_t(1 - beta1);
@@ -79,16 +81,29 @@ C10_HOST_DEVICE inline AdamCoefficients<opmath_t> make_adam_coefficients(
 // old max when v is NaN. We follow torch.maximum, the documented semantics,
 // the same for every element on every device.
 
-// One element of Adam (kDecoupled = false) or AdamW (kDecoupled = true).
-// `grad` is unscaled in place when kUnscale, so the caller can store it back
-// as torch's fused kernels do; `max_exp_avg_sq` is touched only when kAmsgrad.
-template <typename T, bool kAmsgrad, bool kDecoupled, bool kWeightDecay, bool kUnscale>
+// The grad an update uses: unscaled in place when kUnscale (so the caller can
+// store it back, as torch's fused kernels do), then, when kClip, multiplied by
+// the clip coefficient and rounded to the grad's storage type, as
+// clip_grad_norm_ leaves it (NOTE: [grad norm]); `grad` itself is not clipped.
+template <typename T, bool kUnscale, bool kClip, typename GradStorage>
+C10_HOST_DEVICE inline T grad_to_apply(T& grad, T grad_scale, T clip_coef) {
+  if constexpr (kUnscale) {
+    grad = grad / grad_scale;
+  }
+  if constexpr (kClip) {
+    return static_cast<T>(static_cast<GradStorage>(grad * clip_coef));
+  } else {
+    return grad;
+  }
+}
+
+// One element of Adam (kDecoupled = false) or AdamW (kDecoupled = true); the
+// grad as grad_to_apply gives it. `max_exp_avg_sq` is touched only when kAmsgrad.
+template <typename T, bool kAmsgrad, bool kDecoupled, bool kWeightDecay, bool kUnscale, bool kClip = false,
+          typename GradStorage = T>
 C10_HOST_DEVICE inline void adam_update(
     T& param, T& grad, T& exp_avg, T& exp_avg_sq, T& max_exp_avg_sq, const AdamCoefficients<T>& c) {
-  if constexpr (kUnscale) {
-    grad = grad / c.grad_scale;
-  }
-  T g = grad * c.grad_sign;
+  T g = grad_to_apply<T, kUnscale, kClip, GradStorage>(grad, c.grad_scale, c.clip_coef) * c.grad_sign;
   if constexpr (kWeightDecay) {
     if constexpr (kDecoupled) {
       param = param * c.decay_factor;
@@ -114,6 +129,7 @@ template <typename opmath_t>
 struct SgdCoefficients {
   opmath_t grad_sign;
   opmath_t grad_scale;
+  opmath_t clip_coef;
   opmath_t weight_decay;
   opmath_t momentum;
   opmath_t dampening_complement;  // 1 - dampening
@@ -124,10 +140,11 @@ struct SgdCoefficients {
 template <typename opmath_t>
 C10_HOST_DEVICE inline SgdCoefficients<opmath_t> make_sgd_coefficients(
     double lr, double momentum, double dampening, double weight_decay, bool nesterov, bool maximize,
-    double grad_scale) {
+    double grad_scale, double clip_coef = 1.0) {
   SgdCoefficients<opmath_t> c;
   c.grad_sign = maximize ? opmath_t(-1) : opmath_t(1);
   c.grad_scale = opmath_t(grad_scale);
+  c.clip_coef = opmath_t(clip_coef);
   c.weight_decay = opmath_t(weight_decay);
   c.momentum = opmath_t(momentum);
   c.dampening_complement = opmath_t(1 - dampening);
@@ -138,14 +155,12 @@ C10_HOST_DEVICE inline SgdCoefficients<opmath_t> make_sgd_coefficients(
 
 // One element of SGD. With kMomentum, `first_step` says the tensor's
 // momentum_buffer has no history yet: it becomes the gradient (torch's
-// "first-step momentum buffer = grad").
-template <typename T, bool kMomentum, bool kWeightDecay, bool kUnscale>
+// "first-step momentum buffer = grad"). The grad as grad_to_apply gives it.
+template <typename T, bool kMomentum, bool kWeightDecay, bool kUnscale, bool kClip = false,
+          typename GradStorage = T>
 C10_HOST_DEVICE inline void sgd_update(
     T& param, T& grad, T& momentum_buffer, bool first_step, const SgdCoefficients<T>& c) {
-  if constexpr (kUnscale) {
-    grad = grad / c.grad_scale;
-  }
-  T g = grad * c.grad_sign;
+  T g = grad_to_apply<T, kUnscale, kClip, GradStorage>(grad, c.grad_scale, c.clip_coef) * c.grad_sign;
   if constexpr (kWeightDecay) {
     g = g + param * c.weight_decay;
   }

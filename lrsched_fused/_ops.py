@@ -15,6 +15,7 @@ _LIB = "lrsched_fused"
 _adam_step = torch.ops.lrsched_fused.adam_step_.default
 _sgd_step = torch.ops.lrsched_fused.sgd_step_.default
 _schedule_step = torch.ops.lrsched_fused.schedule_step_.default
+_grad_norm_partial = torch.ops.lrsched_fused.grad_norm_partial_.default
 
 
 def adam_step_(
@@ -37,11 +38,12 @@ def adam_step_(
     grad_scale: Optional[torch.Tensor] = None,
     found_inf: Optional[torch.Tensor] = None,
     momentum_from_schedule: bool = False,
+    clip_coef: Optional[torch.Tensor] = None,
 ) -> None:
     _adam_step(
         params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, schedule_state, group_index,
         beta1, beta2, weight_decay, eps, amsgrad, maximize, decoupled_weight_decay, grad_scale, found_inf,
-        momentum_from_schedule,
+        momentum_from_schedule, clip_coef,
     )
 
 
@@ -61,11 +63,24 @@ def sgd_step_(
     grad_scale: Optional[torch.Tensor] = None,
     found_inf: Optional[torch.Tensor] = None,
     momentum_from_schedule: bool = False,
+    clip_coef: Optional[torch.Tensor] = None,
 ) -> None:
     _sgd_step(
         params, grads, momentum_buffers, steps, schedule_state, group_index,
         momentum, dampening, weight_decay, nesterov, maximize, grad_scale, found_inf, momentum_from_schedule,
+        clip_coef,
     )
+
+
+def grad_norm_partial_(
+    grads: Sequence[torch.Tensor],
+    norm_type: float,
+    grad_scale: Optional[torch.Tensor],
+    partial: torch.Tensor,
+) -> None:
+    """partial <- the sum of ||g||_p ** p over grads (max for p = inf), each
+    norm rounded to its grad's dtype first (NOTE: [grad norm])."""
+    _grad_norm_partial(grads, norm_type, grad_scale, partial)
 
 
 def schedule_step_(
@@ -84,14 +99,20 @@ def schedule_step_(
 @torch.library.register_fake(f"{_LIB}::adam_step_")
 def _adam_step_fake(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, schedule_state,
                     group_index, beta1, beta2, weight_decay, eps, amsgrad, maximize,
-                    decoupled_weight_decay, grad_scale=None, found_inf=None, momentum_from_schedule=False) -> None:
+                    decoupled_weight_decay, grad_scale=None, found_inf=None, momentum_from_schedule=False,
+                    clip_coef=None) -> None:
     return None
 
 
 @torch.library.register_fake(f"{_LIB}::sgd_step_")
 def _sgd_step_fake(params, grads, momentum_buffers, steps, schedule_state, group_index, momentum,
                    dampening, weight_decay, nesterov, maximize, grad_scale=None, found_inf=None,
-                   momentum_from_schedule=False) -> None:
+                   momentum_from_schedule=False, clip_coef=None) -> None:
+    return None
+
+
+@torch.library.register_fake(f"{_LIB}::grad_norm_partial_")
+def _grad_norm_partial_fake(grads, norm_type, grad_scale, partial) -> None:
     return None
 
 

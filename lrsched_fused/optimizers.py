@@ -16,6 +16,7 @@ from torch.optim import Optimizer
 
 from . import _ops, validation
 from .device_schedule import DeviceSchedule, MomentumField
+from .grad_clipping import GradClipping, check_grad_clipping_arguments
 from .schedules import Constant, Schedule
 from .step_plan import Bucket, ParamStates, StepPlan
 
@@ -33,10 +34,12 @@ class FusedOptimizer(Optimizer):
     momentum_field: MomentumField
 
     def __init__(self, params, defaults: Dict[str, Any], schedule: Optional[Schedule], schedule_interval: str,
-                 skip_schedule_on_overflow: bool):
+                 skip_schedule_on_overflow: bool, max_grad_norm: Optional[float], grad_norm_type: float):
         name = type(self).__name__
         schedule = Constant() if schedule is None else schedule
         validation.check_optimizer_arguments(params, schedule, schedule_interval, skip_schedule_on_overflow, name)
+        check_grad_clipping_arguments(max_grad_norm, grad_norm_type, name)
+        self._clipping = None if max_grad_norm is None else GradClipping(max_grad_norm, grad_norm_type, name)
         self._normalize_hyperparameters(defaults, "defaults")
         self._check_hyperparameters(defaults, "defaults")
         self.device_schedule = DeviceSchedule(schedule, schedule_interval, self.momentum_field, name)
@@ -59,7 +62,8 @@ class FusedOptimizer(Optimizer):
         """Creates the bucket's missing state and its state lists (``bucket.states``)."""
         raise NotImplementedError
 
-    def _update(self, bucket: Bucket, grad_scale: Optional[torch.Tensor], found_inf: Optional[torch.Tensor]) -> None:
+    def _update(self, bucket: Bucket, grad_scale: Optional[torch.Tensor], found_inf: Optional[torch.Tensor],
+                clip_coef: Optional[torch.Tensor]) -> None:
         """One op call for the bucket, through ``_run_op``."""
         raise NotImplementedError
 
@@ -199,11 +203,29 @@ class FusedOptimizer(Optimizer):
             self._plan.fill(buckets, self.state)
         schedule.note_capture()
         grad_scale, found_inf = self._amp_tensors()
+        clip_coef = None
+        if self._clipping is not None:
+            clip_coef = self._clipping.clip_coefficient(buckets, grad_scale, schedule.state.device)
         for bucket in buckets:
-            self._update(bucket, grad_scale, found_inf)
+            self._update(bucket, grad_scale, found_inf, clip_coef)
         if schedule.interval == "step":
             schedule.advance(None, found_inf if self._skip_schedule_on_overflow else None)
         return loss
+
+    # ---------------------------------------------------------- clipping
+    @property
+    def max_grad_norm(self) -> Optional[float]:
+        """The grads' total norm is clipped to this inside ``step()`` (None: no clipping)."""
+        return None if self._clipping is None else self._clipping.max_norm
+
+    @property
+    def grad_norm(self) -> Optional[torch.Tensor]:
+        """The last step's total grad norm before clipping, a 0-dim device
+        tensor in the grads' promoted dtype (what ``clip_grad_norm_``
+        returns); None before the first step with ``max_grad_norm``. The same
+        tensor is overwritten each step (it is what a captured graph writes):
+        ``.clone()`` it to keep a value. Reading it on the host syncs."""
+        return None if self._clipping is None else self._clipping.total_norm
 
     # --------------------------------------------------------- state_dict
     def state_dict(self) -> Dict[str, Any]:
@@ -232,7 +254,8 @@ class FusedOptimizer(Optimizer):
             self.device_schedule.check_entry(schedule_part)
         kept_groups, kept_states = self.param_groups, self.state
         super().load_state_dict(state_dict)
-        loaded = {p: self._kept_or_loaded(p, dict(kept_states.get(p, {})), state) for p, state in self.state.items()}
+        loaded = {p: validation.state_to_load(p, dict(kept_states.get(p, {})), state)
+                  for p, state in self.state.items()}
         if self.device_schedule.captured:
             try:
                 validation.check_loadable_after_capture(kept_states, loaded, type(self).__name__)
@@ -251,26 +274,6 @@ class FusedOptimizer(Optimizer):
             self.device_schedule.load_from_groups(self.param_groups)
         self._plan.invalidate()
 
-    @staticmethod
-    def _kept_or_loaded(p: torch.Tensor, kept: Dict[str, Any], state: Dict[str, Any]):
-        """One parameter's loaded state: (kept tensor, loaded value) pairs to
-        copy (nothing is copied yet), and the state dict to keep."""
-        pairs, result = [], {}
-        for key, value in state.items():
-            if key == "step" and validation.is_real(value):
-                value = torch.tensor(float(value), dtype=torch.float64)
-            if not isinstance(value, torch.Tensor):
-                result[key] = value
-                continue
-            if key == "step":
-                value = value.to(dtype=torch.float64, device=p.device)
-            previous = kept.get(key)
-            if isinstance(previous, torch.Tensor) and previous.shape == value.shape and previous.dtype == value.dtype:
-                pairs.append((previous, value))
-                result[key] = previous
-            else:
-                result[key] = value.clone()  # never alias the caller's state_dict
-        return pairs, result
 
 class FusedSGD(FusedOptimizer):
     """torch.optim.SGD (momentum, dampening, nesterov, weight decay, maximize)
@@ -281,11 +284,13 @@ class FusedSGD(FusedOptimizer):
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0, dampening: float = 0,
                  weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False,
                  schedule: Optional[Schedule] = None, schedule_interval: str = "epoch",
-                 skip_schedule_on_overflow: bool = False):
+                 skip_schedule_on_overflow: bool = False, max_grad_norm: Optional[float] = None,
+                 grad_norm_type: float = 2.0):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         nesterov=nesterov, maximize=maximize)
         validation.normalize_lr(defaults, type(self).__name__, "defaults")
-        super().__init__(params, defaults, schedule, schedule_interval, skip_schedule_on_overflow)
+        super().__init__(params, defaults, schedule, schedule_interval, skip_schedule_on_overflow, max_grad_norm,
+                         grad_norm_type)
 
     def _check_hyperparameters(self, group: Dict[str, Any], where: str, momentum_on_device: bool = False) -> None:
         validation.check_sgd_hyperparameters(group, type(self).__name__, where, momentum_on_device)
@@ -316,13 +321,13 @@ class FusedSGD(FusedOptimizer):
                 steps.append(state["step"])
         bucket.states = [buffers, steps]
 
-    def _update(self, bucket, grad_scale, found_inf) -> None:
+    def _update(self, bucket, grad_scale, found_inf, clip_coef) -> None:
         group = bucket.group
         cycles = self.device_schedule.cycles_momentum  # the kernel reads the momentum from the schedule state
         self._run_op(bucket, "sgd_step", _ops.sgd_step_, dict(
             momentum=0.0 if cycles else group["momentum"], dampening=group["dampening"],
             weight_decay=group["weight_decay"], nesterov=group["nesterov"], maximize=group["maximize"],
-            grad_scale=grad_scale, found_inf=found_inf, momentum_from_schedule=cycles))
+            grad_scale=grad_scale, found_inf=found_inf, momentum_from_schedule=cycles, clip_coef=clip_coef))
 
 
 class FusedAdam(FusedOptimizer):
@@ -334,11 +339,13 @@ class FusedAdam(FusedOptimizer):
     def __init__(self, params, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0, amsgrad: bool = False, *, maximize: bool = False,
                  decoupled_weight_decay: bool = False, schedule: Optional[Schedule] = None,
-                 schedule_interval: str = "epoch", skip_schedule_on_overflow: bool = False):
+                 schedule_interval: str = "epoch", skip_schedule_on_overflow: bool = False,
+                 max_grad_norm: Optional[float] = None, grad_norm_type: float = 2.0):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                         maximize=maximize, decoupled_weight_decay=decoupled_weight_decay)
         validation.normalize_lr(defaults, type(self).__name__, "defaults")
-        super().__init__(params, defaults, schedule, schedule_interval, skip_schedule_on_overflow)
+        super().__init__(params, defaults, schedule, schedule_interval, skip_schedule_on_overflow, max_grad_norm,
+                         grad_norm_type)
 
     def _normalize_hyperparameters(self, group: Dict[str, Any], where: str) -> None:
         validation.normalize_betas(group, type(self).__name__, where)
@@ -364,7 +371,7 @@ class FusedAdam(FusedOptimizer):
             steps.append(state["step"])
         bucket.states = [exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps]
 
-    def _update(self, bucket, grad_scale, found_inf) -> None:
+    def _update(self, bucket, grad_scale, found_inf, clip_coef) -> None:
         group = bucket.group
         cycles = self.device_schedule.cycles_momentum  # the kernel reads beta1 from the schedule state
         beta1, beta2 = group["betas"]
@@ -372,7 +379,7 @@ class FusedAdam(FusedOptimizer):
             beta1=0.0 if cycles else float(beta1), beta2=float(beta2), weight_decay=group["weight_decay"],
             eps=group["eps"], amsgrad=group["amsgrad"], maximize=group["maximize"],
             decoupled_weight_decay=group["decoupled_weight_decay"], grad_scale=grad_scale, found_inf=found_inf,
-            momentum_from_schedule=cycles))
+            momentum_from_schedule=cycles, clip_coef=clip_coef))
 
 
 class FusedAdamW(FusedAdam):
@@ -382,7 +389,9 @@ class FusedAdamW(FusedAdam):
     def __init__(self, params, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
                  schedule: Optional[Schedule] = None, schedule_interval: str = "epoch",
-                 skip_schedule_on_overflow: bool = False):
+                 skip_schedule_on_overflow: bool = False, max_grad_norm: Optional[float] = None,
+                 grad_norm_type: float = 2.0):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                          maximize=maximize, decoupled_weight_decay=True, schedule=schedule,
-                         schedule_interval=schedule_interval, skip_schedule_on_overflow=skip_schedule_on_overflow)
+                         schedule_interval=schedule_interval, skip_schedule_on_overflow=skip_schedule_on_overflow,
+                         max_grad_norm=max_grad_norm, grad_norm_type=grad_norm_type)

@@ -267,6 +267,27 @@ def check_schedule_entry(part, schedule: Schedule, interval: str, state_shape, o
                          f"{state if not isinstance(state, torch.Tensor) else tuple(state.shape)!r}")
 
 
+def state_to_load(p: torch.Tensor, kept: Dict[str, Any], state: Dict[str, Any]):
+    """One parameter's loaded state: (kept tensor, loaded value) pairs to
+    copy (nothing is copied yet), and the state dict to keep."""
+    pairs, result = [], {}
+    for key, value in state.items():
+        if key == "step" and is_real(value):
+            value = torch.tensor(float(value), dtype=torch.float64)
+        if not isinstance(value, torch.Tensor):
+            result[key] = value
+            continue
+        if key == "step":
+            value = value.to(dtype=torch.float64, device=p.device)
+        previous = kept.get(key)
+        if isinstance(previous, torch.Tensor) and previous.shape == value.shape and previous.dtype == value.dtype:
+            pairs.append((previous, value))
+            result[key] = previous
+        else:
+            result[key] = value.clone()  # never alias the caller's state_dict
+    return pairs, result
+
+
 def check_loadable_after_capture(kept_states, loaded, owner: str) -> None:
     """After a CUDA graph capture, load_state_dict must copy into every state
     tensor a graph may use (NOTE: [CUDA graph capture]). ``loaded``: per

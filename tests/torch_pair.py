@@ -95,6 +95,10 @@ class PairRun:
     our_lrs: List[List[float]] = field(default_factory=list)
     torch_params: List[torch.Tensor] = field(default_factory=list)
     our_params: List[torch.Tensor] = field(default_factory=list)
+    # With clipping: each step's total norm, clip_grad_norm_'s and ours (opt.grad_norm).
+    torch_norms: List[torch.Tensor] = field(default_factory=list)
+    our_norms: List[torch.Tensor] = field(default_factory=list)
+    exact_norms: List[float] = field(default_factory=list)  # of the same grads, in float64
 
 
 PLATEAU_METRICS = [3.0, 2.0, 2.0, 2.1, 2.0, 1.9999, 2.0, 1.5, 1.5, 1.5, 1.5, 1.5, 1.5, float("nan"), 1.5, 1.4,
@@ -108,7 +112,7 @@ def plateau_metric(epoch: int, mode: str = "min") -> float:
 
 def build_pair(kind: str, kwargs: dict, layout: str, dtype: torch.dtype, schedule_name: Optional[str],
                schedule_kwargs: dict, *, interval: str = "epoch", device: str = "cpu", group1_lr_scale=0.5,
-               torch_impl: str = "fused"):
+               torch_impl: str = "fused", clipping: Optional[dict] = None):
     """(torch optimizer, torch scheduler, our optimizer, torch params, our params)."""
     values = make_params(layout, dtype)
     torch_params = [[v.clone().to(device).requires_grad_() for v in group] for group in values]
@@ -134,7 +138,8 @@ def build_pair(kind: str, kwargs: dict, layout: str, dtype: torch.dtype, schedul
     torch_sched = torch_scheduler(schedule_name, torch_opt, schedule_kwargs) if schedule_name else None
     ours_kwargs = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()}
     schedule = our_schedule(schedule_name, schedule_kwargs) if schedule_name else None
-    our_opt = OUR_OPTIMIZERS[kind](groups(our_params), schedule=schedule, schedule_interval=interval, **ours_kwargs)
+    our_opt = OUR_OPTIMIZERS[kind](groups(our_params), schedule=schedule, schedule_interval=interval, **ours_kwargs,
+                                   **(clipping or {}))
     flat = lambda ps: [p for group in ps for p in group]  # noqa: E731
     return torch_opt, torch_sched, our_opt, flat(torch_params), flat(our_params)
 
@@ -143,11 +148,15 @@ def run_pair(kind: str, kwargs: dict, *, schedule_name: Optional[str], schedule_
              steps_per_epoch: int, layout: str = "mixed", dtype=torch.float32, interval: str = "epoch",
              mode: str = "min", none_grad_every: int = 3, device: str = "cpu",
              metric_as_tensor: bool = True, after_step: Optional[Callable] = None,
-             torch_impl: str = "fused") -> PairRun:
-    """torch_impl: "fused" (the reference) or "for-loop" (torch's single-tensor path)."""
+             torch_impl: str = "fused", clipping: Optional[dict] = None,
+             grad_factors: Sequence[float] = (1.0,)) -> PairRun:
+    """torch_impl: "fused" (the reference) or "for-loop" (torch's single-tensor path).
+    clipping: ours gets these arguments (max_grad_norm, grad_norm_type), the
+    reference clips with torch.nn.utils.clip_grad_norm_(foreach=True) before
+    its step. Step k's grads are multiplied by grad_factors[k % len]."""
     torch_opt, torch_sched, our_opt, torch_params, our_params = build_pair(
         kind, kwargs, layout, dtype, schedule_name, schedule_kwargs, interval=interval, device=device,
-        torch_impl=torch_impl)
+        torch_impl=torch_impl, clipping=clipping)
     plateau = schedule_name == "ReduceLROnPlateau"
     gen = torch.Generator().manual_seed(1)
     run = PairRun()
@@ -158,10 +167,19 @@ def run_pair(kind: str, kwargs: dict, *, schedule_name: Optional[str], schedule_
                 if none_grad_every and i == 0 and step % none_grad_every == 1:
                     tp.grad, op.grad = None, None  # a tensor with no grad on some steps
                     continue
-                grad = torch.randn(tp.shape, generator=gen, dtype=torch.float64).to(dtype=dtype, device=device)
+                grad = torch.randn(tp.shape, generator=gen, dtype=torch.float64) * grad_factors[step % len(grad_factors)]
+                grad = grad.to(dtype=dtype, device=device)
                 tp.grad, op.grad = grad.clone(), grad.clone()
+            if clipping:
+                p = clipping.get("grad_norm_type", 2.0)
+                run.exact_norms.append(float(torch.linalg.vector_norm(torch.stack(
+                    [torch.linalg.vector_norm(t.grad.double(), p) for t in torch_params if t.grad is not None]), p)))
+                run.torch_norms.append(torch.nn.utils.clip_grad_norm_(
+                    torch_params, clipping["max_grad_norm"], clipping.get("grad_norm_type", 2.0), foreach=True))
             torch_opt.step()
             our_opt.step()
+            if clipping:
+                run.our_norms.append(our_opt.grad_norm.clone())
             if interval == "step":
                 torch_sched.step()
             step += 1

@@ -218,6 +218,7 @@ struct StepInputs {
   double momentum;          // SGD's momentum or Adam's beta1 when not cycled
   DeviceScalar grad_scale;
   DeviceScalar found_inf;
+  DeviceScalar clip_coef;  // gradient clipping's coefficient (NOTE: [grad norm]); data == nullptr without
 
   __device__ double lr() const { return schedule_state[lr_offset]; }
   __device__ double group_momentum() const {
@@ -251,7 +252,7 @@ struct BlockPlan {
 };
 
 // Thread 0 finds the block's tensor (one load), reads its table entry and
-// terms and computes make(terms, lr, momentum, grad_scale) (all float64);
+// terms and computes make(terms, lr, momentum, grad_scale, clip_coef) (all float64);
 // every thread then reads the plan from shared memory. nullptr: found_inf is
 // set, the step is skipped.
 template <typename Values, typename Make>
@@ -271,7 +272,8 @@ __device__ const BlockPlan<Values>* plan_block(const TensorTable& table, const S
       plan.begin = chunk.begin;
       plan.count = chunk.count;
       const double scale = in.grad_scale.data != nullptr ? load_scalar(in.grad_scale) : 1.0;
-      plan.values = make(table.tensor_terms + kTermsPerTensor * t, in.lr(), in.group_momentum(), scale);
+      const double clip = in.clip_coef.data != nullptr ? load_scalar(in.clip_coef) : 1.0;
+      plan.values = make(table.tensor_terms + kTermsPerTensor * t, in.lr(), in.group_momentum(), scale, clip);
     }
   }
   __syncthreads();
@@ -306,7 +308,7 @@ struct AdamTermsOf {
   }
 };
 
-template <typename scalar_t, bool kAmsgrad, bool kDecoupled, bool kWeightDecay, bool kUnscale>
+template <typename scalar_t, bool kAmsgrad, bool kDecoupled, bool kWeightDecay, bool kUnscale, bool kClip>
 __global__ void __launch_bounds__(kBlockThreads, kMinBlocksPerSm) adam_chunk_kernel(TensorTable table,
                                                                                     AdamArgs args) {
   using opmath_t = at::opmath_type<scalar_t>;
@@ -314,9 +316,9 @@ __global__ void __launch_bounds__(kBlockThreads, kMinBlocksPerSm) adam_chunk_ker
   constexpr unsigned kStoreMask = (1u << kParam) | (kUnscale ? 1u << kGrad : 0u) | (1u << kExpAvg) |
                                   (1u << kExpAvgSq) | (kAmsgrad ? 1u << kMaxExpAvgSq : 0u);
   const auto* plan = plan_block<AdamCoefficients<opmath_t>>(
-      table, args.in, [&](const double* terms, double lr, double beta1, double scale) {
+      table, args.in, [&](const double* terms, double lr, double beta1, double scale, double clip) {
         return make_adam_coefficients<opmath_t>(lr, beta1, args.beta2, args.weight_decay, args.eps,
-                                                args.maximize, scale, AdamStepTerms{terms[0], terms[1]});
+                                                args.maximize, scale, AdamStepTerms{terms[0], terms[1]}, clip);
       });
   if (plan == nullptr) {
     return;
@@ -326,12 +328,12 @@ __global__ void __launch_bounds__(kBlockThreads, kMinBlocksPerSm) adam_chunk_ker
   chunk_slots<scalar_t, kDepth>(*plan, slot_pointers);
   apply_to_chunk<scalar_t, kDepth, kStoreMask>(slot_pointers, plan->count, [&](opmath_t(&v)[kDepth]) {
     if constexpr (kAmsgrad) {
-      adam_update<opmath_t, true, kDecoupled, kWeightDecay, kUnscale>(v[kParam], v[kGrad], v[kExpAvg],
-                                                                       v[kExpAvgSq], v[kMaxExpAvgSq], c);
+      adam_update<opmath_t, true, kDecoupled, kWeightDecay, kUnscale, kClip, scalar_t>(
+          v[kParam], v[kGrad], v[kExpAvg], v[kExpAvgSq], v[kMaxExpAvgSq], c);
     } else {
       opmath_t unused = 0;
-      adam_update<opmath_t, false, kDecoupled, kWeightDecay, kUnscale>(v[kParam], v[kGrad], v[kExpAvg],
-                                                                        v[kExpAvgSq], unused, c);
+      adam_update<opmath_t, false, kDecoupled, kWeightDecay, kUnscale, kClip, scalar_t>(
+          v[kParam], v[kGrad], v[kExpAvg], v[kExpAvgSq], unused, c);
     }
   });
 }
@@ -358,7 +360,7 @@ struct SgdBlockValues {
   bool first_step;
 };
 
-template <typename scalar_t, bool kMomentum, bool kWeightDecay, bool kUnscale>
+template <typename scalar_t, bool kMomentum, bool kWeightDecay, bool kUnscale, bool kClip>
 __global__ void __launch_bounds__(kBlockThreads, kMinBlocksPerSm) sgd_chunk_kernel(TensorTable table,
                                                                                    SgdArgs args) {
   using opmath_t = at::opmath_type<scalar_t>;
@@ -366,10 +368,10 @@ __global__ void __launch_bounds__(kBlockThreads, kMinBlocksPerSm) sgd_chunk_kern
   constexpr unsigned kStoreMask =
       (1u << kParam) | (kUnscale ? 1u << kGrad : 0u) | (kMomentum ? 1u << kMomentumBuffer : 0u);
   const auto* plan = plan_block<SgdBlockValues<opmath_t>>(
-      table, args.in, [&](const double* terms, double lr, double momentum, double scale) {
+      table, args.in, [&](const double* terms, double lr, double momentum, double scale, double clip) {
         return SgdBlockValues<opmath_t>{
             make_sgd_coefficients<opmath_t>(lr, momentum, args.dampening, args.weight_decay, args.nesterov,
-                                            args.maximize, scale),
+                                            args.maximize, scale, clip),
             kMomentum && terms[0] != 0.0};  // without momentum there are no terms
       });
   if (plan == nullptr) {
@@ -381,18 +383,21 @@ __global__ void __launch_bounds__(kBlockThreads, kMinBlocksPerSm) sgd_chunk_kern
   chunk_slots<scalar_t, kDepth>(*plan, slot_pointers);
   apply_to_chunk<scalar_t, kDepth, kStoreMask>(slot_pointers, plan->count, [&](opmath_t(&v)[kDepth]) {
     if constexpr (kMomentum) {
-      sgd_update<opmath_t, true, kWeightDecay, kUnscale>(v[kParam], v[kGrad], v[kMomentumBuffer], first_step, c);
+      sgd_update<opmath_t, true, kWeightDecay, kUnscale, kClip, scalar_t>(v[kParam], v[kGrad], v[kMomentumBuffer],
+                                                                         first_step, c);
     } else {
       opmath_t unused = 0;
-      sgd_update<opmath_t, false, kWeightDecay, kUnscale>(v[kParam], v[kGrad], unused, first_step, c);
+      sgd_update<opmath_t, false, kWeightDecay, kUnscale, kClip, scalar_t>(v[kParam], v[kGrad], unused, first_step,
+                                                                          c);
     }
   });
 }
 
 StepInputs step_inputs(const at::Tensor& schedule_state, int64_t group_index, bool momentum_from_schedule,
-                       double momentum, DeviceScalar grad_scale, DeviceScalar found_inf) {
+                       double momentum, DeviceScalar grad_scale, DeviceScalar found_inf, DeviceScalar clip_coef) {
   return {schedule_state.const_data_ptr<double>(), layout::lr_offset(group_index),
-          momentum_from_schedule ? layout::momentum_offset(group_index) : -1, momentum, grad_scale, found_inf};
+          momentum_from_schedule ? layout::momentum_offset(group_index) : -1, momentum, grad_scale, found_inf,
+          clip_coef};
 }
 
 // The schedule program travels in the kernel's arguments (NOTE: [schedule program]).
@@ -419,11 +424,13 @@ void adam_step_cuda(
     at::TensorList max_exp_avg_sqs, at::TensorList steps, const at::Tensor& schedule_state,
     int64_t group_index, double beta1, double beta2, double weight_decay, double eps, bool amsgrad,
     bool maximize, bool decoupled_weight_decay, const std::optional<at::Tensor>& grad_scale,
-    const std::optional<at::Tensor>& found_inf, bool momentum_from_schedule) {
+    const std::optional<at::Tensor>& found_inf, bool momentum_from_schedule,
+    const std::optional<at::Tensor>& clip_coef) {
   check_adam_step_args(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, schedule_state, group_index,
                        amsgrad);
   const DeviceScalar scale = device_scalar(grad_scale, schedule_state, "grad_scale");
   const DeviceScalar skip = device_scalar(found_inf, schedule_state, "found_inf");
+  const DeviceScalar clip = device_scalar(clip_coef, schedule_state, "clip_coef");
   if (params.empty()) {
     return;
   }
@@ -436,7 +443,7 @@ void adam_step_cuda(
   }
   spec.steps = steps;
   const TensorTable table = TensorTableCache::instance().get(spec, schedule_state.device().index(), stream);
-  const AdamArgs args{step_inputs(schedule_state, group_index, momentum_from_schedule, beta1, scale, skip), beta2,
+  const AdamArgs args{step_inputs(schedule_state, group_index, momentum_from_schedule, beta1, scale, skip, clip), beta2,
                       weight_decay, eps, maximize};
   launch_per_tensor(&advance_steps_kernel<AdamTermsOf>, table, stream.stream(), args.in, AdamTermsOf{beta2});
 
@@ -445,9 +452,12 @@ void adam_step_cuda(
     with_bool(decoupled_weight_decay, [&](auto decoupled_flag) {
     with_bool(weight_decay != 0.0, [&](auto weight_decay_flag) {
     with_bool(grad_scale.has_value(), [&](auto unscale_flag) {
+    with_bool(clip_coef.has_value(), [&](auto clip_flag) {
       launch_per_chunk(&adam_chunk_kernel<scalar_t, decltype(amsgrad_flag)::value, decltype(decoupled_flag)::value,
-                                          decltype(weight_decay_flag)::value, decltype(unscale_flag)::value>,
+                                          decltype(weight_decay_flag)::value, decltype(unscale_flag)::value,
+                                          decltype(clip_flag)::value>,
                        table, stream.stream(), args);
+    });
     });
     });
     });
@@ -459,11 +469,13 @@ void sgd_step_cuda(
     at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers, at::TensorList steps,
     const at::Tensor& schedule_state, int64_t group_index, double momentum, double dampening,
     double weight_decay, bool nesterov, bool maximize, const std::optional<at::Tensor>& grad_scale,
-    const std::optional<at::Tensor>& found_inf, bool momentum_from_schedule) {
+    const std::optional<at::Tensor>& found_inf, bool momentum_from_schedule,
+    const std::optional<at::Tensor>& clip_coef) {
   const bool has_momentum = momentum != 0.0 || momentum_from_schedule;
   check_sgd_step_args(params, grads, momentum_buffers, steps, schedule_state, group_index, has_momentum);
   const DeviceScalar scale = device_scalar(grad_scale, schedule_state, "grad_scale");
   const DeviceScalar skip = device_scalar(found_inf, schedule_state, "found_inf");
+  const DeviceScalar clip = device_scalar(clip_coef, schedule_state, "clip_coef");
   if (params.empty()) {
     return;
   }
@@ -476,7 +488,7 @@ void sgd_step_cuda(
     spec.steps = steps;
   }
   const TensorTable table = TensorTableCache::instance().get(spec, schedule_state.device().index(), stream);
-  const SgdArgs args{step_inputs(schedule_state, group_index, momentum_from_schedule, momentum, scale, skip),
+  const SgdArgs args{step_inputs(schedule_state, group_index, momentum_from_schedule, momentum, scale, skip, clip),
                      dampening, weight_decay, nesterov, maximize};
   if (has_momentum) {
     launch_per_tensor(&advance_steps_kernel<SgdTermsOf>, table, stream.stream(), args.in, SgdTermsOf{});
@@ -486,9 +498,12 @@ void sgd_step_cuda(
     with_bool(has_momentum, [&](auto momentum_flag) {
     with_bool(weight_decay != 0.0, [&](auto weight_decay_flag) {
     with_bool(grad_scale.has_value(), [&](auto unscale_flag) {
+    with_bool(clip_coef.has_value(), [&](auto clip_flag) {
       launch_per_chunk(&sgd_chunk_kernel<scalar_t, decltype(momentum_flag)::value,
-                                         decltype(weight_decay_flag)::value, decltype(unscale_flag)::value>,
+                                         decltype(weight_decay_flag)::value, decltype(unscale_flag)::value,
+                                         decltype(clip_flag)::value>,
                        table, stream.stream(), args);
+    });
     });
     });
     });

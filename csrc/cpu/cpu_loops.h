@@ -1,0 +1,215 @@
+#pragma once
+// The CPU kernels' loop machinery, shared by csrc/cpu/fused_step_cpu.cpp and
+// csrc/cpu/grad_norm_cpu.cpp: the work split over threads, the instruction-set
+// clones, and small helpers around them.
+//
+// NOTE: [CPU work split]
+// The elements of all tensors of a call, laid end to end, are cut into blocks
+// of kBlockElements; one parallel region runs over them and every thread takes
+// the next free block from an atomic counter until none is left. A block may
+// cover the tail of one tensor and the heads of the next ones. So small
+// tensors cost no parallel region each (torch's fused CPU optimizers open one
+// per tensor), a large tensor is still spread over all threads, and a thread
+// that is slowed down (a busy core, unequal tensors) takes fewer blocks instead
+// of holding the others at the closing barrier, as a fixed split would.
+// A call with fewer than kSerialElements elements runs on the calling thread.
+//
+// NOTE: [CPU instruction sets]
+// The extension is built for the baseline x86-64 ISA (no -march=native, so it
+// runs anywhere), where the compiler vectorizes with 16-byte SSE only. The
+// per-element loops are therefore compiled twice, as is and for AVX2, and the
+// AVX2 version runs when torch reports that capability
+// (torch.backends.cpu.get_cpu_capability(); ATEN_CPU_CAPABILITY=default picks
+// the baseline). Both versions are the same source: the math of update_math.h
+// in plain loops over contiguous storage, with loop-invariant options as
+// template parameters. The AVX2 target deliberately leaves out FMA: without
+// it the vector instructions round exactly as the scalar ones do, so both
+// versions give bit-identical results, equal bit for bit to torch's fused CPU
+// kernels run with ATEN_CPU_CAPABILITY=default. (torch's AVX2 kernels contract
+// into FMA; against them we differ by rounding, worst seen 1.4e-6 relative on
+// an fp32 Adam element where grad + weight_decay * param cancels, see
+// benchmarks/check_against_torch.py.) No -ffast-math either.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/Version.h>
+#include <ATen/core/Tensor.h>
+#include <c10/macros/Macros.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/bit_cast.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#if defined(__GNUC__) || defined(__clang__)
+#define LRSCHED_FUSED_FLATTEN __attribute__((flatten))
+#else
+#define LRSCHED_FUSED_FLATTEN
+#endif
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define LRSCHED_FUSED_AVX2_CLONE 1
+#define LRSCHED_FUSED_TARGET_AVX2 __attribute__((target("avx2"), flatten))
+#endif
+
+namespace lrsched_fused {
+namespace cpu {
+
+
+constexpr int64_t kBlockElements = 1 << 16;
+constexpr int64_t kSerialElements = 1 << 15;
+
+// The elements of all tensors laid end to end (NOTE: [CPU work split]).
+class ElementSpace {
+ public:
+  explicit ElementSpace(at::TensorList params) : starts_(params.size() + 1, 0) {
+    for (size_t i = 0; i < params.size(); ++i) {
+      starts_[i + 1] = starts_[i] + params[i].numel();
+    }
+  }
+
+  int64_t size() const { return starts_.back(); }
+
+  // Calls piece(tensor, begin, end) for the part of every tensor inside
+  // [first, last) of the concatenated elements, in order.
+  template <typename F>
+  void for_each_piece(int64_t first, int64_t last, const F& piece) const {
+    size_t t = std::upper_bound(starts_.begin(), starts_.end(), first) - starts_.begin() - 1;
+    for (; t + 1 < starts_.size() && starts_[t] < last; ++t) {
+      const int64_t begin = std::max(first, starts_[t]) - starts_[t];
+      const int64_t end = std::min(last, starts_[t + 1]) - starts_[t];
+      if (begin < end) {
+        piece(t, begin, end);
+      }
+    }
+  }
+
+ private:
+  std::vector<int64_t> starts_;
+};
+
+template <typename F>
+void for_each_piece_in_parallel(const ElementSpace& space, const F& piece) {
+  const int64_t total = space.size();
+  if (total <= kSerialElements || at::get_num_threads() == 1 || at::in_parallel_region()) {
+    space.for_each_piece(0, total, piece);
+    return;
+  }
+  const int64_t blocks = (total + kBlockElements - 1) / kBlockElements;
+  std::atomic<int64_t> next_block{0};
+  const int64_t workers = std::min<int64_t>(at::get_num_threads(), blocks);
+  at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
+    for (int64_t b = next_block.fetch_add(1, std::memory_order_relaxed); b < blocks;
+         b = next_block.fetch_add(1, std::memory_order_relaxed)) {
+      space.for_each_piece(b * kBlockElements, std::min(total, (b + 1) * kBlockElements), piece);
+    }
+  });
+}
+
+// NOTE: [CPU instruction sets]: Elements::run and everything it calls (the
+// update of update_math.h included) is inlined into both callers (flatten), so
+// the loop is compiled for each one's target. Without flatten GCC may keep
+// adam_update out of line, compiled for the baseline: a scalar call per
+// element, 8x slower (seen with weight decay once -fopenmp was on).
+inline bool use_avx2() {
+#ifdef LRSCHED_FUSED_AVX2_CLONE
+  static const bool value = [] {
+    const std::string capability = at::get_cpu_capability();
+    return (capability == "AVX2" || capability == "AVX512") && __builtin_cpu_supports("avx2");
+  }();
+  return value;
+#else
+  return false;
+#endif
+}
+
+template <typename Elements, typename... Args>
+LRSCHED_FUSED_FLATTEN void run_baseline(const Args&... args) {
+  Elements::run(args...);
+}
+
+#ifdef LRSCHED_FUSED_AVX2_CLONE
+template <typename Elements, typename... Args>
+LRSCHED_FUSED_TARGET_AVX2 void run_avx2(const Args&... args) {
+  Elements::run(args...);
+}
+#endif
+
+template <typename Elements, typename... Args>
+void run_elements(bool avx2, const Args&... args) {
+#ifdef LRSCHED_FUSED_AVX2_CLONE
+  if (avx2) {
+    run_avx2<Elements>(args...);
+    return;
+  }
+#endif
+  run_baseline<Elements>(args...);
+}
+
+inline double read_double(const at::Tensor& t) {
+  double value = 0;
+  AT_DISPATCH_ALL_TYPES_AND3(at::kHalf, at::kBFloat16, at::kBool, t.scalar_type(), "read_double", [&] {
+    value = static_cast<double>(*t.const_data_ptr<scalar_t>());
+  });
+  return value;
+}
+
+inline bool step_is_skipped(const std::optional<at::Tensor>& found_inf) {
+  return found_inf.has_value() && read_double(*found_inf) != 0.0;
+}
+
+// Calls f(std::bool_constant<value>{}) so that `value` becomes a template argument.
+template <typename F>
+void with_bool(bool value, const F& f) {
+  if (value) {
+    f(std::true_type{});
+  } else {
+    f(std::false_type{});
+  }
+}
+
+// The data pointers of one slot (empty for an unused slot), read once before
+// the parallel region.
+template <typename T>
+std::vector<T*> data_pointers(at::TensorList list) {
+  std::vector<T*> pointers;
+  pointers.reserve(list.size());
+  for (const at::Tensor& t : list) {
+    pointers.push_back(t.mutable_data_ptr<T>());
+  }
+  return pointers;
+}
+
+template <typename T>
+T* offset_or_null(const std::vector<T*>& pointers, size_t tensor, int64_t begin) {
+  return pointers.empty() ? nullptr : pointers[tensor] + begin;
+}
+
+#if defined(__GNUC__) || defined(__clang__)
+#define LRSCHED_FUSED_ALWAYS_INLINE __attribute__((always_inline)) inline
+#else
+#define LRSCHED_FUSED_ALWAYS_INLINE inline
+#endif
+
+// opmath_t -> scalar_t for the stores. For bfloat16 this is c10's
+// round-to-nearest-even with NaN -> 0x7FC0, written as a select instead of
+// c10's early return: the same bits, but a form the vectorizer takes (with
+// c10's branch the bf16 Adam loop stayed scalar, 6x slower than fp32).
+template <typename scalar_t, typename opmath_t>
+LRSCHED_FUSED_ALWAYS_INLINE scalar_t to_storage(opmath_t value) {
+  if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+    const uint32_t bits = c10::bit_cast<uint32_t>(value);
+    const uint32_t rounded = (bits + ((bits >> 16) & 1) + UINT32_C(0x7FFF)) >> 16;
+    const uint16_t stored = value != value ? UINT16_C(0x7FC0) : static_cast<uint16_t>(rounded);
+    return c10::BFloat16(stored, c10::BFloat16::from_bits());
+  } else {
+    return static_cast<scalar_t>(value);
+  }
+}
+
+}  // namespace cpu
+}  // namespace lrsched_fused
