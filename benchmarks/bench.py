@@ -5,6 +5,7 @@
     python benchmarks/bench.py --device cuda      # on a GPU: CUDA events, graph replay
     python benchmarks/bench.py --gpu-check        # the GPU subset benchmarks/gpu_check.sh runs
     python benchmarks/bench.py --host-cost --threads 1   # the per-tensor cost of a step's bookkeeping
+    python benchmarks/bench.py --clip             # gradient clipping: clip + step + schedule
     python benchmarks/bench.py --out DIR          # also DIR/bench_<device>.json and .png
 
 One timed step is ``optimizer.step()`` plus one scheduler step (the per-step
@@ -21,7 +22,10 @@ NOTE: [byte model]
 GB/s counts the bytes a step must move per parameter, the same for every
 implementation: SGD with momentum reads p, g, buf and writes p, buf (5
 elements); Adam/AdamW read p, g, exp_avg, exp_avg_sq and write p, exp_avg,
-exp_avg_sq (7 elements). An element is the parameter dtype's size (4 B fp32,
+exp_avg_sq (7 elements); with gradient clipping ("+clip" rows) the grads must
+also be read once for the global norm before any update (one element more:
+ours reads them twice; torch's recipe, clip_grad_norm_ then the step, reads
+them three times and writes them once, 3 more). An element is the parameter dtype's size (4 B fp32,
 2 B bf16; the optimizer state has the parameter's dtype), so Adam fp32 is
 28 B/param. The ceiling is ``a.add_(b, alpha=s)`` on one tensor with the
 workload's element count (reads a, b, writes a: 3 elements; on a GPU the
@@ -156,6 +160,12 @@ SCHEDULES = {
     "ReduceLROnPlateau": dict(factor=0.5, patience=10, min_lr=1e-5),
 }
 BYTES_PER_ELEMENT_MOVED = {"SGD": 5, "Adam": 7, "AdamW": 7}  # NOTE: [byte model]
+CLIP_ELEMENTS_MOVED = 1  # the norm's read of the grads (NOTE: [byte model])
+# max_grad_norm of the "+clip" rows: the norm is computed and the grads are
+# multiplied by the coefficient as in any clipped step (torch: _foreach_mul_,
+# ours: inside the update), but the coefficient is 1, so torch's in-place
+# clip leaves the grads that every implementation shares unchanged.
+CLIP_MAX_NORM = 1e30
 CEILING_ELEMENTS_MOVED = 3
 STATE_TENSORS = {"SGD": 1, "Adam": 2, "AdamW": 2}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -180,6 +190,11 @@ class Config:
     dtype: str
     optimizer: str
     schedule: str
+    clip: bool = False  # gradient clipping: torch's clip_grad_norm_ + step, ours with max_grad_norm
+
+    @property
+    def optimizer_label(self) -> str:
+        return self.optimizer + ("+clip" if self.clip else "")
 
 
 class Inputs:
@@ -210,15 +225,18 @@ class Inputs:
 # -------------------------------------------------------------------- competitors
 
 
-def _step_and_schedule(optimizer, schedule_step: Callable, config: Config, inputs: Inputs) -> Step:
+def _step_and_schedule(optimizer, schedule_step: Callable, config: Config, inputs: Inputs,
+                       before_step: Optional[Callable] = None) -> Step:
     """optimizer.step() and one schedule step, fed the metric for ReduceLROnPlateau
-    (after new grad objects, for a workload with new_grads)."""
+    (after new grad objects, for a workload with new_grads; after before_step())."""
     if config.schedule == "ReduceLROnPlateau":
         advance = lambda: schedule_step(inputs.metric)  # noqa: E731
     else:
         advance = schedule_step
 
     def step():
+        if before_step is not None:
+            before_step()
         optimizer.step()
         advance()
     if not WORKLOADS[config.workload].new_grads:
@@ -236,8 +254,13 @@ def _step_and_schedule(optimizer, schedule_step: Callable, config: Config, input
 
 
 def _with_torch_scheduler(optimizer, config: Config, inputs: Inputs) -> Step:
+    """A torch optimizer + torch's scheduler; with config.clip, clip_grad_norm_(foreach=True) before the step."""
     scheduler = TORCH_SCHEDULER[config.schedule](optimizer, **SCHEDULES[config.schedule])
-    return _step_and_schedule(optimizer, scheduler.step, config, inputs)
+    clip = None
+    if config.clip:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        clip = lambda: torch.nn.utils.clip_grad_norm_(params, CLIP_MAX_NORM, foreach=True)  # noqa: E731
+    return _step_and_schedule(optimizer, scheduler.step, config, inputs, clip)
 
 
 def build_ceiling(config: Config, inputs: Inputs) -> Step:
@@ -266,8 +289,9 @@ def build_torch_tensor_lr(config: Config, inputs: Inputs) -> Step:
 
 def build_ours(config: Config, inputs: Inputs) -> Step:
     schedule = OUR_SCHEDULE[config.schedule](**SCHEDULES[config.schedule])
+    clipping = dict(max_grad_norm=CLIP_MAX_NORM) if config.clip else {}
     optimizer = OUR_OPTIMIZER[config.optimizer](inputs.fresh_params(), **OPTIMIZERS[config.optimizer],
-                                                schedule=schedule)
+                                                schedule=schedule, **clipping)
     return _step_and_schedule(optimizer, optimizer.schedule_step, config, inputs)
 
 
@@ -445,14 +469,14 @@ def run_config(config: Config, inputs: Inputs, impls: Sequence[str], args, timer
             del step
         round_robin = False
     element_size = inputs.params[0].element_size()
-    moved = {impl: inputs.numel * element_size *
-             (CEILING_ELEMENTS_MOVED if impl == CEILING else BYTES_PER_ELEMENT_MOVED[config.optimizer])
+    elements = BYTES_PER_ELEMENT_MOVED[config.optimizer] + (CLIP_ELEMENTS_MOVED if config.clip else 0)
+    moved = {impl: inputs.numel * element_size * (CEILING_ELEMENTS_MOVED if impl == CEILING else elements)
              for impl in impls}
     medians = {impl: statistics.median(t) for impl, t in times.items()}
     ceiling_gbps = moved[CEILING] / medians[CEILING] / 1e9 if CEILING in medians else float("nan")
     rows = []
     for impl in impls:
-        row = dict(workload=config.workload, dtype=config.dtype, optimizer=config.optimizer,
+        row = dict(workload=config.workload, dtype=config.dtype, optimizer=config.optimizer_label,
                    schedule=config.schedule, impl=impl, tensors=len(inputs.params), params=inputs.numel,
                    bytes_per_param=moved[impl] / max(inputs.numel, 1), round_robin=round_robin,
                    load_average_1min=load, ceiling_gbps=ceiling_gbps)
@@ -484,17 +508,22 @@ def format_rows(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
+# "+clip" rows (--clip): every optimizer, clip + step + schedule against torch's recipe.
+CLIP_CONFIGS = [Config(w, "fp32", o, "CosineAnnealingLR", clip=True) for w in ("small-many", "large-few")
+                for o in OPTIMIZERS]
 QUICK_CONFIGS = (
     [Config(w, "fp32", o, "CosineAnnealingLR") for w in ("small-many", "large-few") for o in OPTIMIZERS]
     + [Config("small-many", "fp32", "Adam", s) for s in ("StepLR", "ReduceLROnPlateau")]
     + [Config(w, "fp32", o, "CosineAnnealingLR") for w in ("host-1000", "host-1000-new-grads")
        for o in ("SGD", "Adam")]
+    + CLIP_CONFIGS
 )
 # --host-cost (run it with --threads 1): the step's bookkeeping per tensor, NOTE: [host cost].
 HOST_COST_CONFIGS = [Config(w, "fp32", o, "CosineAnnealingLR") for w in HOST_COST_WORKLOADS for o in ("SGD", "Adam")]
 # benchmarks/gpu_check.sh: 100M+ parameters (GPT-2 small) and 2000 small tensors, fp32 and bf16, SGD and Adam.
-GPU_CHECK_CONFIGS = [Config(w, d, o, "CosineAnnealingLR") for w in ("gpt2-small", "many-small")
-                     for d in DTYPES for o in ("SGD", "Adam")]
+GPU_CHECK_CONFIGS = ([Config(w, d, o, "CosineAnnealingLR") for w in ("gpt2-small", "many-small")
+                      for d in DTYPES for o in ("SGD", "Adam")]
+                     + [Config(w, "fp32", "Adam", "CosineAnnealingLR", clip=True) for w in ("gpt2-small", "many-small")])
 
 
 def plan(args) -> List[Config]:
@@ -514,6 +543,8 @@ def plan(args) -> List[Config]:
         configs = list(HOST_COST_CONFIGS)
     elif args.gpu_check:
         configs = list(GPU_CHECK_CONFIGS)
+    elif args.clip:
+        configs = list(CLIP_CONFIGS)
     else:
         workloads = args.workloads or [w for w, spec in WORKLOADS.items() if spec.in_full_run]
         configs = [Config(w, d, o, s) for w in workloads for d in DTYPES for o in OPTIMIZERS for s in SCHEDULES]
@@ -605,13 +636,16 @@ def parse_args(argv: Optional[Sequence[str]]):
     parser = argparse.ArgumentParser(prog="python benchmarks/bench.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
-                        help="8 configurations: small-many and large-few, fp32, SGD/Adam/AdamW with "
-                             "CosineAnnealingLR, plus small-many Adam with StepLR and ReduceLROnPlateau")
+                        help="small-many and large-few, fp32, SGD/Adam/AdamW with CosineAnnealingLR (also "
+                             "clipped), small-many Adam with StepLR and ReduceLROnPlateau, host-1000 SGD/Adam")
     parser.add_argument("--host-cost", action="store_true",
                         help="1000 and 4000 tensors of 16 elements, grads kept and new, SGD/Adam with "
                              "CosineAnnealingLR: the cost of a step's bookkeeping (use --threads 1)")
     parser.add_argument("--gpu-check", action="store_true",
                         help="gpt2-small and many-small x fp32/bf16 x SGD/Adam with CosineAnnealingLR, on CUDA")
+    parser.add_argument("--clip", action="store_true",
+                        help="gradient clipping rows: small-many and large-few, fp32, SGD/Adam/AdamW + "
+                             "CosineAnnealingLR, torch's clip_grad_norm_ + step against ours with max_grad_norm")
     parser.add_argument("--out", help="directory for bench_<device>.json and bench_<device>.png")
     parser.add_argument("--json", help="write the JSON here (and no plot)")
     parser.add_argument("--device", default=None, help="cpu (default) or cuda (default with --gpu-check)")
@@ -626,7 +660,8 @@ def parse_args(argv: Optional[Sequence[str]]):
     parser.add_argument("--schedules", nargs="+", help=f"subset of {list(SCHEDULES)}")
     parser.add_argument("--competitors", nargs="+", help=f"subset of {list(COMPETITORS)} (the ceiling always runs)")
     args = parser.parse_args(argv)
-    args.min_run_time = args.min_run_time or (0.3 if args.quick or args.gpu_check or args.host_cost else 1.0)
+    args.min_run_time = args.min_run_time or (0.3 if args.quick or args.gpu_check or args.host_cost or args.clip
+                                              else 1.0)
     args.device = torch.device(args.device or ("cuda" if args.gpu_check else "cpu"))
     if args.competitors:
         unknown = [c for c in args.competitors if c not in COMPETITORS]
@@ -666,7 +701,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             inputs_key = (config.workload, config.dtype)
             inputs = Inputs(WORKLOADS[config.workload].shapes(), DTYPES[config.dtype], device)
         print(f"[{n}/{len(configs)} {time.perf_counter() - clock:6.0f}s, load {_load():.1f}] {config.workload} "
-              f"({len(inputs.params)} tensors, {inputs.numel / 1e6:.2f}M params) {config.dtype} {config.optimizer} + "
+              f"({len(inputs.params)} tensors, {inputs.numel / 1e6:.2f}M params) {config.dtype} {config.optimizer_label} + "
               f"{config.schedule}", flush=True)
         config_rows = run_config(config, inputs, impls, args, timer)
         print(format_rows(config_rows), flush=True)

@@ -83,4 +83,28 @@ C10_HOST_DEVICE inline double norm_root(NormOrder order, double sum) {
   }
 }
 
+// clip_grad_norm_'s total norm and coefficient from `partial` (the sum of the
+// grads' norm terms, NOTE: [grad norm]), in the norm's dtype S whose compute
+// type is opmath_t, rounded after each step as torch's tensor ops round them:
+//   total = norm of the stacked per-grad norms               (rounded to S)
+//   coef  = clamp(reciprocal(total + 1e-6) * max_norm, max=1) (each op rounded to S)
+// (clip_grad_norm_ writes `max_norm / (total + 1e-6)`, which Tensor.__rtruediv__
+// computes as a reciprocal and a multiplication). A NaN total gives a NaN
+// coefficient, as torch's clamp propagates it.
+template <typename S, typename opmath_t>
+struct ClipResult {
+  S total_norm;
+  S clip_coef;
+};
+
+template <typename S, typename opmath_t>
+C10_HOST_DEVICE inline ClipResult<S, opmath_t> clip_coefficient(NormOrder order, double partial, double max_norm) {
+  const S total = static_cast<S>(static_cast<opmath_t>(norm_root(order, partial)));
+  const S shifted = static_cast<S>(static_cast<opmath_t>(total) + static_cast<opmath_t>(1e-6));
+  const S reciprocal = static_cast<S>(opmath_t(1) / static_cast<opmath_t>(shifted));
+  const S scaled = static_cast<S>(static_cast<opmath_t>(reciprocal) * static_cast<opmath_t>(max_norm));
+  const opmath_t c = static_cast<opmath_t>(scaled);
+  return {total, (c != c || c <= opmath_t(1)) ? scaled : static_cast<S>(opmath_t(1))};
+}
+
 }  // namespace lrsched_fused

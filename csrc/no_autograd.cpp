@@ -1,4 +1,4 @@
-// The Autograd kernels of the update ops and of grad_norm_partial_. They have no derivative: they
+// The Autograd kernels of the update ops and of the clipping ops. They have no derivative: they
 // update parameters in place, as torch's fused optimizers do under
 // torch.no_grad(). Without a kernel of their own, torch's boxed autograd
 // fallback would run, which boxes every argument (each tensor of each list
@@ -30,6 +30,7 @@ void refuse_grad_requiring(const char* op, const Arg& arg) {
 constexpr char kAdamStep[] = "lrsched_fused::adam_step_";
 constexpr char kSgdStep[] = "lrsched_fused::sgd_step_";
 constexpr char kGradNormPartial[] = "lrsched_fused::grad_norm_partial_";
+constexpr char kClipCoefficient[] = "lrsched_fused::clip_coefficient_";
 
 template <typename Signature, const char* kName>
 struct BelowAutograd;
@@ -52,6 +53,7 @@ TORCH_LIBRARY_IMPL(lrsched_fused, Autograd, m) {
   m.impl("adam_step_", &BelowAutograd<AdamStepSignature, kAdamStep>::call);
   m.impl("sgd_step_", &BelowAutograd<SgdStepSignature, kSgdStep>::call);
   m.impl("grad_norm_partial_", &BelowAutograd<GradNormPartialSignature, kGradNormPartial>::call);
+  m.impl("clip_coefficient_", &BelowAutograd<ClipCoefficientSignature, kClipCoefficient>::call);
 }
 
 }  // namespace lrsched_fused

@@ -100,6 +100,21 @@ inline void check_grad_norm_args(at::TensorList grads, double norm_type, const a
   }
 }
 
+// The arguments of clip_coefficient_, the same on every device.
+inline void check_clip_coefficient_args(const at::Tensor& partial, double norm_type, double max_norm,
+                                        const at::Tensor& total_norm, const at::Tensor& clip_coef) {
+  TORCH_CHECK(norm_type > 0, "clip_coefficient_: norm_type must be > 0 (inf for the max norm), got ", norm_type);
+  TORCH_CHECK(max_norm > 0, "clip_coefficient_: max_norm must be > 0, got ", max_norm);
+  TORCH_CHECK(partial.numel() == 1 && partial.scalar_type() == at::kDouble,
+              "clip_coefficient_: partial must be a one-element float64 tensor");
+  TORCH_CHECK(total_norm.numel() == 1 && clip_coef.numel() == 1 && total_norm.scalar_type() == clip_coef.scalar_type() &&
+                  at::isFloatingType(total_norm.scalar_type()) && total_norm.element_size() >= 2,
+              "clip_coefficient_: total_norm and clip_coef must be one-element tensors of one floating dtype, got ",
+              total_norm.scalar_type(), " and ", clip_coef.scalar_type());
+  TORCH_CHECK(partial.device() == total_norm.device() && partial.device() == clip_coef.device(),
+              "clip_coefficient_: partial, total_norm and clip_coef must be on one device");
+}
+
 // The tensor-list arguments of adam_step_, the same on every device.
 inline void check_adam_step_args(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
                                  at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs, at::TensorList steps,

@@ -22,6 +22,9 @@ using SgdStepSignature = void(at::TensorList params, at::TensorList grads, at::T
                               const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf,
                               bool momentum_from_schedule, const std::optional<at::Tensor>& clip_coef);
 
+using ClipCoefficientSignature = void(const at::Tensor& partial, double norm_type, double max_norm,
+                                      const at::Tensor& total_norm, const at::Tensor& clip_coef);
+
 using GradNormPartialSignature = void(at::TensorList grads, double norm_type,
                                       const std::optional<at::Tensor>& grad_scale, const at::Tensor& partial);
 

@@ -87,6 +87,12 @@ TORCH_LIBRARY(lrsched_fused, m) {
   // the max of ||g||_inf). Grads of any floating dtypes; with grad_scale each
   // element is unscaled first, as the update ops unscale it. Deterministic.
   m.def("grad_norm_partial_(Tensor[] grads, float norm_type, Tensor? grad_scale, Tensor(a!) partial) -> ()");
+  // The rest of clip_grad_norm_ from `partial` (summed over ranks where the
+  // grads are shards): total_norm and clip_coef (0-dim, one floating dtype,
+  // the grads' promoted one), rounded as torch's ops round them.
+  m.def(
+      "clip_coefficient_(Tensor partial, float norm_type, float max_norm, Tensor(a!) total_norm, "
+      "Tensor(b!) clip_coef) -> ()");
   // One scheduler.step() on the device, of the schedule `program` (NOTE:
   // [schedule program]). `metric` (one element, any real dtype) feeds
   // ReduceLROnPlateau; with skip_if given and != 0 nothing changes. With

@@ -16,6 +16,7 @@ _adam_step = torch.ops.lrsched_fused.adam_step_.default
 _sgd_step = torch.ops.lrsched_fused.sgd_step_.default
 _schedule_step = torch.ops.lrsched_fused.schedule_step_.default
 _grad_norm_partial = torch.ops.lrsched_fused.grad_norm_partial_.default
+_clip_coefficient = torch.ops.lrsched_fused.clip_coefficient_.default
 
 
 def adam_step_(
@@ -83,6 +84,13 @@ def grad_norm_partial_(
     _grad_norm_partial(grads, norm_type, grad_scale, partial)
 
 
+def clip_coefficient_(partial: torch.Tensor, norm_type: float, max_norm: float, total_norm: torch.Tensor,
+                      clip_coef: torch.Tensor) -> None:
+    """total_norm <- partial ** (1/p), clip_coef <- min(1, max_norm / (total_norm + 1e-6)),
+    rounded as clip_grad_norm_'s tensor ops round them (NOTE: [grad norm])."""
+    _clip_coefficient(partial, norm_type, max_norm, total_norm, clip_coef)
+
+
 def schedule_step_(
     schedule_state: torch.Tensor,
     program: Sequence[float],
@@ -113,6 +121,11 @@ def _sgd_step_fake(params, grads, momentum_buffers, steps, schedule_state, group
 
 @torch.library.register_fake(f"{_LIB}::grad_norm_partial_")
 def _grad_norm_partial_fake(grads, norm_type, grad_scale, partial) -> None:
+    return None
+
+
+@torch.library.register_fake(f"{_LIB}::clip_coefficient_")
+def _clip_coefficient_fake(partial, norm_type, max_norm, total_norm, clip_coef) -> None:
     return None
 
 

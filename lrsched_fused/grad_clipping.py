@@ -9,15 +9,14 @@ step). Here one op reads them for the norm and the update reads them again,
 multiplies by the coefficient as it loads them and leaves ``p.grad`` as it
 was: unclipped.
 
-The op returns ``partial``, the sum over grads of ``||g||_p ** p`` (each norm
-rounded to its grad's dtype, as torch's per-grad norms are). The rest is a
-function of that one float64 number and runs as torch's own ops on
-preallocated 0-dim tensors, so the total norm and the coefficient round
-exactly as ``clip_grad_norm_`` rounds them, nothing syncs and nothing is
-allocated after the first step:
+One op returns ``partial``, the sum over grads of ``||g||_p ** p`` (each norm
+rounded to its grad's dtype, as torch's per-grad norms are); a second one
+computes the rest from that float64 number on the device, rounding as
+``clip_grad_norm_``'s tensor ops round (into preallocated 0-dim tensors:
+nothing syncs, nothing is allocated after the first step):
 
     total = partial ** (1/p)                     rounded to the grads' promoted dtype
-    coef  = clamp(max_norm * reciprocal(total + 1e-6), max=1)
+    coef  = clamp(reciprocal(total + 1e-6) * max_norm, max=1)
 
 DTensor grads (FSDP2, 1-D mesh, sharded): each rank's shards give a part of
 ``partial``; one all-reduce of that 0-dim tensor (a sum; a max for p = inf)
@@ -37,13 +36,11 @@ from .validation import is_dtensor, is_real
 
 __all__ = ["GradClipping", "check_grad_clipping_arguments"]
 
-#: What clip_grad_norm_ adds to the total norm before dividing.
-CLIP_EPS = 1e-6
-
 
 def check_grad_clipping_arguments(max_grad_norm, grad_norm_type, owner: str) -> None:
-    """``max_grad_norm``: None (no clipping) or a real number > 0 (inf: only
-    the norm is computed); ``grad_norm_type``: a real p > 0, or inf."""
+    """``max_grad_norm``: None (no clipping) or a real number > 0 (inf: the
+    norm is computed and finite grads are left as they are);
+    ``grad_norm_type``: a real p > 0, or inf."""
     if max_grad_norm is not None:
         if not is_real(max_grad_norm):
             raise TypeError(f"{owner}: max_grad_norm must be None or a real number > 0, got {max_grad_norm!r}")
@@ -68,7 +65,6 @@ class GradClipping:
         self.total_norm: Optional[torch.Tensor] = None
         self.clip_coef: Optional[torch.Tensor] = None
         self._partial: Optional[torch.Tensor] = None  # float64: the op's output, then the global sum
-        self._root: Optional[torch.Tensor] = None     # float64: its p-th root
         self._replicated_partial: Optional[torch.Tensor] = None  # float64: plain grads beside DTensor ones
 
     def clip_coefficient(self, buckets: List, grad_scale: Optional[torch.Tensor],
@@ -76,8 +72,9 @@ class GradClipping:
         """This step's clip coefficient from the grads of ``buckets`` (all
         param groups), unscaled by ``grad_scale`` first. Raises before
         anything changes on a DTensor layout it cannot reduce."""
-        dtype = functools.reduce(torch.promote_types, {b.params[0].dtype for b in buckets}, torch.float32) \
-            if buckets else torch.float32
+        # clip_grad_norm_ stacks the per-grad norms: their promoted dtype (float32 without grads)
+        dtype = functools.reduce(torch.promote_types, {b.params[0].dtype for b in buckets}) if buckets \
+            else torch.float32
         self._buffers(dtype, device)
         partial, p = self._partial, self.norm_type
         native = list({id(b.native): b.native for b in buckets if b.native is not None}.values())
@@ -85,15 +82,8 @@ class GradClipping:
             _C.grad_norm_partial_of_plans(native, p, grad_scale, partial)
         else:
             self._python_partial(buckets, grad_scale)
-        if math.isinf(p) or p == 1.0:
-            root = partial
-        elif p == 2.0:
-            root = torch.sqrt(partial, out=self._root)
-        else:
-            root = torch.pow(partial, 1.0 / p, out=self._root)
-        self.total_norm.copy_(root)
-        coef = torch.add(self.total_norm, CLIP_EPS, out=self.clip_coef)
-        return coef.reciprocal_().mul_(self.max_norm).clamp_(max=1.0)
+        _ops.clip_coefficient_(partial, p, self.max_norm, self.total_norm, self.clip_coef)
+        return self.clip_coef
 
     def _buffers(self, dtype: torch.dtype, device: torch.device) -> None:
         if self.total_norm is None or self.total_norm.dtype != dtype or self.total_norm.device != device:
@@ -101,7 +91,6 @@ class GradClipping:
             self.clip_coef = torch.ones((), dtype=dtype, device=device)
         if self._partial is None or self._partial.device != device:
             self._partial = torch.zeros((), dtype=torch.float64, device=device)
-            self._root = torch.zeros((), dtype=torch.float64, device=device)
             self._replicated_partial = torch.zeros((), dtype=torch.float64, device=device)
 
     def _python_partial(self, buckets: List, grad_scale: Optional[torch.Tensor]) -> None:

@@ -32,6 +32,8 @@ class Scenario:
     # checkpoint after this epoch, rebuild everything, load and continue (ZeRO: the schedule
     # entry travels beside ZeRO's consolidated state_dict, through as_lr_scheduler)
     resume_after_epoch: Optional[int] = None
+    # ours: max_grad_norm / grad_norm_type; the reference: clip_grad_norm_ before its step
+    clipping: Optional[dict] = None
 
 
 SCENARIOS: Dict[str, Scenario] = {
@@ -47,6 +49,16 @@ SCENARIOS: Dict[str, Scenario] = {
     # on one epoch and by less on the others, so the run crosses both branches
     "ddp-plateau-allreduced-metric": Scenario(
         "ddp", {"lr": 0.05}, ("ReduceLROnPlateau", {"factor": 0.5, "patience": 0, "threshold": 0.4})),
+    # the grads' total norm is ~0.05-0.3 over the run: clipped on some steps, not on others
+    "ddp-steplr-clipped": Scenario("ddp", {"lr": 0.05, "weight_decay": 0.01},
+                                   ("StepLR", {"step_size": 2, "gamma": 0.5}), clipping={"max_grad_norm": 0.1}),
+    # the norm of DTensor grads: each rank's shards, summed over the ranks (rank 1 holds an empty shard)
+    "fsdp2-cosine-adamw-clipped": Scenario(
+        "fsdp2", {"lr": 0.05, "weight_decay": 0.1, "decoupled_weight_decay": True},
+        ("CosineAnnealingLR", {"T_max": 4, "eta_min": 1e-3}), clipping={"max_grad_norm": 0.1}),
+    "fsdp2-cosine-clipped-inf-norm": Scenario(
+        "fsdp2", {"lr": 0.05}, ("CosineAnnealingLR", {"T_max": 4, "eta_min": 1e-3}),
+        clipping={"max_grad_norm": 0.03, "grad_norm_type": float("inf")}),
 }
 
 
@@ -74,7 +86,8 @@ def data(step: Optional[int]) -> Tuple[torch.Tensor, torch.Tensor]:
 
 
 def train(model: torch.nn.Module, optimizer, schedule_step: Callable[[torch.Tensor], None],
-          lrs: Callable[[], List[float]], rank: int = 0, world_size: int = 1, epochs: range = range(EPOCHS)) -> Trace:
+          lrs: Callable[[], List[float]], rank: int = 0, world_size: int = 1, epochs: range = range(EPOCHS),
+          before_step: Optional[Callable[[], None]] = None) -> Trace:
     """rank/world_size: which rows of each batch this process sees (all of them when world_size is 1)."""
     rows = slice(rank * BATCH // world_size, (rank + 1) * BATCH // world_size)
     trace = Trace([], [])
@@ -83,6 +96,8 @@ def train(model: torch.nn.Module, optimizer, schedule_step: Callable[[torch.Tens
             x, y = data(step)
             optimizer.zero_grad()
             torch.nn.functional.mse_loss(model(x[rows]), y[rows]).backward()
+            if before_step is not None:
+                before_step()
             optimizer.step()
             trace.params.append([_full(p) for p in model.parameters()])
         with torch.no_grad():
@@ -104,8 +119,13 @@ def torch_pair_trace(name: str) -> Trace:
     schedule_name, schedule_kwargs = scenario.schedule
     scheduler = getattr(torch.optim.lr_scheduler, schedule_name)(optimizer, **schedule_kwargs)
     plateau = schedule_name == "ReduceLROnPlateau"
+    clip = None
+    if scenario.clipping:
+        clip = lambda: torch.nn.utils.clip_grad_norm_(  # noqa: E731
+            model.parameters(), scenario.clipping["max_grad_norm"], scenario.clipping.get("grad_norm_type", 2.0),
+            foreach=True)
     return train(model, optimizer, lambda metric: scheduler.step(metric) if plateau else scheduler.step(),
-                 lambda: [float(g["lr"]) for g in optimizer.param_groups])
+                 lambda: [float(g["lr"]) for g in optimizer.param_groups], before_step=clip)
 
 
 def run_ranks(rank: int, init_file: str, names: List[str], out_dir: str) -> None:
@@ -145,7 +165,8 @@ def _build(scenario: Scenario, model_state: Optional[dict] = None):
                                             **scenario.adam)
         local = optimizer.optim  # this rank's FusedAdam: its share of the parameters, and the schedule
     else:
-        optimizer = local = FusedAdam(trained.parameters(), schedule=schedule, **scenario.adam)
+        optimizer = local = FusedAdam(trained.parameters(), schedule=schedule, **scenario.adam,
+                                      **(scenario.clipping or {}))
     return trained, optimizer, local, schedule
 
 

@@ -48,6 +48,22 @@ def test_the_harness_times_every_cpu_competitor(tmp_path):
     assert set(record["competitors"]) == set(competitors)
 
 
+def test_the_clip_rows_time_torchs_recipe_and_ours(tmp_path):
+    """A "+clip" row: torch's clip_grad_norm_ + step against ours with
+    max_grad_norm; the grads every implementation reads stay as they were."""
+    bench = load_bench()
+    args = bench.parse_args(["--rounds", "1", "--min-run-time", "0.01", "--warmup", "1", "--threads", "1"])
+    config = bench.Config("tiny", "fp32", "Adam", "CosineAnnealingLR", clip=True)
+    inputs = bench.Inputs(bench.WORKLOADS["tiny"].shapes(), torch.float32, torch.device("cpu"))
+    grads = [g.clone() for g in inputs.grads]
+    rows = bench.run_config(config, inputs, ["add_ ceiling", "torch-fused", "ours"], args, bench.time_cpu)
+    assert {r["impl"] for r in rows if "median_ms" in r} == {"add_ ceiling", "torch-fused", "ours"}
+    assert all(r["optimizer"] == "Adam+clip" for r in rows)
+    assert next(r for r in rows if r["impl"] == "ours")["bytes_per_param"] == 4 * (7 + 1)
+    assert all(torch.equal(a, b) for a, b in zip(grads, inputs.grads))
+    assert all(c.clip for c in bench.CLIP_CONFIGS) and {c.optimizer for c in bench.CLIP_CONFIGS} == set(bench.OPTIMIZERS)
+
+
 def test_the_gpu_check_covers_what_it_promises():
     """benchmarks/gpu_check.sh: 100M+ parameters and 1000+ small tensors, fp32
     and bf16, Adam and SGD, every CUDA competitor."""

@@ -1,21 +1,23 @@
 """torch.compile traces step() and schedule_step() through the fake
 implementations: fullgraph, and no recompile as the schedule advances
 (torch recompiles with a float lr that changes)."""
+import pytest
 import torch
 from torch._dynamo.utils import counters
 
 from lrsched_fused import FusedAdam, schedules
 
 
-def test_compiled_step_and_schedule_step_fullgraph_without_recompiles():
+@pytest.mark.parametrize("clipping", [{}, {"max_grad_norm": 0.05}], ids=["plain", "clipped"])
+def test_compiled_step_and_schedule_step_fullgraph_without_recompiles(clipping):
     torch._dynamo.reset()
     counters.clear()
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 2)
     eager_model = torch.nn.Linear(4, 2)
     eager_model.load_state_dict(model.state_dict())
-    opt = FusedAdam(model.parameters(), lr=0.01, schedule=schedules.ReduceLROnPlateau(patience=0))
-    eager = FusedAdam(eager_model.parameters(), lr=0.01, schedule=schedules.ReduceLROnPlateau(patience=0))
+    opt = FusedAdam(model.parameters(), lr=0.01, schedule=schedules.ReduceLROnPlateau(patience=0), **clipping)
+    eager = FusedAdam(eager_model.parameters(), lr=0.01, schedule=schedules.ReduceLROnPlateau(patience=0), **clipping)
 
     @torch.compile(fullgraph=True, backend="aot_eager")
     def compiled_step(metric):
@@ -37,4 +39,6 @@ def test_compiled_step_and_schedule_step_fullgraph_without_recompiles():
     assert opt.get_last_lr() == eager.get_last_lr() and opt.get_last_lr()[0] < 0.01
     for a, b in zip(model.parameters(), eager_model.parameters()):
         assert torch.equal(a, b)
+    if clipping:
+        assert torch.equal(opt.grad_norm, eager.grad_norm) and float(opt.grad_norm) > clipping["max_grad_norm"]
     assert not counters["graph_break"]

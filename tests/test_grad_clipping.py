@@ -69,18 +69,25 @@ def check(run, dtype, max_norm=MAX_NORM):
     assert lr_error <= 1e-12
     assert norm_error <= max(NORM_RTOL[dtype], 2 * torch_vs_exact)
     assert ours_vs_exact <= max(NORM_RTOL[dtype], torch_vs_exact)
-    assert param_error <= PARAM_RTOL[dtype]
+    # a coefficient off by e (torch's fp32 accumulation for p != 2) moves an update by e relative
+    assert param_error <= max(PARAM_RTOL[dtype], norm_error)
 
 
-@pytest.mark.parametrize("schedule", list(SCHEDULES))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
 @pytest.mark.parametrize("kind,kwargs", CONFIGS)
-def test_matches_torch_clip_recipe_fp64(kind, kwargs, schedule):
+def test_matches_torch_clip_recipe(kind, kwargs, dtype):
+    check(clipped_run(kind, kwargs, "CosineAnnealingLR", dtype), dtype)
+
+
+# The clip is the same whatever the lr; each schedule with each optimizer kind.
+@pytest.mark.parametrize("schedule", [s for s in SCHEDULES if s != "CosineAnnealingLR"])
+@pytest.mark.parametrize("kind,kwargs", [
+    ("sgd", {"lr": 0.05, "momentum": 0.9, "dampening": 0.1, "weight_decay": 0.01}),
+    ("adam", {"lr": 0.01, "amsgrad": True, "weight_decay": 0.1}),
+    ("adamw", {"lr": 0.01, "maximize": True}),
+], ids=["sgd", "adam", "adamw"])
+def test_every_schedule(kind, kwargs, schedule):
     check(clipped_run(kind, kwargs, schedule, torch.float64), torch.float64)
-
-
-@pytest.mark.parametrize("kind,kwargs", CONFIGS)
-def test_matches_torch_clip_recipe_fp32(kind, kwargs):
-    check(clipped_run(kind, kwargs, "CosineAnnealingLR", torch.float32), torch.float32)
 
 
 @pytest.mark.parametrize("norm_type", [1.0, 3.0, math.inf], ids=["p1", "p3", "inf"])
@@ -93,8 +100,11 @@ def test_matches_torch_clip_recipe_fp32(kind, kwargs):
 def test_other_norm_types(kind, kwargs, norm_type, dtype):
     # p = 1 sums |g| (~70000 * 0.8 at factor 1), p = inf is one element's |g| (~4):
     # max_norm is set between the small and the large steps' norms.
+    # torch's inf norm refuses a zero-size grad ("no identity"; ours counts it as 0): no such tensor there.
     max_norm = {1.0: 1000.0, 3.0: 20.0, math.inf: 1.0}[norm_type]
-    run = clipped_run(kind, kwargs, "CosineAnnealingLR", dtype, norm_type=norm_type, max_norm=max_norm)
+    layout = "many" if math.isinf(norm_type) else "mixed"
+    run = clipped_run(kind, kwargs, "CosineAnnealingLR", dtype, norm_type=norm_type, max_norm=max_norm,
+                      layout=layout)
     check(run, dtype, max_norm)
 
 
@@ -188,9 +198,10 @@ def test_non_finite_norms_behave_as_torchs_clip(kind, bad):
         norm = torch.nn.utils.clip_grad_norm_(ref, 1.0, foreach=True)
         ref_opt.step()
         our_opt.step()
-        torch.testing.assert_close(our_opt.grad_norm, norm, equal_nan=True)
+        torch.testing.assert_close(our_opt.grad_norm, norm, equal_nan=True, rtol=1e-6, atol=0)
         for r, o in zip(ref, ours):
-            torch.testing.assert_close(o, r, equal_nan=True, rtol=1e-6, atol=0)
+            assert torch.equal(o.isnan(), r.isnan()), f"step {step}"
+            assert relative_error(o.detach().nan_to_num(), r.detach().nan_to_num()) <= 1e-6
     assert ours[0].isnan().any()
 
 
@@ -253,20 +264,6 @@ def test_the_norm_has_the_same_bits_for_any_thread_count():
     assert partials[0] == partials[1] == partials[2]
     expected = sum(float(torch.linalg.vector_norm(g.double()).to(g.dtype)) ** 2 for g in grads)
     assert partials[0] == pytest.approx(expected, rel=1e-12)
-
-
-def test_a_clipped_step_is_sync_free_and_capture_safe_by_construction():
-    """The clipped step reads nothing on the host (tests/test_no_sync.py
-    covers it with the others); here: no op of the step is a host read."""
-    from test_no_sync import HostReadDetector
-    params = [t.requires_grad_() for t in _params()]
-    opt = FusedAdam(params, lr=0.01, max_grad_norm=1.0, schedule=schedules.CosineAnnealingLR(T_max=5),
-                    schedule_interval="step")
-    for p in params:
-        p.grad = torch.randn_like(p)
-    opt.step()
-    with HostReadDetector():
-        opt.step()
 
 
 @pytest.mark.parametrize("value,error", [

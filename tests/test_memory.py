@@ -19,6 +19,9 @@ OPTIMIZERS = {
     "sgd without momentum": lambda ps, **kw: FusedSGD(ps, lr=0.1, **kw),
     "adam amsgrad": lambda ps, **kw: FusedAdam(ps, lr=0.01, amsgrad=True, weight_decay=0.1, **kw),
     "adamw": lambda ps, **kw: FusedAdamW(ps, lr=0.01, **kw),
+    "adam clipped": lambda ps, **kw: FusedAdam(ps, lr=0.01, max_grad_norm=1.0, **kw),
+    "sgd clipped, p=3": lambda ps, **kw: FusedSGD(ps, lr=0.1, momentum=0.9, max_grad_norm=0.5, grad_norm_type=3.0,
+                                                  **kw),
 }
 SCHEDULES = {
     "none": (lambda: None, "epoch", None),

@@ -35,6 +35,9 @@ OPTIMIZERS = {
     "sgd": lambda ps, **kw: FusedSGD(ps, lr=0.1, momentum=0.9, **kw),
     "adam": lambda ps, **kw: FusedAdam(ps, lr=0.01, amsgrad=True, **kw),
     "adamw": lambda ps, **kw: FusedAdamW(ps, lr=0.01, **kw),
+    "adamw clipped": lambda ps, **kw: FusedAdamW(ps, lr=0.01, max_grad_norm=1.0, **kw),
+    "sgd clipped, inf norm": lambda ps, **kw: FusedSGD(ps, lr=0.1, momentum=0.9, max_grad_norm=0.5,
+                                                       grad_norm_type=float("inf"), **kw),
 }
 SCHEDULES = {
     "none": lambda: None,

@@ -47,6 +47,36 @@ def test_adam_step_opcheck(device, dtype, amsgrad, amp):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_update_ops_with_clip_coef_opcheck(device, dtype):
+    params = tensors(SHAPES, dtype, device)
+    grads = tensors(SHAPES, dtype, device)
+    clip_coef = torch.tensor(0.5, dtype=dtype, device=device)
+    states = [[torch.zeros_like(p) for p in params] for _ in range(2)]
+    steps = [torch.zeros((), dtype=torch.float64, device=device) for _ in params]
+    torch.library.opcheck(torch.ops.lrsched_fused.adam_step_.default, (
+        params, grads, *states, [], steps, schedule_state(device), 1, 0.9, 0.999, 0.0, 1e-8, False, False, True,
+        None, None, False, clip_coef))
+    torch.library.opcheck(torch.ops.lrsched_fused.sgd_step_.default, (
+        params, grads, states[0], steps, schedule_state(device), 0, 0.9, 0.0, 0.0, False, False, None, None,
+        False, clip_coef))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, float("inf"), 3.0])
+def test_grad_norm_ops_opcheck(device, norm_type):
+    grads = [torch.randn(3, 4, device=device), torch.randn(0, device=device),
+             torch.randn(70000, device=device, dtype=torch.float64), torch.randn(9, device=device).to(torch.bfloat16),
+             torch.randn(6, 5, device=device).t()]
+    partial = torch.zeros((), dtype=torch.float64, device=device)
+    for grad_scale in (None, torch.tensor(4.0, device=device)):
+        torch.library.opcheck(torch.ops.lrsched_fused.grad_norm_partial_.default,
+                              (grads, norm_type, grad_scale, partial))
+    total, coef = (torch.zeros((), dtype=torch.float64, device=device) for _ in range(2))
+    torch.library.opcheck(torch.ops.lrsched_fused.clip_coefficient_.default, (partial, norm_type, 1.0, total, coef))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 def test_sgd_step_opcheck(device, dtype, momentum):
     params = tensors(SHAPES, dtype, device)
@@ -141,6 +171,15 @@ def test_op_boundary_checks():
         with pytest.raises(RuntimeError, match=words):
             torch.ops.lrsched_fused.schedule_step_(state, bad, None, None)
         assert torch.equal(state, before)
+    partial = torch.zeros((), dtype=torch.float64)
+    for grads, norm_type, words in [([torch.zeros(2, dtype=torch.int32)], 2.0, "must be float64, float32"),
+                                    ([torch.zeros(2)], 0.0, "norm_type must be > 0")]:
+        with pytest.raises(RuntimeError, match=words):
+            torch.ops.lrsched_fused.grad_norm_partial_(grads, norm_type, None, partial)
+    with pytest.raises(RuntimeError, match="partial must be a one-element float64"):
+        torch.ops.lrsched_fused.grad_norm_partial_([torch.zeros(2)], 2.0, None, torch.zeros(()))
+    with pytest.raises(RuntimeError, match="one floating dtype"):
+        torch.ops.lrsched_fused.clip_coefficient_(partial, 2.0, 1.0, torch.zeros(()), torch.zeros((), dtype=torch.float64))
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -1,4 +1,5 @@
-// CPU kernel of grad_norm_partial_ (NOTE: [grad norm] in csrc/grad_norm_math.h).
+// CPU kernels of grad_norm_partial_ and clip_coefficient_ (NOTE: [grad norm] in
+// csrc/grad_norm_math.h).
 //
 // Each grad is cut into blocks of kBlockElements; the blocks of all grads are
 // the work items of one parallel region (threads take the next free item, as
@@ -161,10 +162,22 @@ void grad_norm_partial_cpu(at::TensorList grads_in, double norm_type, const std:
   *partial.mutable_data_ptr<double>() = result;
 }
 
+void clip_coefficient_cpu(const at::Tensor& partial, double norm_type, double max_norm, const at::Tensor& total_norm,
+                          const at::Tensor& clip_coef) {
+  check_clip_coefficient_args(partial, norm_type, max_norm, total_norm, clip_coef);
+  const double sum = *partial.const_data_ptr<double>();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, total_norm.scalar_type(), "clip_coefficient_cpu", [&] {
+    const auto result = clip_coefficient<scalar_t, at::opmath_type<scalar_t>>(norm_order(norm_type), sum, max_norm);
+    *total_norm.mutable_data_ptr<scalar_t>() = result.total_norm;
+    *clip_coef.mutable_data_ptr<scalar_t>() = result.clip_coef;
+  });
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(lrsched_fused, CPU, m) {
   m.impl("grad_norm_partial_", &grad_norm_partial_cpu);
+  m.impl("clip_coefficient_", &clip_coefficient_cpu);
 }
 
 }  // namespace lrsched_fused
