@@ -22,15 +22,18 @@
 // read by a captured launch is held by the graph; one first built during
 // capture is written by the graph and uploaded again on first eager use.
 //
-// Scratch (NOTE: [grad norm scratch]) is not part of the table: a table is
-// read-only and may be read on several streams at once, while scratch is
-// written by the kernels. Each stream gets its own eager scratch buffer, grown
+// Scratch, the float64 sums the kernels reduce into, is not part of the
+// table: a table is read-only and may be read on several streams at once,
+// while scratch is written. Each stream gets one eager scratch buffer, grown
 // when a call needs more and otherwise reused, so calls after the first
-// allocate nothing, and two streams (or two optimizers) never share one.
-// During capture each graph gets a scratch buffer of its own, allocated from
-// the graph's memory pool and held by the graph (like a table) until the
-// graph is destroyed, so a replay never races an eager call or another
-// graph's replay over the same bytes.
+// allocate nothing; calls on one stream are ordered by it, and calls on two
+// streams never share bytes. During capture each graph gets a scratch buffer
+// of its own, allocated from the graph's memory pool and held by the graph
+// (like a table) until the graph is destroyed, so a replay never races an
+// eager call or another graph's replay over the same bytes. (A temporary
+// freed at the end of the captured call would stay in the graph's pool too,
+// but could be handed to a later allocation of another graph that shares the
+// pool and is replayed concurrently; a held buffer is nobody else's.)
 #include <ATen/core/Tensor.h>
 #include <c10/cuda/CUDAStream.h>
 
