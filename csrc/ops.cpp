@@ -14,7 +14,8 @@
 #ifdef LRSCHED_FUSED_WITH_CUDA
 namespace lrsched_fused {
 namespace cuda {
-std::map<std::string, int64_t> table_cache_stats();  // csrc/cuda/fused_step_cuda.cu
+std::map<std::string, int64_t> table_cache_stats();       // csrc/cuda/fused_step_cuda.cu
+std::map<std::string, int64_t> grad_table_cache_stats();  // csrc/cuda/grad_norm_cuda.cu
 }  // namespace cuda
 }  // namespace lrsched_fused
 #endif
@@ -144,6 +145,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #ifdef LRSCHED_FUSED_WITH_CUDA
   m.def("_cuda_table_cache_stats", &lrsched_fused::cuda::table_cache_stats,
         "test only: counts of the CUDA tensor-table cache (NOTE: [device tensor table])");
+  m.def("_cuda_grad_table_cache_stats", &lrsched_fused::cuda::grad_table_cache_stats,
+        "test only: counts of the CUDA grad-table cache and grad norm scratch (NOTE: [grad table])");
 #endif
   m.attr("MAX_PROGRAM_SIZE") = lrsched_fused::kMaxProgramSize;
   // Each leaf kind's number, and its field names in program order (NOTE: [schedule fields]).

@@ -845,3 +845,342 @@ def test_what_would_break_a_captured_graph_is_refused():
     assert torch.equal(opt.schedule_state, state_before)
     opt.step()  # eagerly, the hand-set lr is adopted
     assert opt.get_last_lr()[0] == 0.01
+
+
+# ----------------------------------------------------------------------------- grad_norm_partial_ on CUDA
+# NOTE: [grad norm on CUDA] in csrc/cuda/grad_norm_cuda.cu: the op against its
+# CPU kernel (the reference semantics), its determinism, capture and no-sync
+# properties, then gradient clipping inside the step against torch's recipe.
+
+NORM_TYPES = [1.0, 2.0, 3.0, math.inf]
+NORM_IDS = {1.0: "p1", 2.0: "p2", 3.0: "p3", math.inf: "pinf"}
+NORM_DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
+
+
+def grad_norm_partial(grads, norm_type, grad_scale=None, device=None):
+    """The op's partial for `grads`, a fresh 0-dim float64 tensor on `device`
+    (the grads' device by default)."""
+    from lrsched_fused import _ops
+    device = device or (grads[0].device if grads else DEVICE)
+    partial = torch.full((), -1.0, dtype=torch.float64, device=device)
+    _ops.grad_norm_partial_(grads, norm_type, grad_scale, partial)
+    return partial
+
+
+def is_dense(t) -> bool:
+    """t's elements fill its storage span without gaps or overlaps (C++'s
+    is_non_overlapping_and_dense: what the op reads in place)."""
+    expected = 1
+    for size, stride in sorted(zip(t.shape, t.stride()), key=lambda d: d[1]):
+        if size != 1:
+            if stride != expected:
+                return False
+            expected *= size
+    return True
+
+
+def norm_test_grads(seed=60, small=1100):
+    """Every layout the op takes, in mixed dtypes: grads over one and several
+    chunks, zero-size grads, dense but not contiguous grads (permuted,
+    transposed), a grad that is not dense (copied by the op), grads whose
+    storage is not 16-byte aligned (read element by element), and `small`
+    small grads (more than one upload launch of the table)."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def randn(*shape, dtype):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64).to(dtype).to(DEVICE)
+
+    grads = [
+        randn(3 * CHUNK + 5, dtype=torch.float32),
+        randn(2 * CHUNK + 7, dtype=torch.bfloat16),
+        randn(CHUNK + 3, dtype=torch.float16),
+        randn(CHUNK + 1, dtype=torch.float64),
+        randn(0, dtype=torch.float32),
+        randn(0, dtype=torch.float16),
+        randn(40, 3, 70, dtype=torch.float32).permute(2, 0, 1),
+        randn(64, 30, dtype=torch.bfloat16).t(),
+        randn(100, 8, dtype=torch.float64)[:, ::2],
+        randn(2 * CHUNK + 9, dtype=torch.float32)[3:],
+        randn(CHUNK + 40, dtype=torch.float16)[5:],
+    ]
+    sizes = torch.randint(1, 300, (small,), generator=gen).tolist()
+    grads += [randn(n, dtype=NORM_DTYPES[i % len(NORM_DTYPES)]) for i, n in enumerate(sizes)]
+    assert is_dense(grads[6]) and not grads[6].is_contiguous()
+    assert not is_dense(grads[8])
+    assert grads[9].data_ptr() % 16 != 0 and grads[10].data_ptr() % 16 != 0
+    return grads
+
+
+def cpu_reference(grads, norm_type, grad_scale):
+    """The CPU kernel's partial and each grad's term (its rounded norm ** p)."""
+    cpu_grads = [g.cpu() for g in grads]
+    cpu_scale = None if grad_scale is None else grad_scale.cpu()
+    total = grad_norm_partial(cpu_grads, norm_type, cpu_scale, device="cpu").item()
+    terms = [grad_norm_partial([g], norm_type, cpu_scale, device="cpu").item() for g in cpu_grads]
+    return total, terms
+
+
+def rounding_tolerance(grads, terms, norm_type):
+    """How far apart two partials may be whose per-grad norms were rounded to
+    the grad's dtype from float64 sums that differ only in summation order:
+    each norm by one ulp of its dtype at most (a float64 sum that lands on the
+    other side of a rounding boundary), i.e. its term by (1 + eps) ** p - 1
+    relative; plus 1e-12 of the float64 sums themselves."""
+    bounds = []
+    for g, term in zip(grads, terms):
+        eps = 0.0 if g.dtype == torch.float64 else torch.finfo(g.dtype).eps
+        factor = eps if math.isinf(norm_type) else (1 + eps) ** norm_type - 1
+        bounds.append(abs(term) * (factor + 1e-12))
+    return max(bounds, default=0.0) if math.isinf(norm_type) else sum(bounds)
+
+
+@needs_cuda
+@pytest.mark.parametrize("scaled", [False, True], ids=["unscaled", "grad_scale"])
+@pytest.mark.parametrize("norm_type", NORM_TYPES, ids=NORM_IDS.get)
+def test_grad_norm_partial_matches_the_cpu_kernel(norm_type, scaled):
+    grads = norm_test_grads()
+    # Not a power of two: each unscaled element is rounded to its dtype.
+    grad_scale = torch.tensor(3.0, device=DEVICE) if scaled else None
+    ours = grad_norm_partial(grads, norm_type, grad_scale)
+    expected, terms = cpu_reference(grads, norm_type, grad_scale)
+    assert ours.dtype == torch.float64 and ours.device == DEVICE and ours.dim() == 0
+    tol = rounding_tolerance(grads, terms, norm_type)
+    assert abs(ours.item() - expected) <= tol, f"{ours.item()!r} vs CPU {expected!r} (tolerance {tol:.3e})"
+    # The per-grad terms of the odd layouts and of some small grads, one call each.
+    for i in list(range(11)) + [11, 12, 13, 14, 500, 1100]:
+        one = grad_norm_partial([grads[i]], norm_type, grad_scale).item()
+        one_tol = rounding_tolerance([grads[i]], [terms[i]], norm_type)
+        assert abs(one - terms[i]) <= one_tol, f"grads[{i}] ({grads[i].dtype}): {one!r} vs CPU {terms[i]!r}"
+
+
+@needs_cuda
+@pytest.mark.parametrize("norm_type", NORM_TYPES, ids=NORM_IDS.get)
+def test_grad_norm_partial_of_float64_grads_matches_the_cpu_kernel_to_1e12(norm_type):
+    gen = torch.Generator().manual_seed(61)
+    shapes = [(3 * CHUNK + 5,), (0,), (40, 3, 70), (7,)] + [(n,) for n in torch.randint(1, 300, (1100,),
+                                                                                       generator=gen).tolist()]
+    grads = [torch.randn(s, generator=gen, dtype=torch.float64).to(DEVICE) for s in shapes]
+    grads[2] = grads[2].permute(2, 0, 1)
+    grads.append(torch.randn(CHUNK + 9, generator=gen, dtype=torch.float64).to(DEVICE)[1:])  # 8-byte aligned
+    for grad_scale in (None, torch.tensor(3.0, dtype=torch.float64, device=DEVICE)):
+        ours = grad_norm_partial(grads, norm_type, grad_scale).item()
+        expected, _ = cpu_reference(grads, norm_type, grad_scale)
+        assert ours == pytest.approx(expected, rel=1e-12, abs=0)
+
+
+@needs_cuda
+def test_grad_norm_partial_without_grads_or_with_empty_grads_is_zero():
+    assert grad_norm_partial([], 2.0).item() == 0.0
+    empty = [torch.zeros(0, device=DEVICE), torch.zeros(0, 3, device=DEVICE, dtype=torch.bfloat16)]
+    for norm_type in NORM_TYPES:
+        assert grad_norm_partial(empty, norm_type).item() == 0.0
+
+
+@needs_cuda
+@pytest.mark.parametrize("norm_type", NORM_TYPES, ids=NORM_IDS.get)
+def test_grad_norm_partial_propagates_nan_and_inf_like_the_cpu_kernel(norm_type):
+    for bad in (math.nan, math.inf):
+        grads = [torch.randn(CHUNK * 2 + 1, device=DEVICE), torch.randn(50, device=DEVICE, dtype=torch.float16)]
+        grads[0][CHUNK + 7] = bad
+        ours = grad_norm_partial(grads, norm_type).item()
+        expected, _ = cpu_reference(grads, norm_type, None)
+        assert (math.isnan(ours) and math.isnan(expected)) or ours == expected, (bad, ours, expected)
+
+
+@needs_cuda
+@pytest.mark.parametrize("norm_type", NORM_TYPES, ids=NORM_IDS.get)
+def test_grad_norm_partial_has_the_same_bits_on_every_run_and_at_every_alignment(norm_type):
+    """Repeated calls, and the same values at other addresses (misaligned:
+    read element by element instead of by vectors), give the same bits."""
+    grads = norm_test_grads(seed=62, small=300)
+    grad_scale = torch.tensor(8.0, device=DEVICE)
+    runs = [grad_norm_partial(grads, norm_type, grad_scale) for _ in range(5)]
+    for run in runs[1:]:
+        assert torch.equal(run, runs[0])
+
+    def shifted(g):
+        """g as the op reads it (a grad that is not dense is copied), in a
+        fresh storage one element further in, in the same storage order."""
+        if not is_dense(g):
+            g = g.contiguous()
+        storage = torch.empty(g.numel() + 1, dtype=g.dtype, device=DEVICE)
+        return storage.as_strided(g.shape, g.stride(), 1).copy_(g)
+
+    assert torch.equal(grad_norm_partial([shifted(g) for g in grads], norm_type, grad_scale), runs[0])
+
+
+@needs_cuda
+def test_grad_norm_partial_is_sync_free_and_allocates_nothing_after_the_first_call():
+    grads = norm_test_grads(seed=63, small=50)
+    grads = [g for g in grads if is_dense(g)]  # a non-dense grad is copied: an allocation
+    grad_scale = torch.tensor(2.0, device=DEVICE)
+    partial = torch.zeros((), dtype=torch.float64, device=DEVICE)
+    from lrsched_fused import _ops
+    with no_sync_allowed():
+        _ops.grad_norm_partial_(grads, 2.0, grad_scale, partial)
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_stats()["allocation.all.allocated"]
+    with no_sync_allowed():
+        for norm_type in NORM_TYPES:
+            _ops.grad_norm_partial_(grads, norm_type, grad_scale, partial)
+            _ops.grad_norm_partial_(grads, norm_type, None, partial)
+    torch.cuda.synchronize()
+    assert torch.cuda.memory_stats()["allocation.all.allocated"] == before
+    names = count_kernels(lambda: _ops.grad_norm_partial_(grads, 2.0, grad_scale, partial))
+    assert len(names) == 3 and all("grad_norm" in n for n in names), names
+
+
+def grad_table_stats() -> dict:
+    """Counts of the CUDA grad-table cache and the grad norm scratch (NOTE: [grad table])."""
+    from lrsched_fused import _C
+    return _C._cuda_grad_table_cache_stats()
+
+
+@needs_cuda
+@pytest.mark.parametrize("norm_type", NORM_TYPES, ids=NORM_IDS.get)
+def test_grad_norm_partial_captured_and_replayed_equals_eager(norm_type):
+    """A call captured on a warm cache, replayed after the grads and the
+    grad scale changed in place, gives the bits of an eager call."""
+    grads = norm_test_grads(seed=64, small=200)
+    grad_scale = torch.tensor(4.0, device=DEVICE)
+    partial = torch.zeros((), dtype=torch.float64, device=DEVICE)
+    from lrsched_fused import _ops
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        _ops.grad_norm_partial_(grads, norm_type, grad_scale, partial)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        _ops.grad_norm_partial_(grads, norm_type, grad_scale, partial)
+    gen = torch.Generator(device=DEVICE).manual_seed(65)
+    for trial in range(3):
+        for g in grads:
+            g.copy_(torch.randn(g.shape, generator=gen, device=DEVICE) * (trial + 1))
+        grad_scale.fill_(2.0 ** trial)
+        graph.replay()
+        eager = grad_norm_partial(grads, norm_type, grad_scale)
+        assert torch.equal(partial, eager), (trial, partial.item(), eager.item())
+
+
+@needs_cuda
+def test_grad_norm_partial_of_grads_made_in_the_capture_and_its_scratch_release():
+    """Grads allocated inside the capture: their table is built there (its
+    upload recorded in the graph) and written again for an eager call before
+    any replay; the graph's scratch is its own and freed with the graph."""
+    import gc
+    gc.collect()
+    assert _wait_for(lambda: grad_table_stats()["captured_scratch_held"] == 0), grad_table_stats()
+    sources = norm_test_grads(seed=66, small=20)
+    sources = [g for g in sources if is_dense(g)]
+    partial = torch.zeros((), dtype=torch.float64, device=DEVICE)
+    from lrsched_fused import _ops
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        _ops.grad_norm_partial_(sources, 2.0, None, partial)
+    torch.cuda.current_stream().wait_stream(side)
+    before = grad_table_stats()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        grads = [g * 1.0 for g in sources]  # in the graph's pool
+        _ops.grad_norm_partial_(grads, 2.0, None, partial)
+    held = grad_table_stats()
+    assert held["captured_scratch_held"] == 1 and held["grad_tables_held_by_graphs"] >= 1, held
+    for g, s in zip(grads, sources):
+        g.copy_(s)  # the graph's grads, used eagerly before any replay: the table is uploaded again
+    eager = grad_norm_partial(grads, 2.0)
+    assert eager.item() == pytest.approx(grad_norm_partial(sources, 2.0).item(), rel=1e-12)
+    for g in sources:
+        g.mul_(0.5)
+    graph.replay()
+    assert torch.equal(partial, grad_norm_partial(grads, 2.0))
+    assert partial.item() == pytest.approx(eager.item() / 4, rel=1e-12)
+    del graph
+    gc.collect()
+    assert _wait_for(lambda: grad_table_stats()["captured_scratch_held"] == 0
+                     and grad_table_stats()["grad_tables_held_by_graphs"] == before["grad_tables_held_by_graphs"]), \
+        grad_table_stats()
+
+
+CLIP_PAIRS = {
+    "adam": (lambda ps: FusedAdam(ps, lr=1e-2, weight_decay=1e-4, max_grad_norm=1.0),
+             lambda ps: torch.optim.Adam(ps, lr=1e-2, weight_decay=1e-4, fused=True)),
+    "sgd": (lambda ps: FusedSGD(ps, lr=0.05, momentum=0.9, max_grad_norm=1.0),
+            lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, fused=True)),
+}
+# Step k's grads are scaled by CLIP_FACTORS[k % 2]: total norms of about 0.5
+# and 320 on SHAPES, so some steps are clipped and some are not.
+CLIP_FACTORS = (1.0 / 600, 1.0)
+
+
+@pytest.mark.parametrize("opt_name", list(CLIP_PAIRS))
+def test_clipped_step_matches_torch_clip_grad_norm_recipe(opt_name):
+    """max_grad_norm=1.0 against clip_grad_norm_(params, 1.0, foreach=True)
+    then torch's fused optimizer, fp32, 20 steps. torch's CUDA norm
+    accumulates fp32 grads in fp32, ours in float64: the norms agree to 1e-6."""
+    make_ours, make_ref = CLIP_PAIRS[opt_name]
+    ours_params, ref_params = twin_params(torch.float32, seed=70)
+    ours, ref = make_ours(ours_params), make_ref(ref_params)
+    gen = torch.Generator(device=DEVICE).manual_seed(71)
+    errors, clipped = [], 0
+    for step in range(20):
+        set_grads(ours_params, ref_params, gen, scale=CLIP_FACTORS[step % 2])
+        with no_sync_allowed():
+            ours.step()
+        ref_norm = torch.nn.utils.clip_grad_norm_(ref_params, 1.0, foreach=True)
+        ref.step()
+        clipped += int(ref_norm.item() > 1.0)
+        assert ours.grad_norm.dtype == ref_norm.dtype == torch.float32
+        assert ours.grad_norm.item() == pytest.approx(ref_norm.item(), rel=1e-6, abs=0), f"step {step}"
+        errors.append(rel_err(ours_params, ref_params))
+    assert 0 < clipped < 20, "the run must have steps above and below max_grad_norm"
+    assert_small(errors, TOLERANCES[torch.float32], f"{opt_name} clipped params")
+
+
+@needs_cuda
+@pytest.mark.parametrize("opt_name", list(CLIP_PAIRS))
+def test_clipped_step_captured_and_replayed_equals_eager(opt_name):
+    """The whole clipped step (norm, coefficient, update) in a CUDA graph,
+    replayed with new grads copied into the static ones, against the same
+    optimizer run eagerly: the same bits, parameters and norms."""
+    make_ours, _ = CLIP_PAIRS[opt_name]
+    eager_params, graph_params = twin_params(torch.float32, seed=72)
+    eager_opt, graph_opt = make_ours(eager_params), make_ours(graph_params)
+    gen = torch.Generator(device=DEVICE).manual_seed(73)
+    with_grad = [i for i in range(len(SHAPES)) if i != NO_GRAD]
+
+    def next_grads(step):
+        return [torch.randn(SHAPES[i], generator=gen, device=DEVICE) * CLIP_FACTORS[step % 2] for i in with_grad]
+
+    def set_static(params, grads):
+        for i, g in zip(with_grad, grads):
+            if params[i].grad is None:
+                params[i].grad = g.clone()
+            else:
+                params[i].grad.copy_(g)
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    step = 0
+    with torch.cuda.stream(side):
+        for step in range(3):
+            grads = next_grads(step)
+            set_static(graph_params, grads)
+            graph_opt.step()
+            set_static(eager_params, grads)
+            eager_opt.step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        graph_opt.step()
+    for step in range(3, 13):
+        grads = next_grads(step)
+        set_static(graph_params, grads)
+        with no_sync_allowed():
+            graph.replay()
+        set_static(eager_params, grads)
+        eager_opt.step()
+        assert torch.equal(graph_opt.grad_norm, eager_opt.grad_norm), step
+        for a, b in zip(graph_params, eager_params):
+            assert torch.equal(a, b), step

@@ -25,74 +25,12 @@
 #include "../op_checks.h"
 #include "../schedule_math.h"
 #include "../update_math.h"
+#include "device_scalar.cuh"
 #include "multi_tensor_launcher.cuh"
 
 namespace lrsched_fused {
 namespace cuda {
 namespace {
-
-// A one-element tensor read inside a kernel; data == nullptr when absent.
-struct DeviceScalar {
-  const void* data;
-  c10::ScalarType dtype;
-};
-
-__device__ inline double load_scalar(const DeviceScalar& s) {
-  switch (s.dtype) {
-    case c10::ScalarType::Double:
-      return *static_cast<const double*>(s.data);
-    case c10::ScalarType::Float:
-      return *static_cast<const float*>(s.data);
-    case c10::ScalarType::Half:
-      return static_cast<float>(*static_cast<const c10::Half*>(s.data));
-    case c10::ScalarType::BFloat16:
-      return static_cast<float>(*static_cast<const c10::BFloat16*>(s.data));
-    case c10::ScalarType::Long:
-      return static_cast<double>(*static_cast<const int64_t*>(s.data));
-    case c10::ScalarType::Int:
-      return *static_cast<const int32_t*>(s.data);
-    case c10::ScalarType::Short:
-      return *static_cast<const int16_t*>(s.data);
-    case c10::ScalarType::Char:
-      return *static_cast<const int8_t*>(s.data);
-    case c10::ScalarType::Byte:
-      return *static_cast<const uint8_t*>(s.data);
-    case c10::ScalarType::Bool:
-      return *static_cast<const bool*>(s.data) ? 1.0 : 0.0;
-    default:
-      return 0.0;  // unreachable: device_scalar() admits only the types above
-  }
-}
-
-__device__ inline bool is_set(const DeviceScalar& s) {
-  return s.data != nullptr && load_scalar(s) != 0.0;
-}
-
-DeviceScalar device_scalar(const std::optional<at::Tensor>& t, const at::Tensor& schedule_state, const char* name) {
-  if (!t.has_value()) {
-    return {nullptr, at::kFloat};
-  }
-  check_scalar_tensor(t, name);
-  const at::ScalarType dtype = t->scalar_type();
-  switch (dtype) {
-    case at::kDouble:
-    case at::kFloat:
-    case at::kHalf:
-    case at::kBFloat16:
-    case at::kLong:
-    case at::kInt:
-    case at::kShort:
-    case at::kChar:
-    case at::kByte:
-    case at::kBool:
-      break;
-    default:
-      TORCH_CHECK(false, name, " has dtype ", dtype, "; accepted: a floating, integer or bool dtype");
-  }
-  TORCH_CHECK(t->device() == schedule_state.device(), name, " is on ", t->device(), " but schedule_state is on ",
-              schedule_state.device(), "; move it to the parameters' device");
-  return {t->const_data_ptr(), dtype};
-}
 
 // Calls f(std::bool_constant<value>{}) so that `value` becomes a template argument.
 template <typename F>
@@ -428,9 +366,9 @@ void adam_step_cuda(
     const std::optional<at::Tensor>& clip_coef) {
   check_adam_step_args(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, schedule_state, group_index,
                        amsgrad);
-  const DeviceScalar scale = device_scalar(grad_scale, schedule_state, "grad_scale");
-  const DeviceScalar skip = device_scalar(found_inf, schedule_state, "found_inf");
-  const DeviceScalar clip = device_scalar(clip_coef, schedule_state, "clip_coef");
+  const DeviceScalar scale = device_scalar(grad_scale, schedule_state, "schedule_state", "grad_scale");
+  const DeviceScalar skip = device_scalar(found_inf, schedule_state, "schedule_state", "found_inf");
+  const DeviceScalar clip = device_scalar(clip_coef, schedule_state, "schedule_state", "clip_coef");
   if (params.empty()) {
     return;
   }
@@ -473,9 +411,9 @@ void sgd_step_cuda(
     const std::optional<at::Tensor>& clip_coef) {
   const bool has_momentum = momentum != 0.0 || momentum_from_schedule;
   check_sgd_step_args(params, grads, momentum_buffers, steps, schedule_state, group_index, has_momentum);
-  const DeviceScalar scale = device_scalar(grad_scale, schedule_state, "grad_scale");
-  const DeviceScalar skip = device_scalar(found_inf, schedule_state, "found_inf");
-  const DeviceScalar clip = device_scalar(clip_coef, schedule_state, "clip_coef");
+  const DeviceScalar scale = device_scalar(grad_scale, schedule_state, "schedule_state", "grad_scale");
+  const DeviceScalar skip = device_scalar(found_inf, schedule_state, "schedule_state", "found_inf");
+  const DeviceScalar clip = device_scalar(clip_coef, schedule_state, "schedule_state", "clip_coef");
   if (params.empty()) {
     return;
   }
@@ -515,8 +453,8 @@ void schedule_step_cuda(
     const std::optional<at::Tensor>& skip_if, bool initial) {
   const int64_t groups = num_schedule_groups(schedule_state);
   check_schedule_program(program, metric.has_value() || initial);
-  const DeviceScalar metric_scalar = device_scalar(metric, schedule_state, "metric");
-  const DeviceScalar skip = device_scalar(skip_if, schedule_state, "skip_if");
+  const DeviceScalar metric_scalar = device_scalar(metric, schedule_state, "schedule_state", "metric");
+  const DeviceScalar skip = device_scalar(skip_if, schedule_state, "schedule_state", "skip_if");
   ProgramArgument argument{};
   TORCH_CHECK(static_cast<int64_t>(program.size()) <= ProgramArgument::kCapacity, "the schedule program has ",
               program.size(), " values; the CUDA kernel takes at most ", ProgramArgument::kCapacity,

@@ -140,7 +140,10 @@ __global__ void upload_words_kernel(int64_t* destination, int count,
   }
 }
 
-__global__ void index_chunks_kernel(TensorTable table) {
+// chunk_tensors of a table (TensorTable, or GradTable of grad_table.cuh) from
+// its entries' first chunks.
+template <typename Table>
+__global__ void index_chunks_kernel(Table table) {
   const int64_t chunk = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (chunk < table.num_chunks) {
     const auto first_chunk = [&](int64_t t) { return table.entries[t].first_chunk; };
