@@ -19,8 +19,8 @@ import pytest
 import torch
 
 from lrsched_fused import FusedAdam, FusedAdamW, FusedSGD, _ops, schedules
-from torch_pair import (EXTRA_OPTIMIZER_INPUTS, TORCH_OPTIMIZER_INPUTS, WORST_SEEN, record_worst, relative_error,
-                        run_pair, worst_lr_error, worst_param_error)
+from torch_pair import (EXTRA_OPTIMIZER_INPUTS, TORCH_OPTIMIZER_INPUTS, WORST_SEEN, relative_error, run_pair,
+                        worst_lr_error, worst_param_error)
 
 PARAM_RTOL = {torch.float32: 1e-6, torch.float64: 1e-12, torch.bfloat16: 5e-3, torch.float16: 1e-4}
 NORM_RTOL = {torch.float32: 1e-6, torch.float64: 1e-12, torch.bfloat16: 2 ** -7, torch.float16: 2 ** -10}
@@ -62,10 +62,13 @@ def check(run, dtype, max_norm=MAX_NORM):
     assert all(o.dtype == t.dtype for o, t in zip(run.our_norms, run.torch_norms))
     clipped = sum(float(t) > max_norm for t in run.torch_norms)
     assert 0 < clipped < len(run.torch_norms), "the run must have steps above and below max_grad_norm"
-    record_worst(dtype, lr_error, param_error)
-    seen = WORST_SEEN.setdefault("grad clipping: norm", {"lr": 0.0, "param": 0.0, "runs": 0})
-    seen["param"] = max(seen["param"], norm_error)
-    seen["runs"] += 1
+    # their own lines in the summary (tests/conftest.py): torch's fp32 norm for p != 2 is less exact
+    name = {torch.float32: "fp32", torch.float64: "fp64", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+    for tally, error in ((f"grad clipping {name}", param_error), ("grad clipping: the norm", norm_error)):
+        seen = WORST_SEEN.setdefault(tally, {"lr": 0.0, "param": 0.0, "runs": 0})
+        seen["lr"] = max(seen["lr"], lr_error)
+        seen["param"] = max(seen["param"], error)
+        seen["runs"] += 1
     assert lr_error <= 1e-12
     assert norm_error <= max(NORM_RTOL[dtype], 2 * torch_vs_exact)
     assert ours_vs_exact <= max(NORM_RTOL[dtype], torch_vs_exact)
