@@ -370,3 +370,18 @@ def test_op_refuses_bad_master_lists():
         _ops.adam_step_([p], [g], [torch.zeros_like(p)], [torch.zeros(4)], [], [torch.zeros((), dtype=torch.float64)],
                         state, 0, beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-8, amsgrad=False, maximize=False,
                         decoupled_weight_decay=False, master_params=[torch.zeros(4)])
+
+
+def test_deleting_the_master_restarts_it_from_the_parameter():
+    """The README's recipe after writing parameters by hand."""
+    p = torch.randn(6, dtype=torch.bfloat16, requires_grad=True)
+    opt = FusedSGD([p], lr=0.1, master_weights=True)
+    p.grad = torch.ones_like(p)
+    opt.step()
+    with torch.no_grad():
+        p.fill_(2.0)
+    del opt.state[p]["master_param"]
+    p.grad = torch.zeros_like(p)
+    opt.step()
+    assert torch.equal(opt.state[p]["master_param"], torch.full((6,), 2.0))
+    assert torch.equal(p.detach(), torch.full((6,), 2.0, dtype=torch.bfloat16))
