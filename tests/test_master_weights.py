@@ -91,7 +91,7 @@ def master_pair(kind, kwargs, spec, dtype, *, epochs=8, steps_per_epoch=2, layou
                     assert master.dtype == torch.float32
                     assert torch.equal(p.detach(), master.to(dtype)), f"param {i} at step {step} != master rounded"
                     error = relative_error(master, r.detach())
-                    assert error <= MASTER_RTOL, f"param {i} at step {step}: master off the fp32 reference by {error:.2e}"
+                    assert error <= MASTER_RTOL, f"param {i} at step {step}: master off the reference by {error:.2e}"
                     worst = max(worst, error)
         if torch_sched is not None and not per_step:
             if needs_metric(spec):

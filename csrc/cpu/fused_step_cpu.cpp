@@ -114,9 +114,9 @@ struct SgdElements {
 template <typename F>
 void dispatch_update_types(at::ScalarType dtype, bool master, const F& f) {
   if (master) {
-    AT_DISPATCH_SWITCH(dtype, "update_step_cpu", AT_DISPATCH_CASE(at::kHalf, [&] { f(scalar_t{}, float{}, std::true_type{}); })
-                                        AT_DISPATCH_CASE(at::kBFloat16,
-                                                         [&] { f(scalar_t{}, float{}, std::true_type{}); }));
+    AT_DISPATCH_SWITCH(dtype, "update_step_cpu",
+                       AT_DISPATCH_CASE(at::kHalf, [&] { f(scalar_t{}, float{}, std::true_type{}); })
+                           AT_DISPATCH_CASE(at::kBFloat16, [&] { f(scalar_t{}, float{}, std::true_type{}); }));
   } else {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "update_step_cpu",
                                     [&] { f(scalar_t{}, scalar_t{}, std::false_type{}); });
