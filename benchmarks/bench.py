@@ -27,7 +27,14 @@ also be read once for the global norm before any update (one element more:
 ours reads them twice; torch's recipe, clip_grad_norm_ then the step, reads
 them three times and writes them once, 3 more). An element is the parameter dtype's size (4 B fp32,
 2 B bf16; the optimizer state has the parameter's dtype), so Adam fp32 is
-28 B/param. The ceiling is ``a.add_(b, alpha=s)`` on one tensor with the
+28 B/param. "bf16+master" (master_weights=True, NOTE: [master weights]):
+bf16 parameter and grad, fp32 master and states; Adam reads g (2 B), master
+and exp_avg, exp_avg_sq (12 B) and writes p (2 B), master and the states
+(12 B): 28 B/param, SGD with momentum 2 + 8 + 2 + 8 = 20 B/param, the same
+bytes as fp32. Its torch competitors step fp32 copies of the parameters with
+fp32 grads (cast before timing) and write the bf16 weights back with
+``torch._foreach_copy_``: the same trajectory, the way one gets it from torch.
+The ceiling is ``a.add_(b, alpha=s)`` on one tensor with the
 workload's element count (reads a, b, writes a: 3 elements; on a GPU the
 device-copy bandwidth), timed in the same round-robin as the optimizers, so
 "share" is a fraction of what this machine's memory system sustains for an
@@ -166,9 +173,11 @@ CLIP_ELEMENTS_MOVED = 1  # the norm's read of the grads (NOTE: [byte model])
 # ours: inside the update), but the coefficient is 1, so torch's in-place
 # clip leaves the grads that every implementation shares unchanged.
 CLIP_MAX_NORM = 1e30
+MASTER_BYTES_PER_PARAM = {"SGD": 20, "Adam": 28, "AdamW": 28}  # bf16+master, NOTE: [byte model]
 CEILING_ELEMENTS_MOVED = 3
 STATE_TENSORS = {"SGD": 1, "Adam": 2, "AdamW": 2}
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "bf16+master": torch.bfloat16}
+MASTER_WEIGHT_DTYPES = ("bf16+master",)
 
 TORCH_OPTIMIZER = {"SGD": torch.optim.SGD, "Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}
 OUR_OPTIMIZER = {"SGD": FusedSGD, "Adam": FusedAdam, "AdamW": FusedAdamW}
@@ -253,6 +262,20 @@ def _step_and_schedule(optimizer, schedule_step: Callable, config: Config, input
     return step_with_new_grads
 
 
+def _torch_params(config: Config, inputs: Inputs) -> List[torch.Tensor]:
+    """The parameters a torch competitor steps: fresh copies, in fp32 (grads
+    cast to fp32 here, before timing) for a master-weights dtype."""
+    params = inputs.fresh_params()
+    if config.dtype not in MASTER_WEIGHT_DTYPES:
+        return params
+    masters = []
+    for p in params:
+        master = p.float()
+        master.grad = p.grad.float()
+        masters.append(master)
+    return masters
+
+
 def _with_torch_scheduler(optimizer, config: Config, inputs: Inputs) -> Step:
     """A torch optimizer + torch's scheduler; with config.clip, clip_grad_norm_(foreach=True) before the step."""
     scheduler = TORCH_SCHEDULER[config.schedule](optimizer, **SCHEDULES[config.schedule])
@@ -260,7 +283,16 @@ def _with_torch_scheduler(optimizer, config: Config, inputs: Inputs) -> Step:
     if config.clip:
         params = [p for group in optimizer.param_groups for p in group["params"]]
         clip = lambda: torch.nn.utils.clip_grad_norm_(params, CLIP_MAX_NORM, foreach=True)  # noqa: E731
-    return _step_and_schedule(optimizer, scheduler.step, config, inputs, clip)
+    step = _step_and_schedule(optimizer, scheduler.step, config, inputs, clip)
+    if config.dtype not in MASTER_WEIGHT_DTYPES:
+        return step
+    masters = [p for group in optimizer.param_groups for p in group["params"]]
+    weights = [p.clone() for p in inputs.params]  # the bf16 weights the model would use
+
+    def step_and_write_back():
+        step()
+        torch._foreach_copy_(weights, masters)
+    return step_and_write_back
 
 
 def build_ceiling(config: Config, inputs: Inputs) -> Step:
@@ -272,7 +304,8 @@ def build_ceiling(config: Config, inputs: Inputs) -> Step:
 def torch_pair(**options) -> Callable[[Config, Inputs], Step]:
     """torch's optimizer with `options` + its scheduler, stepped as users do."""
     def build(config: Config, inputs: Inputs) -> Step:
-        optimizer = TORCH_OPTIMIZER[config.optimizer](inputs.fresh_params(), **OPTIMIZERS[config.optimizer], **options)
+        optimizer = TORCH_OPTIMIZER[config.optimizer](_torch_params(config, inputs), **OPTIMIZERS[config.optimizer],
+                                                      **options)
         return _with_torch_scheduler(optimizer, config, inputs)
     return build
 
@@ -283,7 +316,7 @@ def build_torch_tensor_lr(config: Config, inputs: Inputs) -> Step:
     hyper = dict(OPTIMIZERS[config.optimizer])
     hyper["lr"] = torch.tensor(hyper["lr"], device=inputs.device)
     options = dict(fused=True) if config.optimizer == "SGD" else dict(capturable=True, foreach=True)
-    optimizer = TORCH_OPTIMIZER[config.optimizer](inputs.fresh_params(), **hyper, **options)
+    optimizer = TORCH_OPTIMIZER[config.optimizer](_torch_params(config, inputs), **hyper, **options)
     return _with_torch_scheduler(optimizer, config, inputs)
 
 
@@ -291,7 +324,8 @@ def build_ours(config: Config, inputs: Inputs) -> Step:
     schedule = OUR_SCHEDULE[config.schedule](**SCHEDULES[config.schedule])
     clipping = dict(max_grad_norm=CLIP_MAX_NORM) if config.clip else {}
     optimizer = OUR_OPTIMIZER[config.optimizer](inputs.fresh_params(), **OPTIMIZERS[config.optimizer],
-                                                schedule=schedule, **clipping)
+                                                schedule=schedule,
+                                                master_weights=config.dtype in MASTER_WEIGHT_DTYPES, **clipping)
     return _step_and_schedule(optimizer, optimizer.schedule_step, config, inputs)
 
 
@@ -319,7 +353,7 @@ def build_deepspeed_cpu_adam(config: Config, inputs: Inputs) -> Optional[Step]:
     if config.optimizer == "SGD":
         return None
     from deepspeed.ops.adam import DeepSpeedCPUAdam  # imported here only: optional and heavy
-    optimizer = DeepSpeedCPUAdam(inputs.fresh_params(), **OPTIMIZERS[config.optimizer],
+    optimizer = DeepSpeedCPUAdam(_torch_params(config, inputs), **OPTIMIZERS[config.optimizer],
                                  adamw_mode=config.optimizer == "AdamW")
     return _with_torch_scheduler(optimizer, config, inputs)
 
@@ -469,8 +503,13 @@ def run_config(config: Config, inputs: Inputs, impls: Sequence[str], args, timer
             del step
         round_robin = False
     element_size = inputs.params[0].element_size()
-    elements = BYTES_PER_ELEMENT_MOVED[config.optimizer] + (CLIP_ELEMENTS_MOVED if config.clip else 0)
-    moved = {impl: inputs.numel * element_size * (CEILING_ELEMENTS_MOVED if impl == CEILING else elements)
+    if config.dtype in MASTER_WEIGHT_DTYPES:
+        optimizer_bytes = inputs.numel * MASTER_BYTES_PER_PARAM[config.optimizer]
+    else:
+        optimizer_bytes = inputs.numel * element_size * BYTES_PER_ELEMENT_MOVED[config.optimizer]
+    if config.clip:
+        optimizer_bytes += inputs.numel * element_size * CLIP_ELEMENTS_MOVED
+    moved = {impl: inputs.numel * element_size * CEILING_ELEMENTS_MOVED if impl == CEILING else optimizer_bytes
              for impl in impls}
     medians = {impl: statistics.median(t) for impl, t in times.items()}
     ceiling_gbps = moved[CEILING] / medians[CEILING] / 1e9 if CEILING in medians else float("nan")
@@ -514,13 +553,15 @@ CLIP_CONFIGS = [Config(w, "fp32", o, "CosineAnnealingLR", clip=True) for w in ("
 QUICK_CONFIGS = (
     [Config(w, "fp32", o, "CosineAnnealingLR") for w in ("small-many", "large-few") for o in OPTIMIZERS]
     + [Config("small-many", "fp32", "Adam", s) for s in ("StepLR", "ReduceLROnPlateau")]
+    + [Config(w, "bf16+master", "Adam", "CosineAnnealingLR") for w in ("small-many", "large-few")]
     + [Config(w, "fp32", o, "CosineAnnealingLR") for w in ("host-1000", "host-1000-new-grads")
        for o in ("SGD", "Adam")]
     + CLIP_CONFIGS
 )
 # --host-cost (run it with --threads 1): the step's bookkeeping per tensor, NOTE: [host cost].
 HOST_COST_CONFIGS = [Config(w, "fp32", o, "CosineAnnealingLR") for w in HOST_COST_WORKLOADS for o in ("SGD", "Adam")]
-# benchmarks/gpu_check.sh: 100M+ parameters (GPT-2 small) and 2000 small tensors, fp32 and bf16, SGD and Adam.
+# benchmarks/gpu_check.sh: 100M+ parameters (GPT-2 small) and 2000 small tensors, fp32, bf16 and bf16 with
+# master weights, SGD and Adam; clipped Adam.
 GPU_CHECK_CONFIGS = ([Config(w, d, o, "CosineAnnealingLR") for w in ("gpt2-small", "many-small")
                       for d in DTYPES for o in ("SGD", "Adam")]
                      + [Config(w, "fp32", "Adam", "CosineAnnealingLR", clip=True) for w in ("gpt2-small", "many-small")])
@@ -593,10 +634,11 @@ def plot(rows: Sequence[dict], path: str, title: str) -> Optional[str]:
             ax.bar(xs, ys, width=width, label=impl)
         for g, (opt_name, sched) in enumerate(groups):
             ceiling = [r for r in mine if r["impl"] == CEILING and r["optimizer"] == opt_name and r["schedule"] == sched]
-            if ceiling:  # the time the ceiling's bandwidth would need for the optimizer's bytes
+            optimizer_rows = [r for r in mine if r["impl"] != CEILING and r["optimizer"] == opt_name
+                              and r["schedule"] == sched]
+            if ceiling and optimizer_rows:  # the time the ceiling's bandwidth would need for the optimizer's bytes
                 c = ceiling[0]
-                ideal = c["params"] * BYTES_PER_ELEMENT_MOVED[opt_name] * (c["bytes_per_param"] / 3) / \
-                    (c["gbps"] * 1e9) * 1e3
+                ideal = c["params"] * optimizer_rows[0]["bytes_per_param"] / (c["gbps"] * 1e9) * 1e3
                 ax.plot([g - 0.4, g + 0.4], [ideal, ideal], color="black", linewidth=1,
                         label="bytes / add_ bandwidth" if g == 0 else None)
         ax.set_yscale("log")

@@ -4,10 +4,11 @@
 #   1. builds the extension in place (FORCE_CUDA=1 when nvcc is found),
 #   2. runs the CUDA tests: tests/test_cuda.py (against torch's fused CUDA
 #      optimizers, sync-debug mode, CUDA-graph capture and replay, launch
-#      counts, the table cache), plus the CUDA cases of tests/test_ops.py and
-#      tests/test_no_sync.py,
+#      counts, the table cache, bf16/fp16 with master weights), plus the CUDA
+#      cases of tests/test_ops.py and tests/test_no_sync.py,
 #   3. runs the GPU benchmark: benchmarks/bench.py --gpu-check (GPT-2 small's
-#      124M parameters and 2000 small tensors, fp32/bf16, Adam and SGD; torch
+#      124M parameters and 2000 small tensors, fp32/bf16/bf16 with master
+#      weights, Adam and SGD; torch
 #      fused + eager scheduler, torch with a tensor lr, ours eager and
 #      graph-replayed, beside the device-copy ceiling of the same run).
 # Meant to finish in under 6 minutes on one H200. Writes three files under

@@ -36,18 +36,44 @@ inline void check_group_index(const at::Tensor& schedule_state, int64_t group_in
 // Every tensor of a slot (grads, exp_avgs, ...) must match the parameter it
 // belongs to in device, dtype, shape and strides, and the parameter must be
 // dense so that one flat pass over its storage covers it exactly.
-inline void check_slot(at::TensorList params, at::TensorList slot, const char* slot_name) {
+// With master weights the states and masters are float32 (`dtype`), the rest as before.
+inline void check_slot(at::TensorList params, at::TensorList slot, const char* slot_name,
+                       std::optional<at::ScalarType> dtype = std::nullopt) {
   TORCH_CHECK(slot.size() == params.size(), slot_name, " has ", slot.size(), " tensors, expected ",
               params.size(), " (one per parameter)");
   for (size_t i = 0; i < params.size(); ++i) {
     const at::Tensor& p = params[i];
     const at::Tensor& t = slot[i];
-    TORCH_CHECK(t.device() == p.device() && t.scalar_type() == p.scalar_type() && t.sizes() == p.sizes() &&
+    const at::ScalarType expected = dtype.value_or(p.scalar_type());
+    TORCH_CHECK(t.device() == p.device() && t.scalar_type() == expected && t.sizes() == p.sizes() &&
                     t.strides() == p.strides(),
-                slot_name, "[", i, "] must match its parameter in device, dtype, shape and strides: got ",
-                t.device(), " ", t.scalar_type(), " ", t.sizes(), " strides ", t.strides(), " vs ", p.device(),
-                " ", p.scalar_type(), " ", p.sizes(), " strides ", p.strides());
+                slot_name, "[", i, "] must match its parameter in device, shape and strides and have dtype ",
+                expected, ": got ", t.device(), " ", t.scalar_type(), " ", t.sizes(), " strides ", t.strides(),
+                " vs ", p.device(), " ", p.scalar_type(), " ", p.sizes(), " strides ", p.strides());
   }
+}
+
+// NOTE: [master weights]
+// With master_params non-empty an update op keeps bfloat16/float16 params
+// on a float32 trajectory: each param has a float32 master copy, the states
+// are float32, the grad is read in the param's dtype and widened, the update
+// of update_math.h runs on the master exactly as on a float32 parameter, and
+// the param is written as the master rounded to nearest (even), in the same
+// pass over the elements. A float32 parameter stepped by torch's fused
+// optimizer with the widened grads follows the same trajectory as the master.
+// The state dtype of an op call: float32 with master weights (params then
+// must be bfloat16 or float16), else the params' dtype.
+inline std::optional<at::ScalarType> check_master_params(at::TensorList params, at::TensorList master_params) {
+  if (master_params.empty()) {
+    return std::nullopt;
+  }
+  for (size_t i = 0; i < params.size(); ++i) {
+    const at::ScalarType dtype = params[i].scalar_type();
+    TORCH_CHECK(dtype == at::kBFloat16 || dtype == at::kHalf, "params[", i, "] has dtype ", dtype,
+                "; master_params are taken for bfloat16 and float16 params only");
+  }
+  check_slot(params, master_params, "master_params", at::kFloat);
+  return at::kFloat;
 }
 
 inline void check_params(at::TensorList params, const at::Tensor& schedule_state) {
@@ -118,14 +144,16 @@ inline void check_clip_coefficient_args(const at::Tensor& partial, double norm_t
 // The tensor-list arguments of adam_step_, the same on every device.
 inline void check_adam_step_args(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
                                  at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs, at::TensorList steps,
-                                 const at::Tensor& schedule_state, int64_t group_index, bool amsgrad) {
+                                 const at::Tensor& schedule_state, int64_t group_index, bool amsgrad,
+                                 at::TensorList master_params) {
   check_group_index(schedule_state, group_index);
   check_params(params, schedule_state);
   check_slot(params, grads, "grads");
-  check_slot(params, exp_avgs, "exp_avgs");
-  check_slot(params, exp_avg_sqs, "exp_avg_sqs");
+  const std::optional<at::ScalarType> state_dtype = check_master_params(params, master_params);
+  check_slot(params, exp_avgs, "exp_avgs", state_dtype);
+  check_slot(params, exp_avg_sqs, "exp_avg_sqs", state_dtype);
   if (amsgrad) {
-    check_slot(params, max_exp_avg_sqs, "max_exp_avg_sqs");
+    check_slot(params, max_exp_avg_sqs, "max_exp_avg_sqs", state_dtype);
   }
   check_steps(params, steps);
 }
@@ -133,12 +161,13 @@ inline void check_adam_step_args(at::TensorList params, at::TensorList grads, at
 // The tensor-list arguments of sgd_step_, the same on every device.
 inline void check_sgd_step_args(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
                                 at::TensorList steps, const at::Tensor& schedule_state, int64_t group_index,
-                                bool has_momentum) {
+                                bool has_momentum, at::TensorList master_params) {
   check_group_index(schedule_state, group_index);
   check_params(params, schedule_state);
   check_slot(params, grads, "grads");
+  const std::optional<at::ScalarType> state_dtype = check_master_params(params, master_params);
   if (has_momentum) {
-    check_slot(params, momentum_buffers, "momentum_buffers");
+    check_slot(params, momentum_buffers, "momentum_buffers", state_dtype);
     check_steps(params, steps);
   }
 }

@@ -14,13 +14,15 @@ using AdamStepSignature = void(at::TensorList params, at::TensorList grads, at::
                                double weight_decay, double eps, bool amsgrad, bool maximize,
                                bool decoupled_weight_decay, const std::optional<at::Tensor>& grad_scale,
                                const std::optional<at::Tensor>& found_inf, bool momentum_from_schedule,
-                               const std::optional<at::Tensor>& clip_coef);
+                               const std::optional<at::Tensor>& clip_coef,
+                               std::optional<at::TensorList> master_params);
 
 using SgdStepSignature = void(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
                               at::TensorList steps, const at::Tensor& schedule_state, int64_t group_index,
                               double momentum, double dampening, double weight_decay, bool nesterov, bool maximize,
                               const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf,
-                              bool momentum_from_schedule, const std::optional<at::Tensor>& clip_coef);
+                              bool momentum_from_schedule, const std::optional<at::Tensor>& clip_coef,
+                              std::optional<at::TensorList> master_params);
 
 using ClipCoefficientSignature = void(const at::Tensor& partial, double norm_type, double max_norm,
                                       const at::Tensor& total_norm, const at::Tensor& clip_coef);

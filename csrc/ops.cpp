@@ -68,7 +68,7 @@ TORCH_LIBRARY(lrsched_fused, m) {
       "Tensor schedule_state, int group_index, float beta1, float beta2, float weight_decay, "
       "float eps, bool amsgrad, bool maximize, bool decoupled_weight_decay, "
       "Tensor? grad_scale=None, Tensor? found_inf=None, bool momentum_from_schedule=False, "
-      "Tensor? clip_coef=None) -> ()");
+      "Tensor? clip_coef=None, Tensor(g!)[]? master_params=None) -> ()");
   // One SGD step (momentum read from schedule_state when momentum_from_schedule).
   // momentum_buffers and steps are empty when momentum == 0; otherwise steps[i]
   // counts the steps that buffer i took: at 0 the buffer has no history and is
@@ -78,9 +78,14 @@ TORCH_LIBRARY(lrsched_fused, m) {
       "Tensor(d!)[] steps, Tensor schedule_state, int group_index, float momentum, "
       "float dampening, float weight_decay, bool nesterov, bool maximize, "
       "Tensor? grad_scale=None, Tensor? found_inf=None, bool momentum_from_schedule=False, "
-      "Tensor? clip_coef=None) -> ()");
+      "Tensor? clip_coef=None, Tensor(e!)[]? master_params=None) -> ()");
   // With clip_coef (gradient clipping, NOTE: [grad norm]) both update ops use
   // grad * clip_coef, rounded to the grad's dtype, and leave the grad unclipped.
+  //
+  // With master_params (NOTE: [master weights]; None or empty: none) both update ops
+  // take bfloat16/float16 params and grads, float32 master_params and states:
+  // the update is computed on the master, as for a float32 parameter, and the
+  // param is written as the master rounded to nearest, in the same pass.
   //
   // The part of a global grad norm that reads the grads (NOTE: [grad norm]):
   // partial (0-dim float64, on the grads' device) = the sum over grads of

@@ -28,8 +28,9 @@ namespace lrsched_fused {
 class GroupPlan {
  public:
   // The states of a bucket, in the order of the op's arguments after
-  // params and grads: Adam (exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps),
-  // SGD (momentum_buffers, steps).
+  // params and grads, then the master weights (the op's last argument; an
+  // empty list without them): Adam (exp_avgs, exp_avg_sqs, max_exp_avg_sqs,
+  // steps, master_params), SGD (momentum_buffers, steps, master_params).
   using StateLists = std::vector<std::vector<at::Tensor>>;
 
   explicit GroupPlan(std::vector<at::Tensor> params)
@@ -93,11 +94,11 @@ class GroupPlan {
             .findSchemaOrThrow("lrsched_fused::adam_step_", "")
             .typed<AdamStepSignature>();
     Bucket& bucket = bucket_at(bucket_index);
-    TORCH_CHECK(bucket.states.size() == 4, "GroupPlan: an Adam bucket holds 4 state lists");
+    TORCH_CHECK(bucket.states.size() == 5, "GroupPlan: an Adam bucket holds 5 state lists");
     const std::vector<at::Tensor>& grads = grads_for_op(bucket);
     op.call(bucket.params, grads, bucket.states[0], bucket.states[1], bucket.states[2], bucket.states[3],
             schedule_state, group_index, beta1, beta2, weight_decay, eps, amsgrad, maximize, decoupled_weight_decay,
-            grad_scale, found_inf, momentum_from_schedule, clip_coef);
+            grad_scale, found_inf, momentum_from_schedule, clip_coef, bucket.states[4]);
     finish(bucket, grad_scale);
   }
 
@@ -110,10 +111,11 @@ class GroupPlan {
             .findSchemaOrThrow("lrsched_fused::sgd_step_", "")
             .typed<SgdStepSignature>();
     Bucket& bucket = bucket_at(bucket_index);
-    TORCH_CHECK(bucket.states.size() == 2, "GroupPlan: an SGD bucket holds 2 state lists");
+    TORCH_CHECK(bucket.states.size() == 3, "GroupPlan: an SGD bucket holds 3 state lists");
     const std::vector<at::Tensor>& grads = grads_for_op(bucket);
     op.call(bucket.params, grads, bucket.states[0], bucket.states[1], schedule_state, group_index, momentum,
-            dampening, weight_decay, nesterov, maximize, grad_scale, found_inf, momentum_from_schedule, clip_coef);
+            dampening, weight_decay, nesterov, maximize, grad_scale, found_inf, momentum_from_schedule, clip_coef,
+            bucket.states[2]);
     finish(bucket, grad_scale);
   }
 

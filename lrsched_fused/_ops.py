@@ -40,11 +40,14 @@ def adam_step_(
     found_inf: Optional[torch.Tensor] = None,
     momentum_from_schedule: bool = False,
     clip_coef: Optional[torch.Tensor] = None,
+    master_params: Optional[Sequence[torch.Tensor]] = None,
 ) -> None:
+    """master_params: float32 masters of bf16/fp16 params (NOTE: [master
+    weights] in csrc/op_checks.h); the states are then float32 too."""
     _adam_step(
         params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, schedule_state, group_index,
         beta1, beta2, weight_decay, eps, amsgrad, maximize, decoupled_weight_decay, grad_scale, found_inf,
-        momentum_from_schedule, clip_coef,
+        momentum_from_schedule, clip_coef, master_params,
     )
 
 
@@ -65,11 +68,12 @@ def sgd_step_(
     found_inf: Optional[torch.Tensor] = None,
     momentum_from_schedule: bool = False,
     clip_coef: Optional[torch.Tensor] = None,
+    master_params: Optional[Sequence[torch.Tensor]] = None,
 ) -> None:
     _sgd_step(
         params, grads, momentum_buffers, steps, schedule_state, group_index,
         momentum, dampening, weight_decay, nesterov, maximize, grad_scale, found_inf, momentum_from_schedule,
-        clip_coef,
+        clip_coef, master_params,
     )
 
 
@@ -108,14 +112,14 @@ def schedule_step_(
 def _adam_step_fake(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, schedule_state,
                     group_index, beta1, beta2, weight_decay, eps, amsgrad, maximize,
                     decoupled_weight_decay, grad_scale=None, found_inf=None, momentum_from_schedule=False,
-                    clip_coef=None) -> None:
+                    clip_coef=None, master_params=None) -> None:
     return None
 
 
 @torch.library.register_fake(f"{_LIB}::sgd_step_")
 def _sgd_step_fake(params, grads, momentum_buffers, steps, schedule_state, group_index, momentum,
                    dampening, weight_decay, nesterov, maximize, grad_scale=None, found_inf=None,
-                   momentum_from_schedule=False, clip_coef=None) -> None:
+                   momentum_from_schedule=False, clip_coef=None, master_params=None) -> None:
     return None
 
 

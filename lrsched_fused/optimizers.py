@@ -34,11 +34,15 @@ class FusedOptimizer(Optimizer):
     momentum_field: MomentumField
 
     def __init__(self, params, defaults: Dict[str, Any], schedule: Optional[Schedule], schedule_interval: str,
-                 skip_schedule_on_overflow: bool, max_grad_norm: Optional[float], grad_norm_type: float):
+                 skip_schedule_on_overflow: bool, max_grad_norm: Optional[float], grad_norm_type: float,
+                 master_weights: bool = False):
         name = type(self).__name__
         schedule = Constant() if schedule is None else schedule
         validation.check_optimizer_arguments(params, schedule, schedule_interval, skip_schedule_on_overflow, name)
         check_grad_clipping_arguments(max_grad_norm, grad_norm_type, name)
+        if not isinstance(master_weights, bool):
+            raise TypeError(f"{name}: master_weights must be True or False, got {master_weights!r}")
+        self._master_weights = master_weights
         self._clipping = None if max_grad_norm is None else GradClipping(max_grad_norm, grad_norm_type, name)
         self._normalize_hyperparameters(defaults, "defaults")
         self._check_hyperparameters(defaults, "defaults")
@@ -75,12 +79,84 @@ class FusedOptimizer(Optimizer):
                                                 **arguments)
             return
         grads = bucket.op_grads()
-        op(*self._local_shards(bucket.params, grads, *bucket.states), self.schedule_state, bucket.group_index,
-           **arguments)
+        params, local_grads, *states, masters = self._local_shards(bucket.params, grads, *bucket.states)
+        op(params, local_grads, *states, self.schedule_state, bucket.group_index, master_params=masters, **arguments)
         if arguments["grad_scale"] is not None:  # the kernels unscaled the grads in place; a copy goes back
             for i in bucket.relayout:
                 bucket.grads[i].copy_(grads[i])
         bucket.release_grads()
+
+    # ---------------------------------------------------- master weights
+    @property
+    def master_weights(self) -> bool:
+        """Whether bf16/fp16 parameters are stepped through fp32 master
+        weights (``state["master_param"]``) with fp32 state (NOTE: [master
+        weights] in csrc/op_checks.h)."""
+        return self._master_weights
+
+    def _uses_master(self, dtype: torch.dtype) -> bool:
+        return self._master_weights and dtype in (torch.bfloat16, torch.float16)
+
+    def _state_tensor(self, p: torch.Tensor, state: Dict[str, Any], key: str) -> torch.Tensor:
+        """``state[key]``, created as zeros where missing: in fp32 for a
+        parameter with master weights (a state of another dtype, set by hand,
+        is converted once), else like the parameter."""
+        value = state.get(key)
+        if self._uses_master(p.dtype):
+            if value is None:
+                value = torch.zeros_like(p, dtype=torch.float32, memory_format=torch.preserve_format)
+                state[key] = value
+            elif value.dtype != torch.float32:
+                value = value.to(torch.float32)
+                state[key] = value
+        elif value is None:
+            value = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state[key] = value
+        return value
+
+    def _master_params(self, bucket: Bucket) -> List[torch.Tensor]:
+        """The bucket's fp32 masters, each started from its parameter where
+        missing (a new parameter, or a state_dict saved without them); empty
+        without master weights."""
+        if not bucket.params or not self._uses_master(bucket.params[0].dtype):
+            return []
+        masters = []
+        for p in bucket.params:
+            state = self.state[p]
+            master = state.get("master_param")
+            if master is None:
+                master = torch.empty_like(p, dtype=torch.float32, memory_format=torch.preserve_format)
+                master.copy_(p.detach())
+                state["master_param"] = master
+            masters.append(master)
+        return masters
+
+    def _check_saved_master_weights(self, state_dict: Dict[str, Any]) -> Dict[Any, Dict[str, torch.Tensor]]:
+        """A saved ``master_param`` needs an optimizer with master weights and
+        a bf16/fp16 parameter (else ValueError: there is no conversion that
+        would not silently drop the fp32 trajectory). Returns, per saved id of
+        a parameter with master weights, its saved tensors (not ``step``): torch's
+        load_state_dict casts them to the parameter's dtype, they are loaded
+        in fp32 instead."""
+        name = type(self).__name__
+        saved_ids = [i for group in state_dict.get("param_groups", []) for i in group.get("params", [])]
+        params = [p for group in self.param_groups for p in group["params"]]
+        fp32_values = {}
+        for index, (saved_id, p) in enumerate(zip(saved_ids, params)):
+            state = state_dict.get("state", {}).get(saved_id)
+            if not isinstance(state, dict):
+                continue
+            if "master_param" in state and not self._uses_master(p.dtype):
+                why = ("this optimizer was built without master_weights=True" if not self._master_weights
+                       else f"the parameter is {p.dtype}, master weights are kept for bfloat16/float16 only")
+                raise ValueError(
+                    f"{name}: the state_dict holds fp32 master weights ('master_param') for parameter {index}, "
+                    f"but {why}; build the optimizer with master_weights=True to resume them, or delete "
+                    "'master_param' from each parameter's state to continue from the parameters' own values")
+            if self._uses_master(p.dtype):
+                fp32_values[saved_id] = {key: value for key, value in state.items()
+                                         if key != "step" and isinstance(value, torch.Tensor)}
+        return fp32_values
 
     # ------------------------------------------------------------ groups
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
@@ -252,8 +328,14 @@ class FusedOptimizer(Optimizer):
         validation.check_saved_state(state_dict, state_dict.get("param_groups", []), self.param_groups, name)
         if schedule_part is not None:
             self.device_schedule.check_entry(schedule_part)
+        fp32_values = self._check_saved_master_weights(state_dict)
+        saved_ids = [i for group in state_dict["param_groups"] for i in group["params"]]
         kept_groups, kept_states = self.param_groups, self.state
         super().load_state_dict(state_dict)
+        params = [p for group in self.param_groups for p in group["params"]]
+        for saved_id, p in zip(saved_ids, params):
+            for key, value in fp32_values.get(saved_id, {}).items():
+                self.state[p][key] = value.to(device=p.device, dtype=torch.float32)
         loaded = {p: validation.state_to_load(p, dict(kept_states.get(p, {})), state)
                   for p, state in self.state.items()}
         if self.device_schedule.captured:
@@ -277,7 +359,9 @@ class FusedOptimizer(Optimizer):
 
 class FusedSGD(FusedOptimizer):
     """torch.optim.SGD (momentum, dampening, nesterov, weight decay, maximize)
-    with the lr schedule on the device; see the package docs for ``schedule``."""
+    with the lr schedule on the device; see the package docs for ``schedule``.
+    ``master_weights=True``: bf16/fp16 parameters are stepped through fp32
+    master weights (``state["master_param"]``) with an fp32 momentum buffer."""
 
     momentum_field = MomentumField("momentum")
 
@@ -285,12 +369,12 @@ class FusedSGD(FusedOptimizer):
                  weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False,
                  schedule: Optional[Schedule] = None, schedule_interval: str = "epoch",
                  skip_schedule_on_overflow: bool = False, max_grad_norm: Optional[float] = None,
-                 grad_norm_type: float = 2.0):
+                 grad_norm_type: float = 2.0, master_weights: bool = False):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         nesterov=nesterov, maximize=maximize)
         validation.normalize_lr(defaults, type(self).__name__, "defaults")
         super().__init__(params, defaults, schedule, schedule_interval, skip_schedule_on_overflow, max_grad_norm,
-                         grad_norm_type)
+                         grad_norm_type, master_weights)
 
     def _check_hyperparameters(self, group: Dict[str, Any], where: str, momentum_on_device: bool = False) -> None:
         validation.check_sgd_hyperparameters(group, type(self).__name__, where, momentum_on_device)
@@ -313,13 +397,13 @@ class FusedSGD(FusedOptimizer):
                 if state.get("momentum_buffer") is None:
                     # step counts the steps the buffer took: at 0 the kernel sets it to the grad (and a
                     # step skipped by GradScaler leaves both untouched)
-                    state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state.pop("momentum_buffer", None)
                     state["step"] = torch.zeros((), dtype=torch.float64, device=p.device)
                 elif "step" not in state:  # a buffer set without load_state_dict (ZeRO does): it has history
                     state["step"] = torch.ones((), dtype=torch.float64, device=p.device)
-                buffers.append(state["momentum_buffer"])
+                buffers.append(self._state_tensor(p, state, "momentum_buffer"))
                 steps.append(state["step"])
-        bucket.states = [buffers, steps]
+        bucket.states = [buffers, steps, self._master_params(bucket)]
 
     def _update(self, bucket, grad_scale, found_inf, clip_coef) -> None:
         group = bucket.group
@@ -332,7 +416,10 @@ class FusedSGD(FusedOptimizer):
 
 class FusedAdam(FusedOptimizer):
     """torch.optim.Adam (amsgrad, maximize, L2 or decoupled weight decay) with
-    the lr schedule on the device; see the package docs for ``schedule``."""
+    the lr schedule on the device; see the package docs for ``schedule``.
+    ``master_weights=True``: bf16/fp16 parameters are stepped through fp32
+    master weights (``state["master_param"]``) with fp32 ``exp_avg``,
+    ``exp_avg_sq`` and ``max_exp_avg_sq``; fp32/fp64 parameters as without."""
 
     momentum_field = MomentumField("betas", 0)
 
@@ -340,12 +427,12 @@ class FusedAdam(FusedOptimizer):
                  weight_decay: float = 0, amsgrad: bool = False, *, maximize: bool = False,
                  decoupled_weight_decay: bool = False, schedule: Optional[Schedule] = None,
                  schedule_interval: str = "epoch", skip_schedule_on_overflow: bool = False,
-                 max_grad_norm: Optional[float] = None, grad_norm_type: float = 2.0):
+                 max_grad_norm: Optional[float] = None, grad_norm_type: float = 2.0, master_weights: bool = False):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                         maximize=maximize, decoupled_weight_decay=decoupled_weight_decay)
         validation.normalize_lr(defaults, type(self).__name__, "defaults")
         super().__init__(params, defaults, schedule, schedule_interval, skip_schedule_on_overflow, max_grad_norm,
-                         grad_norm_type)
+                         grad_norm_type, master_weights)
 
     def _normalize_hyperparameters(self, group: Dict[str, Any], where: str) -> None:
         validation.normalize_betas(group, type(self).__name__, where)
@@ -358,18 +445,14 @@ class FusedAdam(FusedOptimizer):
         exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps = [], [], [], []
         for p in bucket.params:
             state = self.state[p]
-            if len(state) == 0:
+            if "step" not in state:
                 state["step"] = torch.zeros((), dtype=torch.float64, device=p.device)
-                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            if amsgrad and "max_exp_avg_sq" not in state:
-                state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            exp_avgs.append(state["exp_avg"])
-            exp_avg_sqs.append(state["exp_avg_sq"])
+            exp_avgs.append(self._state_tensor(p, state, "exp_avg"))
+            exp_avg_sqs.append(self._state_tensor(p, state, "exp_avg_sq"))
             if amsgrad:
-                max_exp_avg_sqs.append(state["max_exp_avg_sq"])
+                max_exp_avg_sqs.append(self._state_tensor(p, state, "max_exp_avg_sq"))
             steps.append(state["step"])
-        bucket.states = [exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps]
+        bucket.states = [exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, self._master_params(bucket)]
 
     def _update(self, bucket, grad_scale, found_inf, clip_coef) -> None:
         group = bucket.group
@@ -390,8 +473,8 @@ class FusedAdamW(FusedAdam):
                  weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
                  schedule: Optional[Schedule] = None, schedule_interval: str = "epoch",
                  skip_schedule_on_overflow: bool = False, max_grad_norm: Optional[float] = None,
-                 grad_norm_type: float = 2.0):
+                 grad_norm_type: float = 2.0, master_weights: bool = False):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                          maximize=maximize, decoupled_weight_decay=True, schedule=schedule,
                          schedule_interval=schedule_interval, skip_schedule_on_overflow=skip_schedule_on_overflow,
-                         max_grad_norm=max_grad_norm, grad_norm_type=grad_norm_type)
+                         max_grad_norm=max_grad_norm, grad_norm_type=grad_norm_type, master_weights=master_weights)

@@ -65,14 +65,29 @@ def test_the_clip_rows_time_torchs_recipe_and_ours(tmp_path):
 
 
 def test_the_gpu_check_covers_what_it_promises():
-    """benchmarks/gpu_check.sh: 100M+ parameters and 1000+ small tensors, fp32
-    and bf16, Adam and SGD, every CUDA competitor."""
+    """benchmarks/gpu_check.sh: 100M+ parameters and 1000+ small tensors, fp32,
+    bf16 and bf16 with master weights, Adam and SGD, every CUDA competitor."""
     bench = load_bench()
     workloads = {c.workload for c in bench.GPU_CHECK_CONFIGS}
     sizes = {w: bench.WORKLOADS[w].shapes() for w in workloads}
     assert any(sum(math.prod(s) for s in shapes) >= 100e6 for shapes in sizes.values())
     assert any(len(shapes) >= 1000 for shapes in sizes.values())
-    assert {c.dtype for c in bench.GPU_CHECK_CONFIGS} == {"fp32", "bf16"}
+    assert {c.dtype for c in bench.GPU_CHECK_CONFIGS} == {"fp32", "bf16", "bf16+master"}
     assert {c.optimizer for c in bench.GPU_CHECK_CONFIGS} == {"SGD", "Adam"}
     cuda = [name for name, c in bench.COMPETITORS.items() if "cuda" in c.devices]
     assert cuda == ["add_ ceiling", "torch-fused", "torch-tensor-lr", "ours", "ours+cudagraph"]
+
+
+def test_the_harness_times_master_weights(tmp_path):
+    """bf16+master rows: ours with master_weights=True, torch on fp32 copies
+    written back to bf16; the byte model's 28 B/param for Adam."""
+    bench = load_bench()
+    path = tmp_path / "bench.json"
+    bench.main(["--workloads", "tiny", "--dtypes", "bf16+master", "--optimizers", "Adam", "SGD",
+                "--schedules", "CosineAnnealingLR", "--rounds", "1", "--min-run-time", "0.01", "--warmup", "1",
+                "--threads", "1", "--json", str(path)])
+    record = json.loads(path.read_text())
+    rows = {(r["optimizer"], r["impl"]): r for r in record["results"] if "median_ms" in r}
+    assert rows[("Adam", "ours")]["bytes_per_param"] == 28
+    assert rows[("SGD", "ours")]["bytes_per_param"] == 20
+    assert rows[("Adam", "torch-fused")]["median_ms"] > 0

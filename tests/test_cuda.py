@@ -1184,3 +1184,143 @@ def test_clipped_step_captured_and_replayed_equals_eager(opt_name):
         assert torch.equal(graph_opt.grad_norm, eager_opt.grad_norm), step
         for a, b in zip(graph_params, eager_params):
             assert torch.equal(a, b), step
+
+
+# --------------------------------------------------------- master weights
+# NOTE: [master weights]: bf16/fp16 parameters with master_weights=True
+# against torch's fused optimizer stepping fp32 copies, fed the grads cast to
+# fp32. The master is held to the fp32 tolerance of the same pair (AdamW to
+# ADAMW_FP32_VS_FUSED_CUDA on CUDA, for the decay form explained above); each
+# parameter must equal its master rounded to its dtype, exactly, every step.
+MASTER_STEPS = 40
+
+
+def _master_run(opt_name, sched_name, dtype, extra=None, grad_scale=None):
+    ours_cls, ref_cls, kwargs = OPTIMIZERS[opt_name]
+    kwargs = {**kwargs, **(extra or {})}
+    make_ours, make_ref = SCHEDULES[sched_name]
+    torch.manual_seed(5)
+    values = [(torch.randn(s, dtype=torch.float64) * 0.5).to(dtype).to(DEVICE) for s in SHAPES]
+    low = [v.clone().requires_grad_() for v in values]
+    reference = [v.float().requires_grad_() for v in values]
+    groups = lambda ps: [{"params": ps[:5]}, {"params": ps[5:], "lr": kwargs["lr"] * 0.5}]  # noqa: E731
+    ours = ours_cls(groups(low), schedule=make_ours(), master_weights=True, **kwargs)
+    ref = ref_cls(groups(reference), fused=True, **kwargs)
+    ref_sched = make_ref(ref)
+    plateau = isinstance(ours.schedule, schedules.ReduceLROnPlateau) or sched_name == "warmup-plateau"
+    tol = ADAMW_FP32_VS_FUSED_CUDA if opt_name == "adamw" and not ON_CPU else TOLERANCES[torch.float32]
+    gen = torch.Generator().manual_seed(6)
+    errors = []
+    for step in range(MASTER_STEPS):
+        for i, (p, r) in enumerate(zip(low, reference)):
+            if i == NO_GRAD or (i == 0 and step % 4 == 1):
+                p.grad, r.grad = None, None
+                continue
+            grad = (torch.randn(p.shape, generator=gen, dtype=torch.float64) * 0.3).to(dtype).to(DEVICE)
+            r.grad = grad.float()
+            p.grad = grad * grad_scale if grad_scale else grad
+        if grad_scale:
+            ours.grad_scale = torch.tensor(grad_scale, device=DEVICE)
+            ours.found_inf = torch.zeros((), device=DEVICE)
+        ours.step()
+        ref.step()
+        with_master = [(p, r) for p, r in zip(low, reference) if "master_param" in ours.state[p]]
+        for p, _ in with_master:
+            master = ours.state[p]["master_param"]
+            assert master.dtype == torch.float32
+            assert torch.equal(p.detach(), master.to(dtype)), f"step {step}: a parameter is not its master rounded"
+        errors.append(rel_err([ours.state[p]["master_param"] for p, _ in with_master],
+                              [r.detach() for _, r in with_master]))
+        if step % STEPS_PER_EPOCH == STEPS_PER_EPOCH - 1:
+            if plateau:
+                metric = plateau_metric(step // STEPS_PER_EPOCH)
+                ref_sched.step(metric)
+                ours.schedule_step(torch.tensor(metric, dtype=torch.float64, device=DEVICE))
+            else:
+                ref_sched.step()
+                ours.schedule_step()
+            assert_lrs_equal(ours, ref, step)
+    assert_small(errors, tol, f"{opt_name} master weights vs torch fused fp32")
+    assert ours.state.get(low[NO_GRAD], {}) == {}
+    for p in low[:NO_GRAD]:
+        for key, value in ours.state[p].items():
+            if key != "step":
+                assert value.dtype == torch.float32, key
+    return ours, low
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION, ids=DTYPE_IDS.get)
+@pytest.mark.parametrize("sched_name", ["step", "cosine", "plateau", "onecycle", "warmup-cosine"])
+@pytest.mark.parametrize("opt_name", list(OPTIMIZERS))
+def test_master_weights_match_torch_fused_fp32(opt_name, sched_name, dtype):
+    _master_run(opt_name, sched_name, dtype)
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION, ids=DTYPE_IDS.get)
+@pytest.mark.parametrize("config", list(OPTION_CONFIGS))
+def test_master_weights_options_match_torch_fused_fp32(config, dtype):
+    opt_name, extra = OPTION_CONFIGS[config]
+    _master_run(opt_name, "cosine", dtype, extra)
+
+
+@pytest.mark.parametrize("config", ["adam-amsgrad", "sgd-dampening"])
+def test_master_weights_grad_scale(config):
+    opt_name, extra = OPTION_CONFIGS[config]
+    _master_run(opt_name, "step", torch.float16, extra, grad_scale=1024.0)
+
+
+@needs_cuda
+def test_master_weights_steps_allocate_nothing_and_do_not_sync():
+    torch.manual_seed(0)
+    params = [torch.randn(s, device=DEVICE, dtype=torch.bfloat16, requires_grad=True) for s in SHAPES[:4]]
+    opt = FusedAdamW(params, lr=1e-2, amsgrad=True, master_weights=True,
+                     schedule=schedules.OneCycleLR(max_lr=0.05, total_steps=20), schedule_interval="step")
+    for p in params:
+        p.grad = torch.randn_like(p)
+    opt.step()
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_stats()["allocation.all.allocated"]
+    with no_sync_allowed():
+        for _ in range(5):
+            opt.step()
+    torch.cuda.synchronize()
+    assert torch.cuda.memory_stats()["allocation.all.allocated"] == before
+    for p in params:
+        assert torch.equal(p.detach(), opt.state[p]["master_param"].to(torch.bfloat16))
+
+
+@needs_cuda
+def test_master_weights_graph_replay_matches_eager():
+    """A captured step with master weights replays as the eager step does, bit for bit."""
+    torch.manual_seed(3)
+    init = [torch.randn(s, device=DEVICE).to(torch.bfloat16) for s in SHAPES[:4]]
+    grads = [[torch.randn(s, device=DEVICE).to(torch.bfloat16) for s in SHAPES[:4]] for _ in range(8)]
+    eager = [t.clone().requires_grad_() for t in init]
+    captured = [t.clone().requires_grad_() for t in init]
+    opt_eager = FusedAdam(eager, lr=1e-2, weight_decay=0.1, master_weights=True)
+    opt_captured = FusedAdam(captured, lr=1e-2, weight_decay=0.1, master_weights=True)
+    static_grads = [torch.zeros_like(p) for p in captured]
+    for p, g in zip(captured, static_grads):
+        p.grad = g
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for g, new in zip(static_grads, grads[0]):
+            g.copy_(new)
+        opt_captured.step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        opt_captured.step()
+    for k in range(8):
+        for p, g in zip(eager, grads[k]):
+            p.grad = g.clone()
+        opt_eager.step()
+        if k > 0:
+            for g, new in zip(static_grads, grads[k]):
+                g.copy_(new)
+            with no_sync_allowed():
+                graph.replay()
+    for a, b in zip(eager, captured):
+        assert torch.equal(a, b)
+        assert torch.equal(opt_eager.state[a]["master_param"], opt_captured.state[b]["master_param"])

@@ -47,10 +47,10 @@ def allocations(fn):
     return found
 
 
-def model_params():
+def model_params(dtype=torch.float32):
     torch.manual_seed(0)
-    return [torch.randn(5, 3, requires_grad=True), torch.randn(70000, requires_grad=True),
-            torch.randn(6, 4).t().requires_grad_(), torch.empty(0, requires_grad=True)]
+    return [torch.randn(5, 3, dtype=dtype, requires_grad=True), torch.randn(70000, dtype=dtype, requires_grad=True),
+            torch.randn(6, 4, dtype=dtype).t().requires_grad_(), torch.empty(0, dtype=dtype, requires_grad=True)]
 
 
 def backward(params):
@@ -82,6 +82,30 @@ def test_steps_after_the_first_allocate_nothing(optimizer, schedule):
         assert allocations(one_step) == []
     opt.param_groups[0]["lr"] = 0.05  # an lr set by hand is copied into the existing state
     assert allocations(one_step) == []
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("schedule", ["Cosine per step", "Plateau, tensor metric"])
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_master_weights_allocate_nothing_after_the_first_step(optimizer, schedule, dtype):
+    """master_weights=True: the fp32 masters and states are created at the first step, and only then."""
+    make_schedule, interval, make_metric = SCHEDULES[schedule]
+    params = model_params(dtype)
+    opt = OPTIMIZERS[optimizer](params, schedule=make_schedule(), schedule_interval=interval, master_weights=True)
+    metric = make_metric() if make_metric else None
+
+    def one_step():
+        opt.step()
+        if interval == "epoch":
+            opt.schedule_step(metric)
+
+    backward(params)
+    first = allocations(one_step)
+    assert sum(nbytes for _, nbytes in first) >= 4 * 70000, "the first step creates the fp32 masters"
+    assert opt.state[params[1]]["master_param"].dtype == torch.float32
+    for _ in range(3):
+        backward(params)
+        assert allocations(one_step) == []
 
 
 def test_a_grad_in_another_layout_is_copied_once_per_step():

@@ -77,6 +77,30 @@ def test_step_and_schedule_step_do_not_read_device_values(optimizer, schedule, d
     assert any("lrsched_fused" in op for op in detector.ops), "the detector must see our ops"
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("schedule", ["plateau", "one cycle (momentum on the device)"])
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_master_weights_do_not_read_device_values(optimizer, schedule, device):
+    params = [torch.randn(5, 3, device=device, dtype=torch.bfloat16, requires_grad=True),
+              torch.randn(70000, device=device, dtype=torch.float16, requires_grad=True)]
+    opt = OPTIMIZERS[optimizer](params, schedule=SCHEDULES[schedule](), master_weights=True)
+    metric = torch.tensor(1.0, device=device)
+    detector = HostReadDetector()
+    for _ in range(3):
+        for p in params:
+            p.grad = torch.randn_like(p)
+        with detector:
+            opt.step()
+            opt.step()
+            if "plateau" in schedule:
+                metric.add_(0.5)
+                opt.schedule_step(metric)
+            else:
+                opt.schedule_step()
+    assert all("master_param" in opt.state[p] for p in params)
+    assert any("lrsched_fused" in op for op in detector.ops), "the detector must see our ops"
+
+
 def test_step_interval_step_does_not_read_device_values():
     p = torch.randn(10, requires_grad=True)
     opt = FusedAdam([p], lr=0.01, schedule=schedules.CosineAnnealingLR(T_max=5), schedule_interval="step")

@@ -125,6 +125,50 @@ __device__ __forceinline__ void apply_to_chunk(scalar_t* const (&slots)[kDepth],
   }
 }
 
+// With master weights (NOTE: [master weights]): params and grads in
+// scalar_t, the states and the master in float. The update runs on the
+// values of apply_to_chunk's slots, the master in the param's place; the
+// param is stored as the master rounded to nearest (c10's float -> bfloat16
+// and float -> half conversions round to nearest even). Element by element,
+// kILP per thread in flight, coalesced across the block.
+template <typename scalar_t, int kDepth, unsigned kStoreMask, typename Update>
+__device__ __forceinline__ void apply_to_master_chunk(scalar_t* param, scalar_t* grad, float* const (&wide)[kDepth],
+                                                      int count, const Update& update) {
+  constexpr int kILP = 4;
+  constexpr int kParamSlot = 0;
+  for (int start = 0; start < count; start += kBlockThreads * kILP) {
+    float values[kILP][kDepth];
+#pragma unroll
+    for (int k = 0; k < kILP; ++k) {
+      const int i = start + k * kBlockThreads + static_cast<int>(threadIdx.x);
+      if (i < count) {
+#pragma unroll
+        for (int s = 0; s < kDepth; ++s) {
+          values[k][s] = s == kGradSlot ? static_cast<float>(grad[i]) : wide[s][i];
+        }
+      }
+    }
+#pragma unroll
+    for (int k = 0; k < kILP; ++k) {
+      const int i = start + k * kBlockThreads + static_cast<int>(threadIdx.x);
+      if (i < count) {
+        update(values[k]);
+#pragma unroll
+        for (int s = 0; s < kDepth; ++s) {
+          if ((kStoreMask >> s) & 1u) {
+            if (s == kGradSlot) {
+              grad[i] = static_cast<scalar_t>(values[k][s]);
+            } else {
+              wide[s][i] = values[k][s];
+            }
+          }
+        }
+        param[i] = static_cast<scalar_t>(values[k][kParamSlot]);
+      }
+    }
+  }
+}
+
 constexpr int kParam = 0;
 constexpr int kGrad = 1;
 constexpr int kExpAvg = 2;          // Adam
@@ -184,6 +228,7 @@ __global__ void advance_steps_kernel(TensorTable table, StepInputs in, TermsOf t
 template <typename Values>
 struct BlockPlan {
   void* slots[kMaxSlots];
+  void* master;  // the fp32 master weights (NOTE: [master weights]); nullptr without
   int64_t begin;
   int count;
   Values values;
@@ -207,6 +252,7 @@ __device__ const BlockPlan<Values>* plan_block(const TensorTable& table, const S
       for (int s = 0; s < kMaxSlots; ++s) {
         plan.slots[s] = s == kGradSlot ? table.grads[t] : entry.slots[s];
       }
+      plan.master = entry.slots[kGradSlot];
       plan.begin = chunk.begin;
       plan.count = chunk.count;
       const double scale = in.grad_scale.data != nullptr ? load_scalar(in.grad_scale) : 1.0;
@@ -228,6 +274,28 @@ __device__ void chunk_slots(const BlockPlan<Values>& plan, scalar_t* (&slots)[kD
   }
 }
 
+// Runs `update` over the block's chunk: every slot in scalar_t, or with
+// kMaster the params and grads in scalar_t and the states and master in float
+// (the master takes the param's place among the values).
+template <typename scalar_t, bool kMaster, int kDepth, unsigned kStoreMask, typename Values, typename Update>
+__device__ __forceinline__ void apply_to_block(const BlockPlan<Values>& plan, const Update& update) {
+  if constexpr (kMaster) {
+    float* wide[kDepth];
+#pragma unroll
+    for (int s = 0; s < kDepth; ++s) {
+      void* base = s == kParam ? plan.master : plan.slots[s];
+      wide[s] = s == kGrad ? nullptr : static_cast<float*>(base) + plan.begin;
+    }
+    apply_to_master_chunk<scalar_t, kDepth, kStoreMask>(static_cast<scalar_t*>(plan.slots[kParam]) + plan.begin,
+                                                        static_cast<scalar_t*>(plan.slots[kGrad]) + plan.begin,
+                                                        wide, plan.count, update);
+  } else {
+    scalar_t* slot_pointers[kDepth];
+    chunk_slots<scalar_t, kDepth>(plan, slot_pointers);
+    apply_to_chunk<scalar_t, kDepth, kStoreMask>(slot_pointers, plan.count, update);
+  }
+}
+
 struct AdamArgs {
   StepInputs in;  // in.momentum is beta1
   double beta2;
@@ -246,7 +314,8 @@ struct AdamTermsOf {
   }
 };
 
-template <typename scalar_t, bool kAmsgrad, bool kDecoupled, bool kWeightDecay, bool kUnscale, bool kClip>
+template <typename scalar_t, bool kMaster, bool kAmsgrad, bool kDecoupled, bool kWeightDecay, bool kUnscale,
+          bool kClip>
 __global__ void __launch_bounds__(kBlockThreads, kMinBlocksPerSm) adam_chunk_kernel(TensorTable table,
                                                                                     AdamArgs args) {
   using opmath_t = at::opmath_type<scalar_t>;
@@ -262,9 +331,7 @@ __global__ void __launch_bounds__(kBlockThreads, kMinBlocksPerSm) adam_chunk_ker
     return;
   }
   const AdamCoefficients<opmath_t> c = plan->values;
-  scalar_t* slot_pointers[kDepth];
-  chunk_slots<scalar_t, kDepth>(*plan, slot_pointers);
-  apply_to_chunk<scalar_t, kDepth, kStoreMask>(slot_pointers, plan->count, [&](opmath_t(&v)[kDepth]) {
+  apply_to_block<scalar_t, kMaster, kDepth, kStoreMask>(*plan, [&](opmath_t(&v)[kDepth]) {
     if constexpr (kAmsgrad) {
       adam_update<opmath_t, true, kDecoupled, kWeightDecay, kUnscale, kClip, scalar_t>(
           v[kParam], v[kGrad], v[kExpAvg], v[kExpAvgSq], v[kMaxExpAvgSq], c);
@@ -298,7 +365,7 @@ struct SgdBlockValues {
   bool first_step;
 };
 
-template <typename scalar_t, bool kMomentum, bool kWeightDecay, bool kUnscale, bool kClip>
+template <typename scalar_t, bool kMaster, bool kMomentum, bool kWeightDecay, bool kUnscale, bool kClip>
 __global__ void __launch_bounds__(kBlockThreads, kMinBlocksPerSm) sgd_chunk_kernel(TensorTable table,
                                                                                    SgdArgs args) {
   using opmath_t = at::opmath_type<scalar_t>;
@@ -317,9 +384,7 @@ __global__ void __launch_bounds__(kBlockThreads, kMinBlocksPerSm) sgd_chunk_kern
   }
   const SgdCoefficients<opmath_t> c = plan->values.coefficients;
   const bool first_step = plan->values.first_step;
-  scalar_t* slot_pointers[kDepth];
-  chunk_slots<scalar_t, kDepth>(*plan, slot_pointers);
-  apply_to_chunk<scalar_t, kDepth, kStoreMask>(slot_pointers, plan->count, [&](opmath_t(&v)[kDepth]) {
+  apply_to_block<scalar_t, kMaster, kDepth, kStoreMask>(*plan, [&](opmath_t(&v)[kDepth]) {
     if constexpr (kMomentum) {
       sgd_update<opmath_t, true, kWeightDecay, kUnscale, kClip, scalar_t>(v[kParam], v[kGrad], v[kMomentumBuffer],
                                                                          first_step, c);
@@ -329,6 +394,20 @@ __global__ void __launch_bounds__(kBlockThreads, kMinBlocksPerSm) sgd_chunk_kern
                                                                           c);
     }
   });
+}
+
+// Calls f(scalar_t{}, kMaster) for the params' dtype; master weights are
+// taken for bfloat16/float16 params only (checked before).
+template <typename F>
+void dispatch_update_types(at::ScalarType dtype, bool master, const F& f) {
+  if (master) {
+    AT_DISPATCH_SWITCH(dtype, "update_step_cuda",
+                       AT_DISPATCH_CASE(at::kHalf, [&] { f(scalar_t{}, std::true_type{}); })
+                           AT_DISPATCH_CASE(at::kBFloat16, [&] { f(scalar_t{}, std::true_type{}); }));
+  } else {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "update_step_cuda",
+                                    [&] { f(scalar_t{}, std::false_type{}); });
+  }
 }
 
 StepInputs step_inputs(const at::Tensor& schedule_state, int64_t group_index, bool momentum_from_schedule,
@@ -363,9 +442,10 @@ void adam_step_cuda(
     int64_t group_index, double beta1, double beta2, double weight_decay, double eps, bool amsgrad,
     bool maximize, bool decoupled_weight_decay, const std::optional<at::Tensor>& grad_scale,
     const std::optional<at::Tensor>& found_inf, bool momentum_from_schedule,
-    const std::optional<at::Tensor>& clip_coef) {
+    const std::optional<at::Tensor>& clip_coef, std::optional<at::TensorList> master_list) {
+  const at::TensorList master_params = master_list.value_or(at::TensorList());
   check_adam_step_args(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, schedule_state, group_index,
-                       amsgrad);
+                       amsgrad, master_params);
   const DeviceScalar scale = device_scalar(grad_scale, schedule_state, "schedule_state", "grad_scale");
   const DeviceScalar skip = device_scalar(found_inf, schedule_state, "schedule_state", "found_inf");
   const DeviceScalar clip = device_scalar(clip_coef, schedule_state, "schedule_state", "clip_coef");
@@ -380,20 +460,22 @@ void adam_step_cuda(
     spec.slots.push_back(max_exp_avg_sqs);
   }
   spec.steps = steps;
+  spec.masters = master_params;
   const TensorTable table = TensorTableCache::instance().get(spec, schedule_state.device().index(), stream);
   const AdamArgs args{step_inputs(schedule_state, group_index, momentum_from_schedule, beta1, scale, skip, clip), beta2,
                       weight_decay, eps, maximize};
   launch_per_tensor(&advance_steps_kernel<AdamTermsOf>, table, stream.stream(), args.in, AdamTermsOf{beta2});
 
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, params[0].scalar_type(), "adam_step_cuda", [&] {
+  dispatch_update_types(params[0].scalar_type(), !master_params.empty(), [&](auto scalar, auto master_flag) {
+    using scalar_t = decltype(scalar);
     with_bool(amsgrad, [&](auto amsgrad_flag) {
     with_bool(decoupled_weight_decay, [&](auto decoupled_flag) {
     with_bool(weight_decay != 0.0, [&](auto weight_decay_flag) {
     with_bool(grad_scale.has_value(), [&](auto unscale_flag) {
     with_bool(clip_coef.has_value(), [&](auto clip_flag) {
-      launch_per_chunk(&adam_chunk_kernel<scalar_t, decltype(amsgrad_flag)::value, decltype(decoupled_flag)::value,
-                                          decltype(weight_decay_flag)::value, decltype(unscale_flag)::value,
-                                          decltype(clip_flag)::value>,
+      launch_per_chunk(&adam_chunk_kernel<scalar_t, decltype(master_flag)::value, decltype(amsgrad_flag)::value,
+                                          decltype(decoupled_flag)::value, decltype(weight_decay_flag)::value,
+                                          decltype(unscale_flag)::value, decltype(clip_flag)::value>,
                        table, stream.stream(), args);
     });
     });
@@ -408,9 +490,11 @@ void sgd_step_cuda(
     const at::Tensor& schedule_state, int64_t group_index, double momentum, double dampening,
     double weight_decay, bool nesterov, bool maximize, const std::optional<at::Tensor>& grad_scale,
     const std::optional<at::Tensor>& found_inf, bool momentum_from_schedule,
-    const std::optional<at::Tensor>& clip_coef) {
+    const std::optional<at::Tensor>& clip_coef, std::optional<at::TensorList> master_list) {
+  const at::TensorList master_params = master_list.value_or(at::TensorList());
   const bool has_momentum = momentum != 0.0 || momentum_from_schedule;
-  check_sgd_step_args(params, grads, momentum_buffers, steps, schedule_state, group_index, has_momentum);
+  check_sgd_step_args(params, grads, momentum_buffers, steps, schedule_state, group_index, has_momentum,
+                      master_params);
   const DeviceScalar scale = device_scalar(grad_scale, schedule_state, "schedule_state", "grad_scale");
   const DeviceScalar skip = device_scalar(found_inf, schedule_state, "schedule_state", "found_inf");
   const DeviceScalar clip = device_scalar(clip_coef, schedule_state, "schedule_state", "clip_coef");
@@ -425,6 +509,7 @@ void sgd_step_cuda(
     spec.slots.push_back(momentum_buffers);
     spec.steps = steps;
   }
+  spec.masters = master_params;
   const TensorTable table = TensorTableCache::instance().get(spec, schedule_state.device().index(), stream);
   const SgdArgs args{step_inputs(schedule_state, group_index, momentum_from_schedule, momentum, scale, skip, clip),
                      dampening, weight_decay, nesterov, maximize};
@@ -432,12 +517,13 @@ void sgd_step_cuda(
     launch_per_tensor(&advance_steps_kernel<SgdTermsOf>, table, stream.stream(), args.in, SgdTermsOf{});
   }
 
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, params[0].scalar_type(), "sgd_step_cuda", [&] {
+  dispatch_update_types(params[0].scalar_type(), !master_params.empty(), [&](auto scalar, auto master_flag) {
+    using scalar_t = decltype(scalar);
     with_bool(has_momentum, [&](auto momentum_flag) {
     with_bool(weight_decay != 0.0, [&](auto weight_decay_flag) {
     with_bool(grad_scale.has_value(), [&](auto unscale_flag) {
     with_bool(clip_coef.has_value(), [&](auto clip_flag) {
-      launch_per_chunk(&sgd_chunk_kernel<scalar_t, decltype(momentum_flag)::value,
+      launch_per_chunk(&sgd_chunk_kernel<scalar_t, decltype(master_flag)::value, decltype(momentum_flag)::value,
                                          decltype(weight_decay_flag)::value, decltype(unscale_flag)::value,
                                          decltype(clip_flag)::value>,
                        table, stream.stream(), args);

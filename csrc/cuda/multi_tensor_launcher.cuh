@@ -109,7 +109,9 @@ constexpr int kUploadWords = chunk_plan::kUploadWordsSmall;
 #endif
 
 struct TensorEntry {
-  void* slots[kMaxSlots];  // slot kGradSlot is nullptr: see TensorTable::grads
+  // Slot kGradSlot holds the fp32 master weights' address (NOTE: [master
+  // weights]), nullptr without them: the grads are in TensorTable::grads.
+  void* slots[kMaxSlots];
   double* step;            // the float64 step counter; nullptr without one
   int64_t numel;
   int64_t first_chunk;
@@ -193,10 +195,12 @@ void launch_per_tensor(Kernel kernel, const TensorTable& table, cudaStream_t str
 }
 
 // What a table is built from: the slot lists in use (all as long as slots[0];
-// slots[kGradSlot] are the grads) and optionally the step counters.
+// slots[kGradSlot] are the grads), optionally the step counters and the
+// master weights (stored in the entries' slot kGradSlot).
 struct TableSpec {
   std::vector<at::TensorList> slots;
-  at::TensorList steps;  // empty: no step counters
+  at::TensorList steps;    // empty: no step counters
+  at::TensorList masters;  // empty: no master weights
 };
 
 // The capture state of a stream, as cudaStreamGetCaptureInfo reports it.
@@ -311,6 +315,8 @@ class TensorTableCache {
       for (size_t s = 0; s < spec.slots.size(); ++s) {
         if (s != kGradSlot) {
           key.push_back(address_of(spec.slots[s][t].const_data_ptr()));
+        } else {
+          key.push_back(spec.masters.empty() ? 0 : address_of(spec.masters[t].const_data_ptr()));
         }
       }
       key.push_back(spec.steps.empty() ? 0 : address_of(spec.steps[t].const_data_ptr()));
@@ -363,8 +369,8 @@ class TensorTableCache {
   }
 
  private:
-  // numel, the slot addresses other than the grad's (at most kMaxSlots - 1), the step address
-  static constexpr size_t kLayoutWordsPerTensor = 1 + (kMaxSlots - 1) + 1;
+  // numel, the slot addresses (the master's in the grad's place), the step address
+  static constexpr size_t kLayoutWordsPerTensor = 1 + kMaxSlots + 1;
 
   struct GradArray {
     std::vector<int64_t> addresses;
@@ -388,13 +394,14 @@ class TensorTableCache {
     return static_cast<int64_t>(reinterpret_cast<uintptr_t>(p));
   }
 
-  // The layout key decoded: per tensor numel, slot addresses (grad slot
-  // excluded) and the step address; key[1] is the number of slots.
+  // The layout key decoded: per tensor numel, slot addresses (the master's,
+  // or 0, in the grad slot's place) and the step address; key[1] is the
+  // number of slots.
   struct LayoutKeyView {
     const std::vector<int64_t>& key;
     int64_t num_tensors() const { return static_cast<int64_t>((key.size() - 2) / words_per_tensor()); }
     int64_t num_slots() const { return key[1]; }
-    size_t words_per_tensor() const { return static_cast<size_t>(num_slots() + 1); }
+    size_t words_per_tensor() const { return static_cast<size_t>(num_slots() + 2); }
     const int64_t* tensor(int64_t t) const { return key.data() + 2 + t * words_per_tensor(); }
   };
 
@@ -433,7 +440,7 @@ class TensorTableCache {
       entry.numel = words[0];
       int64_t at = 1;
       for (int s = 0; s < kMaxSlots; ++s) {
-        const bool stored = s != kGradSlot && s < view.num_slots();
+        const bool stored = s < view.num_slots();
         entry.slots[s] = stored ? reinterpret_cast<void*>(static_cast<uintptr_t>(words[at++])) : nullptr;
       }
       entry.step = reinterpret_cast<double*>(static_cast<uintptr_t>(words[at]));
