@@ -1,30 +1,7 @@
 #pragma once
 // The learning-rate schedules, written once for the CPU and the CUDA path.
 //
-// NOTE: [schedule state layout]
-// All schedule state that changes during training lives in one float64 tensor
-// (`schedule_state`) on the parameters' device. The update kernels read each
-// group's lr (and, for a schedule that cycles momentum, its momentum/beta1)
-// from it and `advance_schedule` rewrites it in place, so a step never needs
-// the host. Counters are stored as float64, exact to 2**53. The layout is fixed
-// (it does not depend on the schedule), so the update kernels find a group's
-// lr from its index alone:
-//
-//   [0] last_epoch              steps taken by the whole schedule (the outer scheduler's last_epoch)
-//   [1] (unused)
-//   then kMaxLeaves leaf blocks of kLeafStride slots, one per leaf schedule:
-//     [+0] last_epoch           the leaf's own last_epoch
-//     [+1..+3]                  ReduceLROnPlateau: best, num_bad_epochs, cooldown_counter
-//                               CosineAnnealingWarmRestarts: T_cur, T_i
-//   then, per param group g, kGroupStride slots from kHeaderSize + g * kGroupStride:
-//     [+0] lr                   the group's current lr
-//     [+1] base_lr              torch's initial_lr (OneCycleLR: max_lr / div_factor; CyclicLR: base_lr)
-//     [+2] momentum             SGD momentum or Adam beta1, moved by cycle_momentum
-//     [+3] min_lr               ReduceLROnPlateau's lower bound
-//     [+4] max_lr               OneCycleLR / CyclicLR
-//     [+5] final_lr             OneCycleLR's min_lr (initial_lr / final_div_factor)
-//     [+6] base_momentum        OneCycleLR / CyclicLR
-//     [+7] max_momentum         OneCycleLR / CyclicLR
+// The state's layout: csrc/state_layout.h (NOTE: [schedule state layout]).
 //
 // NOTE: [schedule program]
 // What the schedule is (never changes) travels with each op call as a float64
@@ -47,45 +24,10 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "state_layout.h"
+
 namespace lrsched_fused {
 
-namespace layout {
-constexpr int64_t kLastEpoch = 0;
-constexpr int64_t kFirstLeaf = 2;
-constexpr int64_t kMaxLeaves = 8;
-constexpr int64_t kLeafStride = 4;
-constexpr int64_t kHeaderSize = kFirstLeaf + kMaxLeaves * kLeafStride;
-
-constexpr int64_t kLeafLastEpoch = 0;
-constexpr int64_t kPlateauBest = 1;
-constexpr int64_t kPlateauBadEpochs = 2;
-constexpr int64_t kPlateauCooldown = 3;
-constexpr int64_t kRestartsTCur = 1;
-constexpr int64_t kRestartsTI = 2;
-
-constexpr int64_t kGroupLr = 0;
-constexpr int64_t kGroupBaseLr = 1;
-constexpr int64_t kGroupMomentum = 2;
-constexpr int64_t kGroupMinLr = 3;
-constexpr int64_t kGroupMaxLr = 4;
-constexpr int64_t kGroupFinalLr = 5;
-constexpr int64_t kGroupBaseMomentum = 6;
-constexpr int64_t kGroupMaxMomentum = 7;
-constexpr int64_t kGroupStride = 8;
-
-C10_HOST_DEVICE constexpr int64_t leaf_offset(int64_t leaf) {
-  return kFirstLeaf + leaf * kLeafStride;
-}
-C10_HOST_DEVICE constexpr int64_t group_offset(int64_t group) {
-  return kHeaderSize + group * kGroupStride;
-}
-C10_HOST_DEVICE constexpr int64_t lr_offset(int64_t group) {
-  return group_offset(group) + kGroupLr;
-}
-C10_HOST_DEVICE constexpr int64_t momentum_offset(int64_t group) {
-  return group_offset(group) + kGroupMomentum;
-}
-}  // namespace layout
 
 // The most values a program may hold, on every device: the CUDA kernel takes
 // the program by value in its arguments. Schedules check it when they are built.
