@@ -13,6 +13,7 @@
 #include <type_traits>
 
 #include "op_signatures.h"
+#include "update_ops.h"
 
 namespace lrsched_fused {
 namespace {
@@ -27,8 +28,8 @@ void refuse_grad_requiring(const char* op, const Arg& arg) {
   }
 }
 
-constexpr char kAdamStep[] = "lrsched_fused::adam_step_";
-constexpr char kSgdStep[] = "lrsched_fused::sgd_step_";
+constexpr char kAdamStep[] = "lrsched_fused::adam_step_";  // AdamStepOp::kName
+constexpr char kSgdStep[] = "lrsched_fused::sgd_step_";    // SgdStepOp::kName
 constexpr char kGradNormPartial[] = "lrsched_fused::grad_norm_partial_";
 constexpr char kClipCoefficient[] = "lrsched_fused::clip_coefficient_";
 
@@ -50,8 +51,8 @@ struct BelowAutograd<void(Args...), kName> {
 }  // namespace
 
 TORCH_LIBRARY_IMPL(lrsched_fused, Autograd, m) {
-  m.impl("adam_step_", &BelowAutograd<AdamStepSignature, kAdamStep>::call);
-  m.impl("sgd_step_", &BelowAutograd<SgdStepSignature, kSgdStep>::call);
+  m.impl(AdamStepOp::kName, &BelowAutograd<UpdateStepSignature, kAdamStep>::call);
+  m.impl(SgdStepOp::kName, &BelowAutograd<UpdateStepSignature, kSgdStep>::call);
   m.impl("grad_norm_partial_", &BelowAutograd<GradNormPartialSignature, kGradNormPartial>::call);
   m.impl("clip_coefficient_", &BelowAutograd<ClipCoefficientSignature, kClipCoefficient>::call);
 }

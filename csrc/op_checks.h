@@ -6,12 +6,14 @@
 #include <c10/util/ArrayRef.h>
 #include <c10/util/Exception.h>
 
+#include <array>
 #include <cmath>
 #include <optional>
 #include <utility>
 #include <vector>
 
 #include "schedule_math.h"
+#include "update_ops.h"
 
 namespace lrsched_fused {
 
@@ -63,17 +65,12 @@ inline void check_slot(at::TensorList params, at::TensorList slot, const char* s
 // optimizer with the widened grads follows the same trajectory as the master.
 // The state dtype of an op call: float32 with master weights (params then
 // must be bfloat16 or float16), else the params' dtype.
-inline std::optional<at::ScalarType> check_master_params(at::TensorList params, at::TensorList master_params) {
-  if (master_params.empty()) {
-    return std::nullopt;
-  }
+inline void check_master_dtypes(at::TensorList params) {
   for (size_t i = 0; i < params.size(); ++i) {
     const at::ScalarType dtype = params[i].scalar_type();
     TORCH_CHECK(dtype == at::kBFloat16 || dtype == at::kHalf, "params[", i, "] has dtype ", dtype,
-                "; master_params are taken for bfloat16 and float16 params only");
+                "; master weights are taken for bfloat16 and float16 params only");
   }
-  check_slot(params, master_params, "master_params", at::kFloat);
-  return at::kFloat;
 }
 
 inline void check_params(at::TensorList params, const at::Tensor& schedule_state) {
@@ -141,35 +138,55 @@ inline void check_clip_coefficient_args(const at::Tensor& partial, double norm_t
               "clip_coefficient_: partial, total_norm and clip_coef must be on one device");
 }
 
-// The tensor-list arguments of adam_step_, the same on every device.
-inline void check_adam_step_args(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
-                                 at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs, at::TensorList steps,
-                                 const at::Tensor& schedule_state, int64_t group_index, bool amsgrad,
-                                 at::TensorList master_params) {
-  check_group_index(schedule_state, group_index);
-  check_params(params, schedule_state);
-  check_slot(params, grads, "grads");
-  const std::optional<at::ScalarType> state_dtype = check_master_params(params, master_params);
-  check_slot(params, exp_avgs, "exp_avgs", state_dtype);
-  check_slot(params, exp_avg_sqs, "exp_avg_sqs", state_dtype);
-  if (amsgrad) {
-    check_slot(params, max_exp_avg_sqs, "max_exp_avg_sqs", state_dtype);
-  }
-  check_steps(params, steps);
-}
+// One call of an update op (NOTE: [update op declaration]), checked: what
+// every device's kernel starts from.
+template <typename Op>
+struct UpdateCall {
+  at::TensorList params;
+  at::TensorList grads;
+  std::array<at::TensorList, Op::kNumStates> slots;  // an absent slot is empty
+  const at::Tensor& schedule_state;
+  int64_t group_index;
+  int64_t flags;
+  const std::optional<at::Tensor>& grad_scale;
+  const std::optional<at::Tensor>& found_inf;
+  const std::optional<at::Tensor>& clip_coef;
 
-// The tensor-list arguments of sgd_step_, the same on every device.
-inline void check_sgd_step_args(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
-                                at::TensorList steps, const at::Tensor& schedule_state, int64_t group_index,
-                                bool has_momentum, at::TensorList master_params) {
+  bool has(int64_t flag) const { return (flags & flag) != 0; }
+};
+
+// The arguments of an update op, the same on every device: every tensor of a
+// slot matches its parameter; the states are float32 with master weights.
+template <typename Op>
+UpdateCall<Op> check_update_call(at::TensorList params, at::TensorList grads, at::TensorList states,
+                                 const at::Tensor& schedule_state, int64_t group_index, int64_t flags,
+                                 const std::optional<at::Tensor>& grad_scale,
+                                 const std::optional<at::Tensor>& found_inf,
+                                 const std::optional<at::Tensor>& clip_coef) {
   check_group_index(schedule_state, group_index);
   check_params(params, schedule_state);
   check_slot(params, grads, "grads");
-  const std::optional<at::ScalarType> state_dtype = check_master_params(params, master_params);
-  if (has_momentum) {
-    check_slot(params, momentum_buffers, "momentum_buffers", state_dtype);
-    check_steps(params, steps);
+  const auto slots = state_slots<Op>(states, params.size(), flags);
+  const bool master = (flags & Op::kMasterWeights) != 0;
+  if (master) {
+    check_master_dtypes(params);
   }
+  for (size_t s = 0; s < Op::kStates.size(); ++s) {
+    const StateSlot& slot = Op::kStates[s];
+    if (slot.needs_flag != 0 && (flags & slot.needs_flag) == 0) {
+      continue;
+    }
+    if (slot.kind == SlotKind::Step) {
+      check_steps(params, slots[s]);
+    } else {
+      const bool wide = master || slot.kind == SlotKind::Master;
+      check_slot(params, slots[s], slot.name, wide ? std::optional<at::ScalarType>(at::kFloat) : std::nullopt);
+    }
+  }
+  check_scalar_tensor(grad_scale, "grad_scale");
+  check_scalar_tensor(found_inf, "found_inf");
+  check_scalar_tensor(clip_coef, "clip_coef");
+  return {params, grads, slots, schedule_state, group_index, flags, grad_scale, found_inf, clip_coef};
 }
 
 // A schedule program (NOTE: [schedule program]) read in full before any state

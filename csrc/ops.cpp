@@ -10,6 +10,7 @@
 #include "cuda/chunk_plan.h"
 #include "schedule_math.h"
 #include "step_plan_bindings.h"
+#include "update_ops.h"
 
 #ifdef LRSCHED_FUSED_WITH_CUDA
 namespace lrsched_fused {
@@ -58,32 +59,22 @@ pybind11::dict chunk_plan_for(const std::vector<int64_t>& numels, int upload_wor
 }  // namespace
 
 TORCH_LIBRARY(lrsched_fused, m) {
-  // One Adam/AdamW step over a list of same-dtype tensors of one param group.
-  // The lr is read from schedule_state (NOTE: [schedule state layout]), and so
-  // is beta1 when momentum_from_schedule (a schedule with cycle_momentum); each
-  // tensor's `steps` entry is incremented. With found_inf != 0 nothing changes.
-  m.def(
-      "adam_step_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] exp_avgs, "
-      "Tensor(d!)[] exp_avg_sqs, Tensor(e!)[] max_exp_avg_sqs, Tensor(f!)[] steps, "
-      "Tensor schedule_state, int group_index, float beta1, float beta2, float weight_decay, "
-      "float eps, bool amsgrad, bool maximize, bool decoupled_weight_decay, "
-      "Tensor? grad_scale=None, Tensor? found_inf=None, bool momentum_from_schedule=False, "
-      "Tensor? clip_coef=None, Tensor(g!)[]? master_params=None) -> ()");
-  // One SGD step (momentum read from schedule_state when momentum_from_schedule).
-  // momentum_buffers and steps are empty when momentum == 0; otherwise steps[i]
-  // counts the steps that buffer i took: at 0 the buffer has no history and is
-  // set to the gradient. Each is incremented unless found_inf != 0.
-  m.def(
-      "sgd_step_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] momentum_buffers, "
-      "Tensor(d!)[] steps, Tensor schedule_state, int group_index, float momentum, "
-      "float dampening, float weight_decay, bool nesterov, bool maximize, "
-      "Tensor? grad_scale=None, Tensor? found_inf=None, bool momentum_from_schedule=False, "
-      "Tensor? clip_coef=None, Tensor(e!)[]? master_params=None) -> ()");
+  // The update ops (NOTE: [update op declaration]): one step of one param
+  // group's same-dtype tensors, with the group's lr and hyperparameters read
+  // from schedule_state (NOTE: [hyperparameters on the device]); each tensor's
+  // step counter is incremented. With found_inf != 0 nothing changes.
+  lrsched_fused::for_each_update_op([&](auto op) {
+    const std::string schema = std::string(decltype(op)::kName) +
+                               "(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] states, Tensor schedule_state, "
+                               "int group_index, int flags, Tensor? grad_scale=None, Tensor? found_inf=None, "
+                               "Tensor? clip_coef=None) -> ()";
+    m.def(torch::schema(schema.c_str(), c10::AliasAnalysisKind::FROM_SCHEMA));
+  });
   // With clip_coef (gradient clipping, NOTE: [grad norm]) both update ops use
   // grad * clip_coef, rounded to the grad's dtype, and leave the grad unclipped.
   //
-  // With master_params (NOTE: [master weights]; None or empty: none) both update ops
-  // take bfloat16/float16 params and grads, float32 master_params and states:
+  // With the master_weights flag (NOTE: [master weights]) both update ops
+  // take bfloat16/float16 params and grads, float32 master_param and states:
   // the update is computed on the master, as for a float32 parameter, and the
   // param is written as the master rounded to nearest, in the same pass.
   //
@@ -140,7 +131,27 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.attr("GROUP_FINAL_LR") = layout::kGroupFinalLr;
   m.attr("GROUP_BASE_MOMENTUM") = layout::kGroupBaseMomentum;
   m.attr("GROUP_MAX_MOMENTUM") = layout::kGroupMaxMomentum;
+  m.attr("GROUP_WEIGHT_DECAY") = layout::kGroupWeightDecay;
+  m.attr("GROUP_BETA2") = layout::kGroupBeta2;
+  m.attr("GROUP_EPS") = layout::kGroupEps;
+  m.attr("GROUP_DAMPENING") = layout::kGroupDampening;
   m.attr("GROUP_STRIDE") = layout::kGroupStride;
+  // Each update op's declaration (NOTE: [update op declaration]): its flag
+  // bits by name, and its state slots in order as (name, flag bit needed or 0).
+  py::dict update_ops;
+  lrsched_fused::for_each_update_op([&](auto op) {
+    using Op = decltype(op);
+    py::dict flags;
+    for (size_t i = 0; i < Op::kFlagNames.size(); ++i) {
+      flags[py::str(Op::kFlagNames[i])] = int64_t{1} << i;
+    }
+    py::list states;
+    for (const lrsched_fused::StateSlot& slot : Op::kStates) {
+      states.append(py::make_tuple(slot.name, slot.needs_flag));
+    }
+    update_ops[py::str(Op::kName)] = py::dict(py::arg("flags") = flags, py::arg("states") = states);
+  });
+  m.attr("UPDATE_OPS") = update_ops;
   m.attr("FIRST_LEAF") = layout::kFirstLeaf;
   namespace plan = lrsched_fused::chunk_plan;
   m.attr("CHUNK_ELEMENTS") = plan::kChunkElements;

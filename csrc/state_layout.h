@@ -35,6 +35,9 @@
 //     [+9] beta2                list of the ones it reads: HyperparameterSlots in
 //     [+10] eps                 lrsched_fused/optimizers.py); unused ones stay 0
 //     [+11] dampening
+//
+// NOTE: [hyperparameters on the device]: Python keeps each group's values in
+// the block (lrsched_fused/device_schedule.py says when it writes them).
 
 #include <c10/macros/Macros.h>
 

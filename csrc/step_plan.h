@@ -17,27 +17,29 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "op_checks.h"
 #include "op_signatures.h"
+#include "update_ops.h"
 
 namespace lrsched_fused {
 
 class GroupPlan {
  public:
-  // The states of a bucket, in the order of the op's arguments after
-  // params and grads, then the master weights (the op's last argument; an
-  // empty list without them): Adam (exp_avgs, exp_avg_sqs, max_exp_avg_sqs,
-  // steps, master_params), SGD (momentum_buffers, steps, master_params).
-  using StateLists = std::vector<std::vector<at::Tensor>>;
+  // The group's parameters and the update op its buckets call (its name, e.g. "adam_step_").
+  GroupPlan(std::vector<at::Tensor> params, const std::string& op_name)
+      : params_(std::move(params)),
+        has_grad_(params_.size(), false),
+        op_(c10::Dispatcher::singleton()
+                .findSchemaOrThrow(("lrsched_fused::" + op_name).c_str(), "")
+                .typed<UpdateStepSignature>()) {}
 
-  explicit GroupPlan(std::vector<at::Tensor> params)
-      : params_(std::move(params)), has_grad_(params_.size(), false) {}
-
-  // The parameters at `positions` (each with a grad, one dtype) and their states.
-  int64_t add_bucket(const std::vector<int64_t>& positions, StateLists states) {
+  // The parameters at `positions` (each with a grad, one dtype) and their
+  // states: the op's `states` argument (NOTE: [update op declaration]).
+  int64_t add_bucket(const std::vector<int64_t>& positions, std::vector<at::Tensor> states) {
     Bucket bucket;
     for (const int64_t position : positions) {
       TORCH_CHECK(position >= 0 && position < static_cast<int64_t>(params_.size()) && !has_grad_[position],
@@ -84,38 +86,13 @@ class GroupPlan {
     return {-1, 0};
   }
 
-  void adam_step(int64_t bucket_index, const at::Tensor& schedule_state, int64_t group_index, double beta1,
-                 double beta2, double weight_decay, double eps, bool amsgrad, bool maximize,
-                 bool decoupled_weight_decay, const std::optional<at::Tensor>& grad_scale,
-                 const std::optional<at::Tensor>& found_inf, bool momentum_from_schedule,
-                 const std::optional<at::Tensor>& clip_coef) {
-    static const auto op =
-        c10::Dispatcher::singleton()
-            .findSchemaOrThrow("lrsched_fused::adam_step_", "")
-            .typed<AdamStepSignature>();
+  // One op call for a bucket, with the plan's lists.
+  void step(int64_t bucket_index, const at::Tensor& schedule_state, int64_t group_index, int64_t flags,
+            const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf,
+            const std::optional<at::Tensor>& clip_coef) {
     Bucket& bucket = bucket_at(bucket_index);
-    TORCH_CHECK(bucket.states.size() == 5, "GroupPlan: an Adam bucket holds 5 state lists");
-    const std::vector<at::Tensor>& grads = grads_for_op(bucket);
-    op.call(bucket.params, grads, bucket.states[0], bucket.states[1], bucket.states[2], bucket.states[3],
-            schedule_state, group_index, beta1, beta2, weight_decay, eps, amsgrad, maximize, decoupled_weight_decay,
-            grad_scale, found_inf, momentum_from_schedule, clip_coef, bucket.states[4]);
-    finish(bucket, grad_scale);
-  }
-
-  void sgd_step(int64_t bucket_index, const at::Tensor& schedule_state, int64_t group_index, double momentum,
-                double dampening, double weight_decay, bool nesterov, bool maximize,
-                const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf,
-                bool momentum_from_schedule, const std::optional<at::Tensor>& clip_coef) {
-    static const auto op =
-        c10::Dispatcher::singleton()
-            .findSchemaOrThrow("lrsched_fused::sgd_step_", "")
-            .typed<SgdStepSignature>();
-    Bucket& bucket = bucket_at(bucket_index);
-    TORCH_CHECK(bucket.states.size() == 3, "GroupPlan: an SGD bucket holds 3 state lists");
-    const std::vector<at::Tensor>& grads = grads_for_op(bucket);
-    op.call(bucket.params, grads, bucket.states[0], bucket.states[1], schedule_state, group_index, momentum,
-            dampening, weight_decay, nesterov, maximize, grad_scale, found_inf, momentum_from_schedule, clip_coef,
-            bucket.states[2]);
+    op_.call(bucket.params, grads_for_op(bucket), bucket.states, schedule_state, group_index, flags, grad_scale,
+             found_inf, clip_coef);
     finish(bucket, grad_scale);
   }
 
@@ -134,7 +111,7 @@ class GroupPlan {
     std::vector<at::Tensor> grads;
     std::vector<size_t> relayout;  // grads whose strides differ from their parameter's
     std::vector<at::Tensor> relayout_grads;  // grads with those copied to the parameter's layout
-    StateLists states;
+    std::vector<at::Tensor> states;
     bool has_grads = false;  // refresh_grads() ran since the last step
   };
 
@@ -177,6 +154,7 @@ class GroupPlan {
   std::vector<at::Tensor> params_;
   std::vector<bool> has_grad_;
   std::vector<Bucket> buckets_;
+  c10::TypedOperatorHandle<UpdateStepSignature> op_;
 };
 
 // grad_norm_partial_ over the grads of this step's plans (NOTE: [grad norm]),

@@ -18,17 +18,12 @@ inline void bind_step_plan(pybind11::module& m) {
   m.attr("GRAD_VANISHED") = static_cast<int64_t>(Problem::Vanished);
   m.attr("GRAD_APPEARED") = static_cast<int64_t>(Problem::Appeared);
   py::class_<GroupPlan>(m, "GroupPlan", "A param group's op lists, kept across steps (NOTE: [step plan])")
-      .def(py::init<std::vector<at::Tensor>>(), py::arg("params"))
+      .def(py::init<std::vector<at::Tensor>, const std::string&>(), py::arg("params"), py::arg("op_name"))
       .def("add_bucket", &GroupPlan::add_bucket, py::arg("positions"), py::arg("states"))
       .def("refresh_grads", &GroupPlan::refresh_grads)
-      .def("adam_step", &GroupPlan::adam_step, py::arg("bucket"), py::arg("schedule_state"), py::arg("group_index"),
-           py::arg("beta1"), py::arg("beta2"), py::arg("weight_decay"), py::arg("eps"), py::arg("amsgrad"),
-           py::arg("maximize"), py::arg("decoupled_weight_decay"), py::arg("grad_scale"), py::arg("found_inf"),
-           py::arg("momentum_from_schedule"), py::arg("clip_coef"), py::call_guard<py::gil_scoped_release>())
-      .def("sgd_step", &GroupPlan::sgd_step, py::arg("bucket"), py::arg("schedule_state"), py::arg("group_index"),
-           py::arg("momentum"), py::arg("dampening"), py::arg("weight_decay"), py::arg("nesterov"),
-           py::arg("maximize"), py::arg("grad_scale"), py::arg("found_inf"), py::arg("momentum_from_schedule"),
-           py::arg("clip_coef"), py::call_guard<py::gil_scoped_release>());
+      .def("step", &GroupPlan::step, py::arg("bucket"), py::arg("schedule_state"), py::arg("group_index"),
+           py::arg("flags"), py::arg("grad_scale"), py::arg("found_inf"), py::arg("clip_coef"),
+           py::call_guard<py::gil_scoped_release>());
   m.def("grad_norm_partial_of_plans", &grad_norm_partial_of_plans, py::arg("plans"), py::arg("norm_type"),
         py::arg("grad_scale"), py::arg("partial"), py::call_guard<py::gil_scoped_release>(),
         "grad_norm_partial_ over the grads the plans hold for this step (NOTE: [grad norm])");

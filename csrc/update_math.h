@@ -11,6 +11,9 @@
 
 #include <c10/macros/Macros.h>
 #include <cmath>
+#include <cstdint>
+
+#include "state_layout.h"
 
 namespace lrsched_fused {
 
@@ -23,11 +26,49 @@ C10_HOST_DEVICE inline float math_sqrt<float>(float x) {
   return ::sqrtf(x);
 }
 
+// A group's hyperparameters, read from its block of the device state
+// (NOTE: [hyperparameters on the device]).
+struct AdamGroupValues {
+  double lr, beta1, beta2, eps, weight_decay;
+};
+
+C10_HOST_DEVICE inline AdamGroupValues adam_group_values(const double* state, int64_t group) {
+  const double* block = state + layout::group_offset(group);
+  return {block[layout::kGroupLr], block[layout::kGroupMomentum], block[layout::kGroupBeta2],
+          block[layout::kGroupEps], block[layout::kGroupWeightDecay]};
+}
+
+struct SgdGroupValues {
+  double lr, momentum, dampening, weight_decay;
+};
+
+C10_HOST_DEVICE inline SgdGroupValues sgd_group_values(const double* state, int64_t group) {
+  const double* block = state + layout::group_offset(group);
+  return {block[layout::kGroupLr], block[layout::kGroupMomentum], block[layout::kGroupDampening],
+          block[layout::kGroupWeightDecay]};
+}
+
+// What a call's runtime options make of a grad (NOTE: [kernel instantiations]):
+// the sign (maximize), a GradScaler's unscale, clipping's coefficient.
+template <typename opmath_t>
+struct GradOptions {
+  opmath_t sign;        // -1 with maximize
+  opmath_t grad_scale;  // the GradScaler scale the grad is divided by (1 without)
+  opmath_t clip_coef;   // gradient clipping's coefficient (NOTE: [grad norm])
+  bool unscale;         // a GradScaler's grad_scale was given: the unscaled grad is stored
+  bool clip;            // a clip_coef was given
+};
+
+template <typename opmath_t>
+C10_HOST_DEVICE inline GradOptions<opmath_t> make_grad_options(bool maximize, bool unscale, double grad_scale,
+                                                               bool clip, double clip_coef) {
+  return {maximize ? opmath_t(-1) : opmath_t(1), opmath_t(grad_scale), opmath_t(clip_coef), unscale, clip};
+}
+
 template <typename opmath_t>
 struct AdamCoefficients {
-  opmath_t grad_sign;              // -1 with maximize
-  opmath_t grad_scale;  // the GradScaler scale the grad is divided by (1 without one)
-  opmath_t clip_coef;   // gradient clipping's coefficient (NOTE: [grad norm]); 1 without
+  GradOptions<opmath_t> grad;
+  bool has_weight_decay;            // torch skips the decay when weight_decay == 0
   opmath_t weight_decay;            // L2: added to the gradient
   opmath_t decay_factor;            // decoupled: 1 - lr * weight_decay
   opmath_t lerp_weight;             // 1 - beta1
@@ -46,31 +87,29 @@ struct AdamStepTerms {
   double bias_correction2_sqrt;  // sqrt(1 - beta2**step)
 };
 
-C10_HOST_DEVICE inline AdamStepTerms adam_step_terms(double lr, double beta1, double beta2, double step) {
-  const double bias_correction1 = 1 - ::pow(beta1, step);
-  const double bias_correction2 = 1 - ::pow(beta2, step);
-  return {lr / bias_correction1, ::sqrt(bias_correction2)};
+C10_HOST_DEVICE inline AdamStepTerms adam_step_terms(const AdamGroupValues& group, double step) {
+  const double bias_correction1 = 1 - ::pow(group.beta1, step);
+  const double bias_correction2 = 1 - ::pow(group.beta2, step);
+  return {group.lr / bias_correction1, ::sqrt(bias_correction2)};
 }
 
-// Per-tensor coefficients from float64 hyperparameters and the tensor's step terms.
+// Per-tensor coefficients from the group's float64 values and the tensor's step terms.
 template <typename opmath_t>
 C10_HOST_DEVICE inline AdamCoefficients<opmath_t> make_adam_coefficients(
-    double lr, double beta1, double beta2, double weight_decay, double eps, bool maximize,
-    double grad_scale, const AdamStepTerms& terms, double clip_coef = 1.0) {
+    const AdamGroupValues& group, const GradOptions<opmath_t>& grad, const AdamStepTerms& terms) {
   AdamCoefficients<opmath_t> c;
-  c.grad_sign = maximize ? opmath_t(-1) : opmath_t(1);
-  c.grad_scale = opmath_t(grad_scale);
-  c.clip_coef = opmath_t(clip_coef);
-  c.weight_decay = opmath_t(weight_decay);
-  c.decay_factor = opmath_t(1 - lr * weight_decay);
-  c.lerp_weight = opmath_t(1 - beta1);
+  c.grad = grad;
+  c.has_weight_decay = group.weight_decay != 0.0;
+  c.weight_decay = opmath_t(group.weight_decay);
+  c.decay_factor = opmath_t(1 - group.lr * group.weight_decay);
+  c.lerp_weight = opmath_t(1 - group.beta1);
   c.lerp_weight_complement = opmath_t(1) - c.lerp_weight;
   c.lerp_weight_is_small = (c.lerp_weight < opmath_t(0.5)) && (c.lerp_weight > opmath_t(-0.5));
-  c.beta2 = opmath_t(beta2);
-  c.one_minus_beta2 = opmath_t(1 - beta2);
+  c.beta2 = opmath_t(group.beta2);
+  c.one_minus_beta2 = opmath_t(1 - group.beta2);
   c.step_size = opmath_t(terms.step_size);
   c.bias_correction2_sqrt = opmath_t(terms.bias_correction2_sqrt);
-  c.eps = opmath_t(eps);
+  c.eps = opmath_t(group.eps);
   return c;
 }
 
@@ -81,35 +120,28 @@ C10_HOST_DEVICE inline AdamCoefficients<opmath_t> make_adam_coefficients(
 // old max when v is NaN. We follow torch.maximum, the documented semantics,
 // the same for every element on every device.
 
-// The grad an update uses: unscaled in place when kUnscale (so the caller can
-// store it back, as torch's fused kernels do), then, when kClip, multiplied by
-// the clip coefficient and rounded to the grad's storage type, as
+// The grad an update uses: unscaled in place (so the caller can store it
+// back when o.unscale, as torch's fused kernels do), then, when o.clip, multiplied
+// by the clip coefficient and rounded to the grad's storage type, as
 // clip_grad_norm_ leaves it (NOTE: [grad norm]); `grad` itself is not clipped.
-template <typename T, bool kUnscale, bool kClip, typename GradStorage>
-C10_HOST_DEVICE inline T grad_to_apply(T& grad, T grad_scale, T clip_coef) {
-  if constexpr (kUnscale) {
-    grad = grad / grad_scale;
-  }
-  if constexpr (kClip) {
-    return static_cast<T>(static_cast<GradStorage>(grad * clip_coef));
-  } else {
-    return grad;
-  }
+// Then signed for maximize.
+template <typename T, typename GradStorage>
+C10_HOST_DEVICE inline T grad_to_apply(T& grad, const GradOptions<T>& o) {
+  grad = grad / o.grad_scale;  // 1 without a GradScaler: exact, and no branch
+  const T g = o.clip ? static_cast<T>(static_cast<GradStorage>(grad * o.clip_coef)) : grad;
+  return g * o.sign;
 }
 
 // One element of Adam (kDecoupled = false) or AdamW (kDecoupled = true); the
 // grad as grad_to_apply gives it. `max_exp_avg_sq` is touched only when kAmsgrad.
-template <typename T, bool kAmsgrad, bool kDecoupled, bool kWeightDecay, bool kUnscale, bool kClip = false,
-          typename GradStorage = T>
+template <typename T, bool kAmsgrad, bool kDecoupled, typename GradStorage = T>
 C10_HOST_DEVICE inline void adam_update(
     T& param, T& grad, T& exp_avg, T& exp_avg_sq, T& max_exp_avg_sq, const AdamCoefficients<T>& c) {
-  T g = grad_to_apply<T, kUnscale, kClip, GradStorage>(grad, c.grad_scale, c.clip_coef) * c.grad_sign;
-  if constexpr (kWeightDecay) {
-    if constexpr (kDecoupled) {
-      param = param * c.decay_factor;
-    } else {
-      g = g + param * c.weight_decay;
-    }
+  T g = grad_to_apply<T, GradStorage>(grad, c.grad);
+  if constexpr (kDecoupled) {
+    param = param * c.decay_factor;  // 1 when weight_decay == 0: exact, as torch's skipped decay
+  } else if (c.has_weight_decay) {  // param * 0 would turn an inf param's grad into NaN
+    g = g + param * c.weight_decay;
   }
   // exp_avg.lerp_(g, 1 - beta1), in the two forms torch's lerp uses.
   exp_avg = c.lerp_weight_is_small ? exp_avg + c.lerp_weight * (g - exp_avg)
@@ -127,9 +159,8 @@ C10_HOST_DEVICE inline void adam_update(
 
 template <typename opmath_t>
 struct SgdCoefficients {
-  opmath_t grad_sign;
-  opmath_t grad_scale;
-  opmath_t clip_coef;
+  GradOptions<opmath_t> grad;
+  bool has_weight_decay;
   opmath_t weight_decay;
   opmath_t momentum;
   opmath_t dampening_complement;  // 1 - dampening
@@ -139,29 +170,26 @@ struct SgdCoefficients {
 
 template <typename opmath_t>
 C10_HOST_DEVICE inline SgdCoefficients<opmath_t> make_sgd_coefficients(
-    double lr, double momentum, double dampening, double weight_decay, bool nesterov, bool maximize,
-    double grad_scale, double clip_coef = 1.0) {
+    const SgdGroupValues& group, bool nesterov, const GradOptions<opmath_t>& grad) {
   SgdCoefficients<opmath_t> c;
-  c.grad_sign = maximize ? opmath_t(-1) : opmath_t(1);
-  c.grad_scale = opmath_t(grad_scale);
-  c.clip_coef = opmath_t(clip_coef);
-  c.weight_decay = opmath_t(weight_decay);
-  c.momentum = opmath_t(momentum);
-  c.dampening_complement = opmath_t(1 - dampening);
+  c.grad = grad;
+  c.has_weight_decay = group.weight_decay != 0.0;
+  c.weight_decay = opmath_t(group.weight_decay);
+  c.momentum = opmath_t(group.momentum);
+  c.dampening_complement = opmath_t(1 - group.dampening);
   c.nesterov = nesterov;
-  c.lr = opmath_t(lr);
+  c.lr = opmath_t(group.lr);
   return c;
 }
 
 // One element of SGD. With kMomentum, `first_step` says the tensor's
 // momentum_buffer has no history yet: it becomes the gradient (torch's
 // "first-step momentum buffer = grad"). The grad as grad_to_apply gives it.
-template <typename T, bool kMomentum, bool kWeightDecay, bool kUnscale, bool kClip = false,
-          typename GradStorage = T>
+template <typename T, bool kMomentum, typename GradStorage = T>
 C10_HOST_DEVICE inline void sgd_update(
     T& param, T& grad, T& momentum_buffer, bool first_step, const SgdCoefficients<T>& c) {
-  T g = grad_to_apply<T, kUnscale, kClip, GradStorage>(grad, c.grad_scale, c.clip_coef) * c.grad_sign;
-  if constexpr (kWeightDecay) {
+  T g = grad_to_apply<T, GradStorage>(grad, c.grad);
+  if (c.has_weight_decay) {
     g = g + param * c.weight_decay;
   }
   if constexpr (kMomentum) {

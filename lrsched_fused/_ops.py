@@ -2,79 +2,55 @@
 (so torch.compile traces through them without a graph break)."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 
-from . import _C  # noqa: F401  (loads the library and registers the ops)
+from . import _C  # loads the library and registers the ops
 
 _LIB = "lrsched_fused"
 
 # The overloads, bound once: calling an OpOverload skips the packet's overload
 # resolution on every step.
-_adam_step = torch.ops.lrsched_fused.adam_step_.default
-_sgd_step = torch.ops.lrsched_fused.sgd_step_.default
+_update_ops = {name: getattr(torch.ops.lrsched_fused, name).default for name in _C.UPDATE_OPS}
 _schedule_step = torch.ops.lrsched_fused.schedule_step_.default
 _grad_norm_partial = torch.ops.lrsched_fused.grad_norm_partial_.default
 _clip_coefficient = torch.ops.lrsched_fused.clip_coefficient_.default
 
 
-def adam_step_(
-    params: Sequence[torch.Tensor],
-    grads: Sequence[torch.Tensor],
-    exp_avgs: Sequence[torch.Tensor],
-    exp_avg_sqs: Sequence[torch.Tensor],
-    max_exp_avg_sqs: Sequence[torch.Tensor],
-    steps: Sequence[torch.Tensor],
-    schedule_state: torch.Tensor,
-    group_index: int,
-    *,
-    beta1: float,
-    beta2: float,
-    weight_decay: float,
-    eps: float,
-    amsgrad: bool,
-    maximize: bool,
-    decoupled_weight_decay: bool,
-    grad_scale: Optional[torch.Tensor] = None,
-    found_inf: Optional[torch.Tensor] = None,
-    momentum_from_schedule: bool = False,
-    clip_coef: Optional[torch.Tensor] = None,
-    master_params: Optional[Sequence[torch.Tensor]] = None,
-) -> None:
-    """master_params: float32 masters of bf16/fp16 params (NOTE: [master
-    weights] in csrc/op_checks.h); the states are then float32 too."""
-    _adam_step(
-        params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, schedule_state, group_index,
-        beta1, beta2, weight_decay, eps, amsgrad, maximize, decoupled_weight_decay, grad_scale, found_inf,
-        momentum_from_schedule, clip_coef, master_params,
-    )
+def update_flags(op_name: str, **flags: bool) -> int:
+    """The ``flags`` argument of update op ``op_name`` from its flags by name
+    (NOTE: [update op declaration] in csrc/update_ops.h); every flag must be named."""
+    bits = _C.UPDATE_OPS[op_name]["flags"]
+    if set(flags) != set(bits):
+        raise TypeError(f"{op_name}: flags {sorted(flags)} given, its flags are {sorted(bits)}")
+    return sum(bit for name, bit in bits.items() if flags[name])
 
 
-def sgd_step_(
+def state_names(op_name: str, flags: int) -> List[str]:
+    """The state slots present in update op ``op_name``'s ``states`` with
+    ``flags``, in order (each holds one tensor per parameter)."""
+    return [name for name, needs in _C.UPDATE_OPS[op_name]["states"] if needs == 0 or flags & needs]
+
+
+def update_step_(
+    op_name: str,
     params: Sequence[torch.Tensor],
     grads: Sequence[torch.Tensor],
-    momentum_buffers: Sequence[torch.Tensor],
-    steps: Sequence[torch.Tensor],
+    states: Sequence[torch.Tensor],
     schedule_state: torch.Tensor,
     group_index: int,
-    *,
-    momentum: float,
-    dampening: float,
-    weight_decay: float,
-    nesterov: bool,
-    maximize: bool,
+    flags: int,
     grad_scale: Optional[torch.Tensor] = None,
     found_inf: Optional[torch.Tensor] = None,
-    momentum_from_schedule: bool = False,
     clip_coef: Optional[torch.Tensor] = None,
-    master_params: Optional[Sequence[torch.Tensor]] = None,
 ) -> None:
-    _sgd_step(
-        params, grads, momentum_buffers, steps, schedule_state, group_index,
-        momentum, dampening, weight_decay, nesterov, maximize, grad_scale, found_inf, momentum_from_schedule,
-        clip_coef, master_params,
-    )
+    """One step of update op ``op_name`` ("adam_step_", "sgd_step_"): ``states``
+    holds the slots ``state_names(op_name, flags)`` names, slot after slot; the
+    group's lr and hyperparameters are read from its block of
+    ``schedule_state`` (NOTE: [hyperparameters on the device])."""
+    _update_ops[op_name](params, grads, states, schedule_state, group_index, flags, grad_scale, found_inf,
+                         clip_coef)
 
 
 def grad_norm_partial_(
@@ -108,19 +84,13 @@ def schedule_step_(
 
 # The ops only mutate their inputs in place, so their fake implementations
 # have nothing to compute.
-@torch.library.register_fake(f"{_LIB}::adam_step_")
-def _adam_step_fake(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, schedule_state,
-                    group_index, beta1, beta2, weight_decay, eps, amsgrad, maximize,
-                    decoupled_weight_decay, grad_scale=None, found_inf=None, momentum_from_schedule=False,
-                    clip_coef=None, master_params=None) -> None:
+def _update_step_fake(params, grads, states, schedule_state, group_index, flags, grad_scale=None,
+                      found_inf=None, clip_coef=None) -> None:
     return None
 
 
-@torch.library.register_fake(f"{_LIB}::sgd_step_")
-def _sgd_step_fake(params, grads, momentum_buffers, steps, schedule_state, group_index, momentum,
-                   dampening, weight_decay, nesterov, maximize, grad_scale=None, found_inf=None,
-                   momentum_from_schedule=False, clip_coef=None, master_params=None) -> None:
-    return None
+for _name in _C.UPDATE_OPS:
+    torch.library.register_fake(f"{_LIB}::{_name}")(_update_step_fake)
 
 
 @torch.library.register_fake(f"{_LIB}::grad_norm_partial_")

@@ -12,6 +12,21 @@ With a schedule that cycles momentum, the group's momentum (SGD's
 ``group["momentum"]``, Adam's ``group["betas"][0]``: a ``MomentumField``)
 is such a view too, and is adopted the same way.
 
+NOTE: [hyperparameters on the device]
+Every per-group value an update kernel reads (weight_decay, betas, eps,
+momentum, dampening: each optimizer's ``HyperparameterSlots``) lives in the
+group's block of the state tensor beside its lr; the ops take no float
+hyperparameter. ``group[key]`` keeps torch's plain Python value, and the
+block mirrors it: it is written when the state is created, when a group is
+added or loaded, and when a value is edited (``group["weight_decay"] = x``):
+at the next eager ``step()`` or ``schedule_step()`` before the kernels run,
+or, once a step was captured in a CUDA graph, at the assignment itself (the
+groups are then ``ParamGroup``s), so the next replay uses it. An edit
+inside a capture is refused, as a hand-set lr is: the write would be baked
+into the graph. (Before a capture the groups stay plain dicts:
+torch.compile traces an optimizer's param_groups only as plain dicts.) What decides the shape of the work (amsgrad, nesterov, maximize, a
+momentum of 0 or not) stays on the host as the op's flags.
+
 NOTE: [CUDA graph capture]
 A captured graph keeps the addresses of every tensor it read or wrote and
 the values of every host number it was handed. So, once a step or schedule
@@ -23,6 +38,7 @@ instead of a graph that silently replays a stale value.
 """
 from __future__ import annotations
 
+from operator import is_
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
@@ -31,7 +47,7 @@ from . import _C, _ops
 from .schedules import Schedule
 from .validation import check_momentum_value, check_schedule_entry, is_real, normalize_lr
 
-__all__ = ["DeviceSchedule", "MomentumField", "stream_is_capturing"]
+__all__ = ["DeviceSchedule", "HyperparameterSlots", "MomentumField", "stream_is_capturing"]
 
 
 def stream_is_capturing(device: torch.device) -> bool:
@@ -60,21 +76,45 @@ class MomentumField:
             group[self.key] = tuple(values)
 
 
+class HyperparameterSlots:
+    """Where a group's hyperparameters live in its block (NOTE:
+    [hyperparameters on the device]): ``group[key]`` -> a slot, or for a
+    sequence (Adam's betas) one slot per element (None: not on the device)."""
+
+    def __init__(self, slots: Dict[str, Any]):
+        self.slots = slots
+        self.keys = tuple(slots)
+
+    def values(self, group: Dict[str, Any]) -> List[tuple]:
+        """(slot, value) for every value of ``group`` the kernels read."""
+        pairs = []
+        for key, slot in self.slots.items():
+            if isinstance(slot, tuple):
+                pairs += [(s, v) for s, v in zip(slot, group[key]) if s is not None]
+            else:
+                pairs.append((slot, group[key]))
+        return pairs
+
+
 class DeviceSchedule:
     """The schedule of one optimizer, its state on the optimizer's device,
-    and the views its param groups hold (NOTE: [lr lives in the schedule state])."""
+    and the views its param groups hold (NOTE: [lr lives in the schedule state],
+    NOTE: [hyperparameters on the device])."""
 
-    def __init__(self, schedule: Schedule, interval: str, momentum: MomentumField, owner: str):
+    def __init__(self, schedule: Schedule, interval: str, momentum: MomentumField,
+                 hyperparameters: HyperparameterSlots, owner: str):
         self.schedule = schedule
         self.program = schedule.program()
         self.interval = interval
         self.momentum = momentum
+        self.hyperparameters = hyperparameters
         self.owner = owner
         self.state: Optional[torch.Tensor] = None
         self.captured = False  # a step of it was recorded in a CUDA graph
         self._lr_views: List[torch.Tensor] = []
         self._momentum_views: List[torch.Tensor] = []
         self._metric_buffer: Optional[torch.Tensor] = None
+        self._written: List[tuple] = []  # each group's hyperparameter values as last written
 
     # ------------------------------------------------------------ the state
     @property
@@ -86,16 +126,55 @@ class DeviceSchedule:
         return _C.HEADER_SIZE + group_index * _C.GROUP_STRIDE + slot
 
     def _group_slots(self, groups: Sequence[Dict[str, Any]], per_group: Dict[int, List[float]]) -> List[float]:
-        """Each group's lr (also its base lr), momentum and the schedule's own per-group values."""
+        """Each group's lr (also its base lr), hyperparameters and the schedule's own per-group values."""
         values = []
         for i, group in enumerate(groups):
             slots = [0.0] * _C.GROUP_STRIDE
             slots[_C.GROUP_LR] = slots[_C.GROUP_BASE_LR] = float(group["lr"])
-            slots[_C.GROUP_MOMENTUM] = float(self.momentum.get(group))
+            for slot, value in self.hyperparameters.values(group):
+                slots[slot] = float(value)
             for slot, per_group_values in per_group.items():
                 slots[slot] = per_group_values[i]
             values += slots
         return values
+
+    def _device_values(self, group: Dict[str, Any]) -> List[tuple]:
+        """(slot, value) of the group's hyperparameters that this class
+        writes: all but a cycled momentum, which the schedule owns (a value
+        assigned to it by hand is adopted with the lr, ``adopt_assigned``)."""
+        pairs = self.hyperparameters.values(group)
+        if self.cycles_momentum:
+            pairs = [(slot, value) for slot, value in pairs if slot != _C.GROUP_MOMENTUM]
+        return pairs
+
+    def _snapshot(self, group: Dict[str, Any]) -> tuple:
+        return tuple(value for _, value in self._device_values(group))
+
+    def write_hyperparameters(self, index: int, group: Dict[str, Any], edit: bool = True) -> None:
+        """Writes the group's hyperparameters into its block. An edit is
+        refused inside a capture (NOTE: [CUDA graph capture]); a load
+        (``edit=False``) copies like the rest of load_state_dict."""
+        if edit and stream_is_capturing(self.state.device):
+            raise RuntimeError(f"{self.owner}: a hyperparameter of param group {index} edited while a CUDA graph is "
+                               "being captured would be baked into the graph; edit it before capturing or between "
+                               "replays (NOTE: [hyperparameters on the device])")
+        for slot, value in self._device_values(group):
+            view = self.state[self.offset(index, slot)]
+            if isinstance(value, torch.Tensor):
+                view.copy_(value.detach().reshape(()))
+            else:
+                view.fill_(float(value))
+        while len(self._written) <= index:
+            self._written.append(())
+        self._written[index] = self._snapshot(group)
+
+    def write_edited_hyperparameters(self, groups: List[Dict[str, Any]]) -> None:
+        """Writes the hyperparameters of every group edited since they were
+        last written (an edit that bypassed ``ParamGroup``), checked before."""
+        written = self._written
+        for i, group in enumerate(groups):
+            if i >= len(written) or not all(map(_same_value, self._snapshot(group), written[i])):
+                self.write_hyperparameters(i, group)
 
     def create(self, groups: List[Dict[str, Any]], device: torch.device) -> None:
         """The state after torch's scheduler constructor (its initial step runs
@@ -106,6 +185,7 @@ class DeviceSchedule:
         self.state = torch.tensor(values, dtype=torch.float64).to(device)
         _ops.schedule_step_(self.state, self.program, None, None, initial=True)
         self.bind(groups)
+        self._written = [self._snapshot(group) for group in groups]
 
     def check_can_grow(self, group: Dict[str, Any], where: str) -> None:
         """Whether ``group`` may join (before add_param_group changes anything)."""
@@ -130,6 +210,7 @@ class DeviceSchedule:
         extra = torch.tensor(extra, dtype=torch.float64).to(self.state.device)
         self.state = torch.cat([self.state, extra])
         self.bind(groups)
+        self._written.append(self._snapshot(groups[-1]))
 
     def bind(self, groups: List[Dict[str, Any]]) -> None:
         """Points every group's lr (and cycled momentum) at its slot."""
@@ -262,14 +343,20 @@ class DeviceSchedule:
             if self.cycles_momentum:
                 self.momentum.set(packed, values[self.offset(i, _C.GROUP_MOMENTUM)])
 
-    def check_entry(self, part) -> None:
-        """A saved ``schedule`` entry fits this schedule (before anything is copied)."""
+    def check_entry(self, part) -> Dict[str, Any]:
+        """A saved ``schedule`` entry fits this schedule (before anything is
+        copied); returns it with its state in this version's layout."""
+        part = _in_current_layout(part, self.state.numel())
         check_schedule_entry(part, self.schedule, self.interval, self.state.shape, self.owner)
+        return part
 
     def load_entry(self, part: Dict[str, Any], groups: List[Dict[str, Any]]) -> None:
         """Copies a checked saved entry into the state (its storage is kept,
-        so a captured CUDA graph stays valid); pending hand-set lrs are dropped."""
+        so a captured CUDA graph stays valid); pending hand-set lrs are
+        dropped; the loaded groups' hyperparameters are written."""
         self.state.copy_(part["state"])
+        for i, group in enumerate(groups):
+            self.write_hyperparameters(i, group, edit=False)
         self.bind(groups)
 
     def load_from_groups(self, groups: List[Dict[str, Any]]) -> None:
@@ -282,4 +369,31 @@ class DeviceSchedule:
             if self.cycles_momentum:
                 self.state[self.offset(i, _C.GROUP_MOMENTUM)] = float(self.momentum.get(group))
             group.pop("initial_lr", None)
+            self.write_hyperparameters(i, group, edit=False)
         self.bind(groups)
+
+
+def _same_value(a, b) -> bool:
+    """Whether a hyperparameter still holds what was written: the same
+    object, or an equal number (never a tensor's value: that would read it)."""
+    return a is b or (not isinstance(a, torch.Tensor) and not isinstance(b, torch.Tensor) and a == b)
+
+
+_LEGACY_GROUP_STRIDE = 8  # before the hyperparameters joined the group block
+
+
+def _in_current_layout(part, numel: int):
+    """A saved entry whose state has the layout of a version before the
+    hyperparameters moved to the device (8 slots per group), widened to
+    this version's (the new slots are written from the loaded groups)."""
+    state = part.get("state") if isinstance(part, dict) else None
+    if not isinstance(state, torch.Tensor) or state.dim() != 1 or state.numel() == numel:
+        return part
+    groups = (numel - _C.HEADER_SIZE) // _C.GROUP_STRIDE
+    if state.numel() != _C.HEADER_SIZE + groups * _LEGACY_GROUP_STRIDE:
+        return part
+    widened = torch.zeros(numel, dtype=state.dtype, device=state.device)
+    widened[:_C.HEADER_SIZE] = state[:_C.HEADER_SIZE]
+    old = state[_C.HEADER_SIZE:].view(groups, _LEGACY_GROUP_STRIDE)
+    widened[_C.HEADER_SIZE:].view(groups, _C.GROUP_STRIDE)[:, :_LEGACY_GROUP_STRIDE] = old
+    return {**part, "state": widened}

@@ -14,9 +14,10 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 from torch.optim import Optimizer
 
-from . import _ops, validation
-from .device_schedule import DeviceSchedule, MomentumField
+from . import _C, _ops, validation
+from .device_schedule import DeviceSchedule, HyperparameterSlots, MomentumField
 from .grad_clipping import GradClipping, check_grad_clipping_arguments
+from .param_groups import ParamGroup
 from .schedules import Constant, Schedule
 from .step_plan import Bucket, ParamStates, StepPlan
 
@@ -26,12 +27,17 @@ __all__ = ["FusedOptimizer", "FusedSGD", "FusedAdam", "FusedAdamW"]
 class FusedOptimizer(Optimizer):
     """What FusedSGD and FusedAdam share: the device schedule, param-group
     validation, the step plan and sync-free bookkeeping around the ops, and
-    the state_dict. Subclasses name where a group keeps its momentum
-    (``momentum_field``), check their hyperparameters, create their state
-    and call their op."""
+    the state_dict. Subclasses name their update op (``update_op``, NOTE:
+    [update op declaration] in csrc/update_ops.h) and its flags for a group
+    (``_flags``), where a group keeps its momentum (``momentum_field``) and
+    the hyperparameters the kernels read (``hyperparameter_slots``, NOTE:
+    [hyperparameters on the device]), check their hyperparameters and start
+    a parameter's state (``_start_state``)."""
 
     _step_supports_amp_scaling = True
+    update_op: str
     momentum_field: MomentumField
+    hyperparameter_slots: HyperparameterSlots
 
     def __init__(self, params, defaults: Dict[str, Any], schedule: Optional[Schedule], schedule_interval: str,
                  skip_schedule_on_overflow: bool, max_grad_norm: Optional[float], grad_norm_type: float,
@@ -46,11 +52,13 @@ class FusedOptimizer(Optimizer):
         self._clipping = None if max_grad_norm is None else GradClipping(max_grad_norm, grad_norm_type, name)
         self._normalize_hyperparameters(defaults, "defaults")
         self._check_hyperparameters(defaults, "defaults")
-        self.device_schedule = DeviceSchedule(schedule, schedule_interval, self.momentum_field, name)
+        self.device_schedule = DeviceSchedule(schedule, schedule_interval, self.momentum_field,
+                                              self.hyperparameter_slots, name)
         self._skip_schedule_on_overflow = skip_schedule_on_overflow
         self._device: Optional[torch.device] = None
         self._hyperparameter_keys = tuple(key for key in defaults if key != "lr")
-        self._plan = StepPlan(name, self._hyperparameters_of, self._check_edited_group, self._fill_states)
+        self._plan = StepPlan(name, self.update_op, self._hyperparameters_of, self._check_edited_group,
+                              self._fill_states)
         super().__init__(params, defaults)
         self.state = ParamStates(self.state)
         self.device_schedule.create(self.param_groups, self._device or torch.device("cpu"))
@@ -62,26 +70,45 @@ class FusedOptimizer(Optimizer):
     def _check_hyperparameters(self, group: Dict[str, Any], where: str, momentum_on_device: bool = False) -> None:
         raise NotImplementedError
 
-    def _fill_states(self, bucket: Bucket) -> None:
-        """Creates the bucket's missing state and its state lists (``bucket.states``)."""
+    def _flags(self, group: Dict[str, Any], master: bool) -> int:
+        """The update op's ``flags`` for the group's buckets (``master``: with master weights)."""
         raise NotImplementedError
+
+    def _start_state(self, p: torch.Tensor, state: Dict[str, Any], flags: int) -> None:
+        """Whatever a parameter's state needs before its slots are filled (its step counter)."""
+
+    def _fill_states(self, bucket: Bucket) -> None:
+        """Creates the bucket's missing state, its flags and its ``states``
+        list: the op's present slots by name, slot after slot."""
+        master = bool(bucket.params) and self._uses_master(bucket.params[0].dtype)
+        flags = self._flags(bucket.group, master)
+        states = [self.state[p] for p in bucket.params]
+        for p, state in zip(bucket.params, states):
+            self._start_state(p, state, flags)
+        tensors = []
+        for name in _ops.state_names(self.update_op, flags):
+            if name == "master_param":
+                tensors += self._master_params(bucket)
+            elif name == "step":
+                tensors += [state["step"] for state in states]
+            else:
+                tensors += [self._state_tensor(p, state, name) for p, state in zip(bucket.params, states)]
+        bucket.flags = flags
+        bucket.states = tensors
 
     def _update(self, bucket: Bucket, grad_scale: Optional[torch.Tensor], found_inf: Optional[torch.Tensor],
                 clip_coef: Optional[torch.Tensor]) -> None:
-        """One op call for the bucket, through ``_run_op``."""
-        raise NotImplementedError
-
-    def _run_op(self, bucket: Bucket, native_step: str, op: Callable, arguments: Dict[str, Any]) -> None:
-        """The bucket's op with ``arguments``: through the C++ half of the plan
-        (its method ``native_step``), or with the Python lists (NOTE: [step plan])."""
+        """The bucket's op call: through the C++ half of the plan, or with the
+        Python lists (NOTE: [step plan])."""
         if bucket.native is not None:
-            getattr(bucket.native, native_step)(bucket.native_index, self.schedule_state, bucket.group_index,
-                                                **arguments)
+            bucket.native.step(bucket.native_index, self.schedule_state, bucket.group_index, bucket.flags,
+                               grad_scale, found_inf, clip_coef)
             return
         grads = bucket.op_grads()
-        params, local_grads, *states, masters = self._local_shards(bucket.params, grads, *bucket.states)
-        op(params, local_grads, *states, self.schedule_state, bucket.group_index, master_params=masters, **arguments)
-        if arguments["grad_scale"] is not None:  # the kernels unscaled the grads in place; a copy goes back
+        params, local_grads, states = self._local_shards(bucket.params, grads, bucket.states)
+        _ops.update_step_(self.update_op, params, local_grads, states, self.schedule_state, bucket.group_index,
+                          bucket.flags, grad_scale, found_inf, clip_coef)
+        if grad_scale is not None:  # the kernels unscaled the grads in place; a copy goes back
             for i in bucket.relayout:
                 bucket.grads[i].copy_(grads[i])
         bucket.release_grads()
@@ -116,10 +143,7 @@ class FusedOptimizer(Optimizer):
 
     def _master_params(self, bucket: Bucket) -> List[torch.Tensor]:
         """The bucket's fp32 masters, each started from its parameter where
-        missing (a new parameter, or a state_dict saved without them); empty
-        without master weights."""
-        if not bucket.params or not self._uses_master(bucket.params[0].dtype):
-            return []
+        missing (a new parameter, or a state_dict saved without them)."""
         masters = []
         for p in bucket.params:
             state = self.state[p]
@@ -181,6 +205,36 @@ class FusedOptimizer(Optimizer):
             self.device_schedule.grow(self.param_groups)
         self._plan.invalidate()
 
+    def _own_groups_after_capture(self) -> None:
+        """Once a step of this optimizer was captured in a CUDA graph, its
+        groups are ``ParamGroup``s, whose edits reach the device at once, so a
+        replay between two eager calls uses them (NOTE: [hyperparameters on
+        the device]). Plain dicts before: torch.compile traces an optimizer's
+        param_groups only as plain dicts."""
+        if self.device_schedule.captured:
+            groups = self.param_groups
+            for i, group in enumerate(groups):
+                if not isinstance(group, ParamGroup):
+                    groups[i] = ParamGroup(group, self._on_group_edit)
+
+    def _on_group_edit(self, group: ParamGroup, key: str, value: Any) -> None:
+        """Before ``group[key] = value``: an edited hyperparameter is written
+        into the group's block (NOTE: [hyperparameters on the device]), so a
+        replayed CUDA graph uses it; refused inside a capture. A bad value is
+        left to the next ``step()``, which refuses it before anything changes."""
+        schedule = self.device_schedule
+        if key not in schedule.hyperparameters.keys or schedule.state is None:
+            return
+        index = next((i for i, g in enumerate(self.param_groups) if g is group), None)
+        if index is None:
+            return
+        edited = {**group, key: value}
+        try:
+            self._check_edited_group(index, edited)
+        except (TypeError, ValueError):
+            return
+        schedule.write_hyperparameters(index, edited)
+
     def _hyperparameters_of(self, group: Dict[str, Any]) -> tuple:
         return tuple(map(group.get, self._hyperparameter_keys))
 
@@ -228,7 +282,9 @@ class FusedOptimizer(Optimizer):
         elif metric is not None:
             raise TypeError(f"{name}: {schedule_name} takes no metric, got {metric!r}; call schedule_step()")
         schedule.adopt_assigned(self.param_groups)
+        schedule.write_edited_hyperparameters(self.param_groups)
         schedule.note_capture()
+        self._own_groups_after_capture()
         schedule.advance(metric_tensor, None)
 
     # -------------------------------------------------------------- step
@@ -277,7 +333,9 @@ class FusedOptimizer(Optimizer):
             buckets = self._plan.buckets(self.param_groups, self.state)
             schedule.adopt_assigned(self.param_groups)
             self._plan.fill(buckets, self.state)
+        schedule.write_edited_hyperparameters(self.param_groups)
         schedule.note_capture()
+        self._own_groups_after_capture()
         grad_scale, found_inf = self._amp_tensors()
         clip_coef = None
         if self._clipping is not None:
@@ -327,7 +385,7 @@ class FusedOptimizer(Optimizer):
         schedule_part = state_dict.pop("schedule", None)
         validation.check_saved_state(state_dict, state_dict.get("param_groups", []), self.param_groups, name)
         if schedule_part is not None:
-            self.device_schedule.check_entry(schedule_part)
+            schedule_part = self.device_schedule.check_entry(schedule_part)
         fp32_values = self._check_saved_master_weights(state_dict)
         saved_ids = [i for group in state_dict["param_groups"] for i in group["params"]]
         kept_groups, kept_states = self.param_groups, self.state
@@ -354,6 +412,7 @@ class FusedOptimizer(Optimizer):
                 group.pop("initial_lr", None)
         else:
             self.device_schedule.load_from_groups(self.param_groups)
+        self._own_groups_after_capture()
         self._plan.invalidate()
 
 
@@ -363,7 +422,10 @@ class FusedSGD(FusedOptimizer):
     ``master_weights=True``: bf16/fp16 parameters are stepped through fp32
     master weights (``state["master_param"]``) with an fp32 momentum buffer."""
 
+    update_op = "sgd_step_"
     momentum_field = MomentumField("momentum")
+    hyperparameter_slots = HyperparameterSlots({
+        "momentum": _C.GROUP_MOMENTUM, "dampening": _C.GROUP_DAMPENING, "weight_decay": _C.GROUP_WEIGHT_DECAY})
 
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0, dampening: float = 0,
                  weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False,
@@ -389,29 +451,21 @@ class FusedSGD(FusedOptimizer):
                 and "step" not in value else value for key, value in saved_state.items()}}
         super().load_state_dict(state_dict)
 
-    def _fill_states(self, bucket: Bucket) -> None:
-        buffers, steps = [], []
-        if self.device_schedule.cycles_momentum or bucket.group["momentum"] != 0:
-            for p in bucket.params:
-                state = self.state[p]
-                if state.get("momentum_buffer") is None:
-                    # step counts the steps the buffer took: at 0 the kernel sets it to the grad (and a
-                    # step skipped by GradScaler leaves both untouched)
-                    state.pop("momentum_buffer", None)
-                    state["step"] = torch.zeros((), dtype=torch.float64, device=p.device)
-                elif "step" not in state:  # a buffer set without load_state_dict (ZeRO does): it has history
-                    state["step"] = torch.ones((), dtype=torch.float64, device=p.device)
-                buffers.append(self._state_tensor(p, state, "momentum_buffer"))
-                steps.append(state["step"])
-        bucket.states = [buffers, steps, self._master_params(bucket)]
+    def _flags(self, group: Dict[str, Any], master: bool) -> int:
+        return _ops.update_flags(
+            self.update_op, momentum=self.device_schedule.cycles_momentum or group["momentum"] != 0,
+            nesterov=group["nesterov"], maximize=group["maximize"], master_weights=master)
 
-    def _update(self, bucket, grad_scale, found_inf, clip_coef) -> None:
-        group = bucket.group
-        cycles = self.device_schedule.cycles_momentum  # the kernel reads the momentum from the schedule state
-        self._run_op(bucket, "sgd_step", _ops.sgd_step_, dict(
-            momentum=0.0 if cycles else group["momentum"], dampening=group["dampening"],
-            weight_decay=group["weight_decay"], nesterov=group["nesterov"], maximize=group["maximize"],
-            grad_scale=grad_scale, found_inf=found_inf, momentum_from_schedule=cycles, clip_coef=clip_coef))
+    def _start_state(self, p: torch.Tensor, state: Dict[str, Any], flags: int) -> None:
+        if not flags & _C.UPDATE_OPS[self.update_op]["flags"]["momentum"]:
+            return
+        if state.get("momentum_buffer") is None:
+            # step counts the steps the buffer took: at 0 the kernel sets it to the grad (and a
+            # step skipped by GradScaler leaves both untouched)
+            state.pop("momentum_buffer", None)
+            state["step"] = torch.zeros((), dtype=torch.float64, device=p.device)
+        elif "step" not in state:  # a buffer set without load_state_dict (ZeRO does): it has history
+            state["step"] = torch.ones((), dtype=torch.float64, device=p.device)
 
 
 class FusedAdam(FusedOptimizer):
@@ -421,7 +475,10 @@ class FusedAdam(FusedOptimizer):
     master weights (``state["master_param"]``) with fp32 ``exp_avg``,
     ``exp_avg_sq`` and ``max_exp_avg_sq``; fp32/fp64 parameters as without."""
 
+    update_op = "adam_step_"
     momentum_field = MomentumField("betas", 0)
+    hyperparameter_slots = HyperparameterSlots({
+        "betas": (_C.GROUP_MOMENTUM, _C.GROUP_BETA2), "eps": _C.GROUP_EPS, "weight_decay": _C.GROUP_WEIGHT_DECAY})
 
     def __init__(self, params, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0, amsgrad: bool = False, *, maximize: bool = False,
@@ -440,29 +497,14 @@ class FusedAdam(FusedOptimizer):
     def _check_hyperparameters(self, group: Dict[str, Any], where: str, momentum_on_device: bool = False) -> None:
         validation.check_adam_hyperparameters(group, type(self).__name__, where, momentum_on_device)
 
-    def _fill_states(self, bucket: Bucket) -> None:
-        amsgrad = bucket.group["amsgrad"]
-        exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps = [], [], [], []
-        for p in bucket.params:
-            state = self.state[p]
-            if "step" not in state:
-                state["step"] = torch.zeros((), dtype=torch.float64, device=p.device)
-            exp_avgs.append(self._state_tensor(p, state, "exp_avg"))
-            exp_avg_sqs.append(self._state_tensor(p, state, "exp_avg_sq"))
-            if amsgrad:
-                max_exp_avg_sqs.append(self._state_tensor(p, state, "max_exp_avg_sq"))
-            steps.append(state["step"])
-        bucket.states = [exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, self._master_params(bucket)]
+    def _flags(self, group: Dict[str, Any], master: bool) -> int:
+        return _ops.update_flags(
+            self.update_op, amsgrad=group["amsgrad"], decoupled_weight_decay=group["decoupled_weight_decay"],
+            maximize=group["maximize"], master_weights=master)
 
-    def _update(self, bucket, grad_scale, found_inf, clip_coef) -> None:
-        group = bucket.group
-        cycles = self.device_schedule.cycles_momentum  # the kernel reads beta1 from the schedule state
-        beta1, beta2 = group["betas"]
-        self._run_op(bucket, "adam_step", _ops.adam_step_, dict(
-            beta1=0.0 if cycles else float(beta1), beta2=float(beta2), weight_decay=group["weight_decay"],
-            eps=group["eps"], amsgrad=group["amsgrad"], maximize=group["maximize"],
-            decoupled_weight_decay=group["decoupled_weight_decay"], grad_scale=grad_scale, found_inf=found_inf,
-            momentum_from_schedule=cycles, clip_coef=clip_coef))
+    def _start_state(self, p: torch.Tensor, state: Dict[str, Any], flags: int) -> None:
+        if "step" not in state:
+            state["step"] = torch.zeros((), dtype=torch.float64, device=p.device)
 
 
 class FusedAdamW(FusedAdam):

@@ -149,8 +149,8 @@ def _plain_states(items: Dict) -> defaultdict:
 class Bucket:
     """One op call: the parameters of one param group and one dtype that have a grad."""
 
-    __slots__ = ("group_index", "group", "positions", "params", "grads", "relayout", "states", "unchecked",
-                 "native", "native_index")
+    __slots__ = ("group_index", "group", "positions", "params", "grads", "relayout", "flags", "states",
+                 "unchecked", "native", "native_index")
 
     def __init__(self, group_index: int, group: Dict[str, Any], positions: List[int], params: List[torch.Tensor]):
         self.group_index = group_index
@@ -159,7 +159,8 @@ class Bucket:
         self.params = params
         self.grads: List[torch.Tensor] = []
         self.relayout: List[int] = []  # grads whose strides differ from their parameter's
-        self.states: Optional[List[List[torch.Tensor]]] = None  # the op's state lists, in its argument order
+        self.flags = 0  # the update op's flags (NOTE: [update op declaration] in csrc/update_ops.h)
+        self.states: Optional[List[torch.Tensor]] = None  # the op's ``states``: its present slots, slot after slot
         self.unchecked = True  # grads not yet checked
         # The C++ half that holds these lists and calls the op (None: this
         # Python object does, e.g. for DTensors or under torch.compile).
@@ -208,12 +209,14 @@ class StepPlan:
     ``hyperparameters_of(group)`` returns what a group's buckets depend on
     (compared by identity each step); ``check_group(index, group)`` checks a
     group whose hyperparameters changed (and every group once);
-    ``fill_states(bucket)`` creates missing state and the bucket's state lists.
+    ``fill_states(bucket)`` creates missing state, the bucket's flags and its
+    states list for ``update_op``.
     """
 
-    def __init__(self, owner: str, hyperparameters_of: Callable[[Dict[str, Any]], tuple],
+    def __init__(self, owner: str, update_op: str, hyperparameters_of: Callable[[Dict[str, Any]], tuple],
                  check_group: Callable[[int, Dict[str, Any]], None], fill_states: Callable[[Bucket], None]):
         self.owner = owner
+        self.update_op = update_op
         self._hyperparameters_of = hyperparameters_of
         self._check_group = check_group
         self._fill_states = fill_states
@@ -298,9 +301,8 @@ class StepPlan:
                 self._hand_to_native(plan)
         self._states_version = states.version
 
-    @staticmethod
-    def _hand_to_native(plan: _GroupPlan) -> None:
-        native = _C.GroupPlan(list(plan.params))
+    def _hand_to_native(self, plan: _GroupPlan) -> None:
+        native = _C.GroupPlan(list(plan.params), self.update_op)
         for bucket in plan.buckets:
             bucket.native = native
             bucket.native_index = native.add_bucket(bucket.positions, bucket.states)

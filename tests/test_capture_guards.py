@@ -116,3 +116,19 @@ def test_load_state_dict_of_the_same_configuration_after_a_capture_copies_in_pla
 def test_float8_parameters_are_refused_at_construction(dtype):
     with pytest.raises(TypeError, match=r"params\[0\] has dtype torch.float8.*accepted: float16, bfloat16, float32"):
         FusedAdam([torch.zeros(4, dtype=dtype)], lr=0.1)
+
+
+@pytest.mark.parametrize("opt_cls,key,value", [(FusedAdam, "weight_decay", 0.3), (FusedAdam, "betas", (0.5, 0.9)),
+                                               (FusedAdam, "eps", 1e-3), (FusedSGD, "dampening", 0.5)])
+def test_a_hyperparameter_edited_in_a_capture_is_refused(monkeypatch, opt_cls, key, value):
+    """NOTE: [hyperparameters on the device]: the write into the group's block
+    would be baked into the graph; refused at the assignment, which is not made."""
+    opt, params = stepped(opt_cls, **({"momentum": 0.9} if opt_cls is FusedSGD else {}))
+    monkeypatch.setattr(device_schedule, "stream_is_capturing", lambda device: True)
+    opt.step()  # captured: from now on the groups write an edit at once
+    before = snapshot(opt, params)
+    kept = opt.param_groups[0][key]
+    with pytest.raises(RuntimeError, match="edited while a CUDA graph is being captured"):
+        opt.param_groups[0][key] = value
+    assert opt.param_groups[0][key] == kept
+    assert_unchanged(opt, params, before)

@@ -788,6 +788,28 @@ def test_graph_replay_matches_eager_torch(set_to_none):
 
 
 @needs_cuda
+def test_hyperparameters_edited_between_replays_reach_the_graph():
+    """NOTE: [hyperparameters on the device]: weight_decay and betas edited
+    after the capture (plain assignments, between replays) are what the
+    replayed graph uses, as torch's eager optimizer uses them; an edit inside
+    a capture is refused."""
+    s = _capture_setup()
+    _, batch = _replay_epochs(s, first_batch=3, epochs=2)
+    for opt in (s["opt"], s["ref"]):
+        opt.param_groups[0]["weight_decay"] = 0.2
+        opt.param_groups[0]["betas"] = (0.5, 0.9)
+    errors, _ = _replay_epochs(s, first_batch=batch, epochs=3)
+    assert_small(errors, 1e-9, "replays after a hyperparameter edit vs eager torch")
+    unedited = _capture_setup()
+    _replay_epochs(unedited, first_batch=3, epochs=5, compare=False)
+    assert rel_err(unedited["model"].parameters(), s["model"].parameters()) > 1e-6, "the edit changed nothing"
+    group = s["opt"].param_groups[0]
+    _refused_inside_capture(lambda: group.__setitem__("weight_decay", 0.3), RuntimeError,
+                            "edited while a CUDA graph is being captured")
+    assert group["weight_decay"] == 0.2
+
+
+@needs_cuda
 def test_load_state_dict_after_capture_keeps_graph_valid():
     s = _capture_setup()
     opt = s["opt"]

@@ -360,16 +360,17 @@ def test_op_refuses_bad_master_lists():
     g = torch.ones(4, dtype=torch.bfloat16)
     opt = FusedSGD([torch.zeros(1, requires_grad=True)], lr=0.1)
     state = opt.schedule_state
-    with pytest.raises(RuntimeError, match="master_params\\[0\\] must match.*Float"):
-        _ops.sgd_step_([p], [g], [], [], state, 0, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
-                       maximize=False, master_params=[torch.zeros(4, dtype=torch.bfloat16)])
-    with pytest.raises(RuntimeError, match="master_params are taken for bfloat16 and float16 params only"):
-        _ops.sgd_step_([p.float()], [g.float()], [], [], state, 0, momentum=0.0, dampening=0.0, weight_decay=0.0,
-                       nesterov=False, maximize=False, master_params=[torch.zeros(4)])
-    with pytest.raises(RuntimeError, match="exp_avgs\\[0\\] must match.*Float"):
-        _ops.adam_step_([p], [g], [torch.zeros_like(p)], [torch.zeros(4)], [], [torch.zeros((), dtype=torch.float64)],
-                        state, 0, beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-8, amsgrad=False, maximize=False,
-                        decoupled_weight_decay=False, master_params=[torch.zeros(4)])
+    sgd_master = _ops.update_flags("sgd_step_", momentum=False, nesterov=False, maximize=False, master_weights=True)
+    adam_master = _ops.update_flags("adam_step_", amsgrad=False, decoupled_weight_decay=False, maximize=False,
+                                    master_weights=True)
+    with pytest.raises(RuntimeError, match="master_param\\[0\\] must match.*Float"):
+        _ops.update_step_("sgd_step_", [p], [g], [torch.zeros(4, dtype=torch.bfloat16)], state, 0, sgd_master)
+    with pytest.raises(RuntimeError, match="master weights are taken for bfloat16 and float16 params only"):
+        _ops.update_step_("sgd_step_", [p.float()], [g.float()], [torch.zeros(4)], state, 0, sgd_master)
+    with pytest.raises(RuntimeError, match="exp_avg\\[0\\] must match.*Float"):
+        _ops.update_step_("adam_step_", [p], [g], [torch.zeros_like(p), torch.zeros(4),
+                                                   torch.zeros((), dtype=torch.float64), torch.zeros(4)],
+                          state, 0, adam_master)
 
 
 def test_deleting_the_master_restarts_it_from_the_parameter():

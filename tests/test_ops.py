@@ -4,20 +4,29 @@ import pytest
 import torch
 
 import lrsched_fused  # noqa: F401  (registers the ops)
-from lrsched_fused import _C, schedules
+from lrsched_fused import _C, _ops, schedules
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-def schedule_state(device, num_groups=2, lr=0.1):
+def schedule_state(device, num_groups=2, lr=0.1, **hyperparameters):
+    """A state tensor whose group blocks hold ``lr`` and ``hyperparameters``
+    (``beta1=0.9`` -> the GROUP_MOMENTUM slot, ``beta2=...`` -> GROUP_BETA2, ...)."""
     values = [0.0] * _C.HEADER_SIZE
     values[_C.FIRST_LEAF + _C.PLATEAU_BEST] = float("inf")
+    slot_of = {"beta1": _C.GROUP_MOMENTUM, "momentum": _C.GROUP_MOMENTUM, "beta2": _C.GROUP_BETA2,
+               "eps": _C.GROUP_EPS, "weight_decay": _C.GROUP_WEIGHT_DECAY, "dampening": _C.GROUP_DAMPENING}
     for _ in range(num_groups):
         slots = [0.0] * _C.GROUP_STRIDE
         slots[_C.GROUP_LR] = lr
         slots[_C.GROUP_BASE_LR] = lr
+        for name, value in hyperparameters.items():
+            slots[slot_of[name]] = value
         values += slots
     return torch.tensor(values, dtype=torch.float64, device=device)
+
+
+ADAM_VALUES = dict(beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01)
 
 
 def tensors(shapes, dtype, device):
@@ -25,6 +34,53 @@ def tensors(shapes, dtype, device):
 
 
 SHAPES = [(3, 4), (0,), (300,), (5,)]
+
+
+def update_args(op, params, grads, state, group_index, amp=False, clip_coef=None, **flags):
+    """The arguments of update op ``op`` for params/grads, its states made by
+    name (zeros; step counters 0; masters from the params) for ``flags``."""
+    bits = _C.UPDATE_OPS[op]["flags"]
+    flags = {name: flags.get(name, False) for name in bits}
+    flag_bits = _ops.update_flags(op, **flags)
+    master = flags["master_weights"]
+    states = []
+    for name in _ops.state_names(op, flag_bits):
+        if name == "step":
+            states += [torch.zeros((), dtype=torch.float64, device=p.device) for p in params]
+        elif name == "master_param":
+            states += [p.float() for p in params]
+        else:
+            states += [torch.zeros_like(p, dtype=torch.float32 if master else p.dtype) for p in params]
+    device = params[0].device if params else state.device
+    amp_tensors = (torch.tensor(4.0, device=device), torch.tensor(0.0, device=device)) if amp else (None, None)
+    return (params, grads, states, state, group_index, flag_bits) + amp_tensors + (clip_coef,)
+
+
+def update_op(op):
+    return getattr(torch.ops.lrsched_fused, op).default
+
+
+def test_update_op_declarations():
+    """_C.UPDATE_OPS (csrc/update_ops.h) names each op's flag bits and state
+    slots; every op of the declaration is registered, with the one shared schema."""
+    assert set(_C.UPDATE_OPS) == {"adam_step_", "sgd_step_"}
+    for name, declaration in _C.UPDATE_OPS.items():
+        bits = sorted(declaration["flags"].values())
+        assert bits == [1 << i for i in range(len(bits))]
+        assert "maximize" in declaration["flags"] and "master_weights" in declaration["flags"]
+        for slot, needs in declaration["states"]:
+            assert needs == 0 or needs in bits, (name, slot)
+        schema = str(update_op(name)._schema)
+        assert "float" not in schema, schema  # NOTE: [hyperparameters on the device]
+        assert schema.endswith("(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] states, "
+                               "Tensor schedule_state, int group_index, int flags, Tensor? grad_scale=None, "
+                               "Tensor? found_inf=None, Tensor? clip_coef=None) -> ()"), schema
+    assert _ops.state_names("adam_step_", _ops.update_flags(
+        "adam_step_", amsgrad=True, decoupled_weight_decay=False, maximize=False, master_weights=True)) == [
+        "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "step", "master_param"]
+    assert _ops.state_names("sgd_step_", 0) == []
+    with pytest.raises(TypeError, match="its flags are"):
+        _ops.update_flags("sgd_step_", momentum=True)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -35,14 +91,21 @@ SHAPES = [(3, 4), (0,), (300,), (5,)]
 def test_adam_step_opcheck(device, dtype, amsgrad, amp):
     params = tensors(SHAPES, dtype, device)
     grads = tensors(SHAPES, dtype, device)
-    exp_avgs = [torch.zeros_like(p) for p in params]
-    exp_avg_sqs = [torch.zeros_like(p) for p in params]
-    max_exp_avg_sqs = [torch.zeros_like(p) for p in params] if amsgrad else []
-    steps = [torch.zeros((), dtype=torch.float64, device=device) for _ in params]
-    extra = (torch.tensor(4.0, device=device), torch.tensor(0.0, device=device)) if amp else (None, None)
-    args = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, schedule_state(device), 1, 0.9, 0.999,
-            0.01, 1e-8, amsgrad, False, True) + extra
-    torch.library.opcheck(torch.ops.lrsched_fused.adam_step_.default, args)
+    args = update_args("adam_step_", params, grads, schedule_state(device, **ADAM_VALUES), 1, amp=amp,
+                       amsgrad=amsgrad, decoupled_weight_decay=True)
+    torch.library.opcheck(update_op("adam_step_"), args)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("op", ["adam_step_", "sgd_step_"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_update_ops_with_master_weights_opcheck(device, op, dtype):
+    params = tensors(SHAPES, dtype, device)
+    grads = tensors(SHAPES, dtype, device)
+    state = schedule_state(device, **(ADAM_VALUES if op == "adam_step_" else {"momentum": 0.9}))
+    flags = {"amsgrad": True} if op == "adam_step_" else {"momentum": True}
+    args = update_args(op, params, grads, state, 0, amp=True, master_weights=True, **flags)
+    torch.library.opcheck(update_op(op), args)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -51,14 +114,11 @@ def test_update_ops_with_clip_coef_opcheck(device, dtype):
     params = tensors(SHAPES, dtype, device)
     grads = tensors(SHAPES, dtype, device)
     clip_coef = torch.tensor(0.5, dtype=dtype, device=device)
-    states = [[torch.zeros_like(p) for p in params] for _ in range(2)]
-    steps = [torch.zeros((), dtype=torch.float64, device=device) for _ in params]
-    torch.library.opcheck(torch.ops.lrsched_fused.adam_step_.default, (
-        params, grads, *states, [], steps, schedule_state(device), 1, 0.9, 0.999, 0.0, 1e-8, False, False, True,
-        None, None, False, clip_coef))
-    torch.library.opcheck(torch.ops.lrsched_fused.sgd_step_.default, (
-        params, grads, states[0], steps, schedule_state(device), 0, 0.9, 0.0, 0.0, False, False, None, None,
-        False, clip_coef))
+    torch.library.opcheck(update_op("adam_step_"), update_args(
+        "adam_step_", params, grads, schedule_state(device, **ADAM_VALUES), 1, clip_coef=clip_coef,
+        decoupled_weight_decay=True))
+    torch.library.opcheck(update_op("sgd_step_"), update_args(
+        "sgd_step_", params, grads, schedule_state(device, momentum=0.9), 0, clip_coef=clip_coef, momentum=True))
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -81,30 +141,47 @@ def test_grad_norm_ops_opcheck(device, norm_type):
 def test_sgd_step_opcheck(device, dtype, momentum):
     params = tensors(SHAPES, dtype, device)
     grads = tensors(SHAPES, dtype, device)
-    buffers = [torch.zeros_like(p) for p in params] if momentum else []
-    steps = [torch.tensor(float(i % 2), dtype=torch.float64, device=device) for i in range(len(params))] if momentum else []
-    args = (params, grads, buffers, steps, schedule_state(device), 0, momentum, 0.0, 1e-4, False, True, None, None)
-    torch.library.opcheck(torch.ops.lrsched_fused.sgd_step_.default, args)
+    args = update_args("sgd_step_", params, grads, schedule_state(device, momentum=momentum, weight_decay=1e-4), 0,
+                       momentum=momentum != 0, maximize=True)
+    if momentum:  # one buffer with history, one without
+        for i, step in enumerate(args[2][len(params):]):
+            step.fill_(float(i % 2))
+    torch.library.opcheck(update_op("sgd_step_"), args)
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
-def test_momentum_from_schedule_opcheck(device, optimizer):
-    """The cycle_momentum path: beta1 / momentum read from the schedule state."""
-    params = tensors(SHAPES, torch.float32, device)
-    grads = tensors(SHAPES, torch.float32, device)
-    state = schedule_state(device)
-    state[_C.HEADER_SIZE + _C.GROUP_MOMENTUM::_C.GROUP_STRIDE] = 0.85
-    if optimizer == "adam":
-        args = (params, grads, [torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params], [],
-                [torch.zeros((), dtype=torch.float64, device=device) for _ in params], state, 1, 0.0, 0.999, 0.0,
-                1e-8, False, False, False, None, None, True)
-        torch.library.opcheck(torch.ops.lrsched_fused.adam_step_.default, args)
+@pytest.mark.parametrize("op", ["adam_step_", "sgd_step_"])
+@pytest.mark.parametrize("key", ["lr", "beta1", "beta2", "eps", "weight_decay", "momentum", "dampening"])
+def test_update_ops_read_every_hyperparameter_from_the_group_block(op, key):
+    """NOTE: [hyperparameters on the device]: each value a kernel reads comes
+    from the group's block; editing only that slot changes the update exactly
+    as torch's optimizer with that value does."""
+    adam = op == "adam_step_"
+    if key in (("momentum", "dampening") if adam else ("beta1", "beta2", "eps")):
+        pytest.skip(f"{op} reads no {key}")
+    base = dict(ADAM_VALUES) if adam else dict(momentum=0.9, dampening=0.1, weight_decay=0.01)
+    edited = dict(base, **{key: {"lr": 0.03, "beta1": 0.5, "beta2": 0.9, "eps": 1e-3, "weight_decay": 0.2,
+                                 "momentum": 0.5, "dampening": 0.3}[key]})
+    lr = edited.pop("lr", 0.1)
+    torch.manual_seed(0)
+    p0, grads = torch.randn(2, 50, dtype=torch.float64).unbind()
+    ours = p0.clone()
+    flags = {"decoupled_weight_decay": False} if adam else {"momentum": True}
+    args = update_args(op, [ours], [grads.clone()], schedule_state("cpu", num_groups=3, lr=0.1, **base), 2, **flags)
+    state = args[3]
+    block = state[_C.HEADER_SIZE + 2 * _C.GROUP_STRIDE:]
+    block.copy_(schedule_state("cpu", num_groups=1, lr=lr, **edited)[_C.HEADER_SIZE:])
+    reference = p0.clone().requires_grad_()
+    if adam:
+        torch_opt = torch.optim.Adam([reference], lr=lr, betas=(edited["beta1"], edited["beta2"]), eps=edited["eps"],
+                                     weight_decay=edited["weight_decay"])
     else:
-        args = (params, grads, [torch.zeros_like(p) for p in params],
-                [torch.zeros((), dtype=torch.float64, device=device) for _ in params], state, 0, 0.0, 0.0,
-                0.0, False, False, None, None, True)
-        torch.library.opcheck(torch.ops.lrsched_fused.sgd_step_.default, args)
+        torch_opt = torch.optim.SGD([reference], lr=lr, momentum=edited["momentum"], dampening=edited["dampening"],
+                                    weight_decay=edited["weight_decay"])
+    for _ in range(3):
+        update_op(op)(*args)
+        reference.grad = grads.clone()
+        torch_opt.step()
+    torch.testing.assert_close(ours, reference.detach(), rtol=1e-14, atol=0)
 
 
 PROGRAMS = {  # one of every schedule kind, and the composites (NOTE: [schedule program])
@@ -141,9 +218,8 @@ def test_found_inf_leaves_everything_untouched():
     state = [torch.rand_like(p) for p in params]
     before = [t.clone() for t in params + grads + state]
     steps = [torch.full((), 3.0, dtype=torch.float64) for _ in params]
-    torch.ops.lrsched_fused.adam_step_(params, grads, state, [s.clone() for s in state], [], steps,
-                                       schedule_state("cpu"), 0, 0.9, 0.999, 0.0, 1e-8, False, False, False,
-                                       torch.tensor(2.0), torch.tensor(1.0))
+    update_op("adam_step_")(params, grads, state + [s.clone() for s in state] + steps,
+                            schedule_state("cpu", **ADAM_VALUES), 0, 0, torch.tensor(2.0), torch.tensor(1.0))
     for a, b in zip(params + grads + state, before):
         assert torch.equal(a, b)
     assert all(float(s) == 3.0 for s in steps)
@@ -152,11 +228,13 @@ def test_found_inf_leaves_everything_untouched():
 def test_op_boundary_checks():
     p = [torch.zeros(3)]
     with pytest.raises(RuntimeError, match=r"grads\[0\] must match its parameter"):
-        torch.ops.lrsched_fused.sgd_step_(p, [torch.zeros(4)], [], [], schedule_state("cpu"), 0, 0.0, 0.0, 0.0,
-                                          False, False, None, None)
+        torch.ops.lrsched_fused.sgd_step_(p, [torch.zeros(4)], [], schedule_state("cpu"), 0, 0)
     with pytest.raises(RuntimeError, match="group_index 5 is out of range"):
-        torch.ops.lrsched_fused.sgd_step_(p, [torch.zeros(3)], [], [], schedule_state("cpu"), 5, 0.0, 0.0, 0.0,
-                                          False, False, None, None)
+        torch.ops.lrsched_fused.sgd_step_(p, [torch.zeros(3)], [], schedule_state("cpu"), 5, 0)
+    with pytest.raises(RuntimeError, match="flags 16 has bits no flag names"):
+        torch.ops.lrsched_fused.sgd_step_(p, [torch.zeros(3)], [], schedule_state("cpu"), 0, 16)
+    with pytest.raises(RuntimeError, match=r"states has 1 tensors, expected 2 \(1 per present slot\)"):
+        torch.ops.lrsched_fused.sgd_step_(p, [torch.zeros(3)], [torch.zeros(3)], schedule_state("cpu"), 0, 1)
     with pytest.raises(RuntimeError, match="ReduceLROnPlateau needs a metric"):
         torch.ops.lrsched_fused.schedule_step_(schedule_state("cpu"), PROGRAMS["ReduceLROnPlateau"].program(),
                                                None, None)
@@ -193,11 +271,9 @@ def test_float8_params_are_refused_at_the_op_boundary(device, dtype):
     zeros = [torch.zeros(4, device=device).to(dtype)]
     accepted = "accepted: float16, bfloat16, float32, float64"
     with pytest.raises(RuntimeError, match=rf"params\[0\] has dtype Float8_\w+; {accepted}"):
-        torch.ops.lrsched_fused.adam_step_(params, zeros, zeros, zeros, [], steps, schedule_state(device), 0, 0.9,
-                                           0.999, 0.0, 1e-8, False, False, False)
+        torch.ops.lrsched_fused.adam_step_(params, zeros, zeros + zeros + steps, schedule_state(device), 0, 0)
     with pytest.raises(RuntimeError, match=rf"params\[0\] has dtype Float8_\w+; {accepted}"):
-        torch.ops.lrsched_fused.sgd_step_(params, zeros, zeros, steps, schedule_state(device), 0, 0.9, 0.0, 0.0,
-                                          False, False, None, None)
+        torch.ops.lrsched_fused.sgd_step_(params, zeros, zeros + steps, schedule_state(device), 0, 1)
     assert float(steps[0]) == 0.0
 
 
@@ -207,10 +283,9 @@ def test_update_ops_refuse_grad_mode_with_parameters_that_require_grad(op):
     no derivative, so a parameter that requires grad is refused unless grad
     mode is off, as in the optimizers' step(); nothing changes."""
     p = torch.zeros(3, requires_grad=True)
-    args = {"adam_step_": ([p], [torch.ones(3)], [torch.zeros(3)], [torch.zeros(3)], [],
-                           [torch.zeros((), dtype=torch.float64)], schedule_state("cpu"), 0, 0.9, 0.999, 0.0, 1e-8,
-                           False, False, False),
-            "sgd_step_": ([p], [torch.ones(3)], [], [], schedule_state("cpu"), 0, 0.0, 0.0, 0.0, False, False)}[op]
+    args = {"adam_step_": ([p], [torch.ones(3)], [torch.zeros(3), torch.zeros(3), torch.zeros((), dtype=torch.float64)],
+                           schedule_state("cpu", **ADAM_VALUES), 0, 0),
+            "sgd_step_": ([p], [torch.ones(3)], [], schedule_state("cpu"), 0, 0)}[op]
     with pytest.raises(RuntimeError, match="has no derivative: call it under torch.no_grad"):
         getattr(torch.ops.lrsched_fused, op)(*args)
     assert torch.equal(p.detach(), torch.zeros(3))

@@ -162,16 +162,6 @@ inline bool step_is_skipped(const std::optional<at::Tensor>& found_inf) {
   return found_inf.has_value() && read_double(*found_inf) != 0.0;
 }
 
-// Calls f(std::bool_constant<value>{}) so that `value` becomes a template argument.
-template <typename F>
-void with_bool(bool value, const F& f) {
-  if (value) {
-    f(std::true_type{});
-  } else {
-    f(std::false_type{});
-  }
-}
-
 // The data pointers of one slot (empty for an unused slot), read once before
 // the parallel region.
 template <typename T>

@@ -20,6 +20,7 @@
 #include <optional>
 #include <vector>
 
+#include "../dispatch.h"
 #include "../grad_norm_math.h"
 #include "../op_checks.h"
 #include "cpu_loops.h"

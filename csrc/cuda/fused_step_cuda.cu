@@ -3,8 +3,9 @@
 // (csrc/update_math.h, csrc/schedule_math.h); the chunking is the launcher's
 // (NOTE: [device tensor table]).
 //
-// Each update kernel reads the group's lr from schedule_state, and grad_scale
-// and found_inf, in device memory: nothing is read on the host, nothing
+// Each update kernel reads the group's lr and hyperparameters from
+// schedule_state (NOTE: [hyperparameters on the device]), and grad_scale,
+// found_inf and clip_coef, in device memory: nothing is read on the host, nothing
 // syncs, and every launch goes to the current stream, so a step can be
 // captured in a CUDA graph. With found_inf != 0 the kernels return before
 // writing anything, step counters included.
@@ -22,25 +23,17 @@
 
 #include <type_traits>
 
+#include "../dispatch.h"
 #include "../op_checks.h"
 #include "../schedule_math.h"
 #include "../update_math.h"
+#include "../update_ops.h"
 #include "device_scalar.cuh"
 #include "multi_tensor_launcher.cuh"
 
 namespace lrsched_fused {
 namespace cuda {
 namespace {
-
-// Calls f(std::bool_constant<value>{}) so that `value` becomes a template argument.
-template <typename F>
-void with_bool(bool value, const F& f) {
-  if (value) {
-    f(std::true_type{});
-  } else {
-    f(std::false_type{});
-  }
-}
 
 // kDepth slot values of 16 bytes' worth of consecutive elements.
 template <typename scalar_t>
@@ -50,14 +43,16 @@ struct alignas(16) Vector16 {
 };
 
 // Applies `update` to every element of a chunk (in opmath_t) and stores the
-// slots whose bit is set in kStoreMask. When every slot pointer is 16-byte
+// slots whose bit is set in store_mask (the same for the whole call, so a
+// warp takes one branch). When every slot pointer is 16-byte
 // aligned (a chunk starts kChunkElements elements into its tensor, so this is
 // the tensors' own alignment), each thread moves 16-byte vectors, one per
 // slot in flight per loop; the last count % kSize elements, or the whole chunk
 // of a misaligned tensor, go element by element, kILP per thread in flight.
 // Both are coalesced across the block.
-template <typename scalar_t, int kDepth, unsigned kStoreMask, typename Update>
-__device__ __forceinline__ void apply_to_chunk(scalar_t* const (&slots)[kDepth], int count, const Update& update) {
+template <typename scalar_t, int kDepth, typename Update>
+__device__ __forceinline__ void apply_to_chunk(scalar_t* const (&slots)[kDepth], int count, unsigned store_mask,
+                                               const Update& update) {
   using opmath_t = at::opmath_type<scalar_t>;
   using Vector = Vector16<scalar_t>;
   constexpr int kILP = 4;
@@ -90,7 +85,7 @@ __device__ __forceinline__ void apply_to_chunk(scalar_t* const (&slots)[kDepth],
       }
 #pragma unroll
       for (int s = 0; s < kDepth; ++s) {
-        if ((kStoreMask >> s) & 1u) {
+        if ((store_mask >> s) & 1u) {
           reinterpret_cast<Vector*>(slots[s])[v] = loaded[s];
         }
       }
@@ -116,7 +111,7 @@ __device__ __forceinline__ void apply_to_chunk(scalar_t* const (&slots)[kDepth],
         update(values[k]);
 #pragma unroll
         for (int s = 0; s < kDepth; ++s) {
-          if ((kStoreMask >> s) & 1u) {
+          if ((store_mask >> s) & 1u) {
             slots[s][i] = static_cast<scalar_t>(values[k][s]);
           }
         }
@@ -131,9 +126,9 @@ __device__ __forceinline__ void apply_to_chunk(scalar_t* const (&slots)[kDepth],
 // param is stored as the master rounded to nearest (c10's float -> bfloat16
 // and float -> half conversions round to nearest even). Element by element,
 // kILP per thread in flight, coalesced across the block.
-template <typename scalar_t, int kDepth, unsigned kStoreMask, typename Update>
+template <typename scalar_t, int kDepth, typename Update>
 __device__ __forceinline__ void apply_to_master_chunk(scalar_t* param, scalar_t* grad, float* const (&wide)[kDepth],
-                                                      int count, const Update& update) {
+                                                      int count, unsigned store_mask, const Update& update) {
   constexpr int kILP = 4;
   constexpr int kParamSlot = 0;
   for (int start = 0; start < count; start += kBlockThreads * kILP) {
@@ -155,7 +150,7 @@ __device__ __forceinline__ void apply_to_master_chunk(scalar_t* param, scalar_t*
         update(values[k]);
 #pragma unroll
         for (int s = 0; s < kDepth; ++s) {
-          if ((kStoreMask >> s) & 1u) {
+          if ((store_mask >> s) & 1u) {
             if (s == kGradSlot) {
               grad[i] = static_cast<scalar_t>(values[k][s]);
             } else {
@@ -190,28 +185,21 @@ static_assert(kGrad == kGradSlot, "the launcher keeps the grads apart");
 // reports no spills at this bound (register counts in the commit message).
 constexpr int kMinBlocksPerSm = 4;
 
-// What every update kernel reads besides its own hyperparameters: the group's
-// lr (and a cycled momentum / beta1) from the schedule state, and the
-// GradScaler's scale and found_inf.
+// What every update kernel reads besides its tensors: the group's block of
+// the schedule state (lr and hyperparameters, NOTE: [hyperparameters on the
+// device]), and the GradScaler's scale and found_inf and clipping's coefficient.
 struct StepInputs {
   const double* schedule_state;
-  int64_t lr_offset;
-  int64_t momentum_offset;  // where momentum / beta1 is read from schedule_state; -1: use `momentum`
-  double momentum;          // SGD's momentum or Adam's beta1 when not cycled
-  DeviceScalar grad_scale;
+  int64_t group_index;
+  DeviceScalar grad_scale;  // data == nullptr without
   DeviceScalar found_inf;
   DeviceScalar clip_coef;  // gradient clipping's coefficient (NOTE: [grad norm]); data == nullptr without
-
-  __device__ double lr() const { return schedule_state[lr_offset]; }
-  __device__ double group_momentum() const {
-    return momentum_offset >= 0 ? schedule_state[momentum_offset] : momentum;
-  }
 };
 
 // One thread per tensor, before the update kernel of the same step: advances
 // the tensor's step counter (not on a skipped step) and writes the tensor's
-// terms with terms_of(step before, lr, momentum, terms), so that a block
-// reads them instead of computing them once per chunk.
+// terms with terms_of(step before, inputs, terms), so that a block reads them
+// instead of computing them once per chunk.
 template <typename TermsOf>
 __global__ void advance_steps_kernel(TensorTable table, StepInputs in, TermsOf terms_of) {
   const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -221,7 +209,7 @@ __global__ void advance_steps_kernel(TensorTable table, StepInputs in, TermsOf t
   double* step = table.entries[t].step;
   const double before = *step;
   *step = before + 1.0;
-  terms_of(before, in.lr(), in.group_momentum(), table.tensor_terms + kTermsPerTensor * t);
+  terms_of(before, in, table.tensor_terms + kTermsPerTensor * t);
 }
 
 // A block's work: its tensor's slots, its chunk and what make() derived.
@@ -235,9 +223,9 @@ struct BlockPlan {
 };
 
 // Thread 0 finds the block's tensor (one load), reads its table entry and
-// terms and computes make(terms, lr, momentum, grad_scale, clip_coef) (all float64);
-// every thread then reads the plan from shared memory. nullptr: found_inf is
-// set, the step is skipped.
+// terms and computes make(terms, grad_scale, clip_coef) (float64); every
+// thread then reads the plan from shared memory. nullptr: found_inf is set,
+// the step is skipped.
 template <typename Values, typename Make>
 __device__ const BlockPlan<Values>* plan_block(const TensorTable& table, const StepInputs& in, const Make& make) {
   __shared__ bool skipped;
@@ -257,7 +245,7 @@ __device__ const BlockPlan<Values>* plan_block(const TensorTable& table, const S
       plan.count = chunk.count;
       const double scale = in.grad_scale.data != nullptr ? load_scalar(in.grad_scale) : 1.0;
       const double clip = in.clip_coef.data != nullptr ? load_scalar(in.clip_coef) : 1.0;
-      plan.values = make(table.tensor_terms + kTermsPerTensor * t, in.lr(), in.group_momentum(), scale, clip);
+      plan.values = make(table.tensor_terms + kTermsPerTensor * t, scale, clip);
     }
   }
   __syncthreads();
@@ -277,8 +265,9 @@ __device__ void chunk_slots(const BlockPlan<Values>& plan, scalar_t* (&slots)[kD
 // Runs `update` over the block's chunk: every slot in scalar_t, or with
 // kMaster the params and grads in scalar_t and the states and master in float
 // (the master takes the param's place among the values).
-template <typename scalar_t, bool kMaster, int kDepth, unsigned kStoreMask, typename Values, typename Update>
-__device__ __forceinline__ void apply_to_block(const BlockPlan<Values>& plan, const Update& update) {
+template <typename scalar_t, bool kMaster, int kDepth, typename Values, typename Update>
+__device__ __forceinline__ void apply_to_block(const BlockPlan<Values>& plan, unsigned store_mask,
+                                               const Update& update) {
   if constexpr (kMaster) {
     float* wide[kDepth];
 #pragma unroll
@@ -286,67 +275,68 @@ __device__ __forceinline__ void apply_to_block(const BlockPlan<Values>& plan, co
       void* base = s == kParam ? plan.master : plan.slots[s];
       wide[s] = s == kGrad ? nullptr : static_cast<float*>(base) + plan.begin;
     }
-    apply_to_master_chunk<scalar_t, kDepth, kStoreMask>(static_cast<scalar_t*>(plan.slots[kParam]) + plan.begin,
-                                                        static_cast<scalar_t*>(plan.slots[kGrad]) + plan.begin,
-                                                        wide, plan.count, update);
+    apply_to_master_chunk<scalar_t, kDepth>(static_cast<scalar_t*>(plan.slots[kParam]) + plan.begin,
+                                            static_cast<scalar_t*>(plan.slots[kGrad]) + plan.begin, wide,
+                                            plan.count, store_mask, update);
   } else {
     scalar_t* slot_pointers[kDepth];
     chunk_slots<scalar_t, kDepth>(plan, slot_pointers);
-    apply_to_chunk<scalar_t, kDepth, kStoreMask>(slot_pointers, plan.count, update);
+    apply_to_chunk<scalar_t, kDepth>(slot_pointers, plan.count, store_mask, update);
   }
 }
 
+// The slots a kernel stores: its own, and the grads when they were unscaled in place.
+__device__ __forceinline__ unsigned store_mask_of(unsigned written, const StepInputs& in) {
+  return written | (in.grad_scale.data != nullptr ? 1u << kGrad : 0u);
+}
+
 struct AdamArgs {
-  StepInputs in;  // in.momentum is beta1
-  double beta2;
-  double weight_decay;
-  double eps;
+  StepInputs in;
   bool maximize;
 };
 
 // Adam's tensor terms: the bias corrections of the new step.
 struct AdamTermsOf {
-  double beta2;
-  __device__ void operator()(double step_before, double lr, double beta1, double* terms) const {
-    const AdamStepTerms step_terms = adam_step_terms(lr, beta1, beta2, step_before + 1.0);
+  __device__ void operator()(double step_before, const StepInputs& in, double* terms) const {
+    const AdamStepTerms step_terms =
+        adam_step_terms(adam_group_values(in.schedule_state, in.group_index), step_before + 1.0);
     terms[0] = step_terms.step_size;
     terms[1] = step_terms.bias_correction2_sqrt;
   }
 };
 
-template <typename scalar_t, bool kMaster, bool kAmsgrad, bool kDecoupled, bool kWeightDecay, bool kUnscale,
-          bool kClip>
+template <typename scalar_t, bool kMaster, bool kAmsgrad, bool kDecoupled>
 __global__ void __launch_bounds__(kBlockThreads, kMinBlocksPerSm) adam_chunk_kernel(TensorTable table,
                                                                                     AdamArgs args) {
   using opmath_t = at::opmath_type<scalar_t>;
   constexpr int kDepth = kAmsgrad ? 5 : 4;
-  constexpr unsigned kStoreMask = (1u << kParam) | (kUnscale ? 1u << kGrad : 0u) | (1u << kExpAvg) |
-                                  (1u << kExpAvgSq) | (kAmsgrad ? 1u << kMaxExpAvgSq : 0u);
+  const unsigned store_mask = store_mask_of(
+      (1u << kParam) | (1u << kExpAvg) | (1u << kExpAvgSq) | (kAmsgrad ? 1u << kMaxExpAvgSq : 0u), args.in);
   const auto* plan = plan_block<AdamCoefficients<opmath_t>>(
-      table, args.in, [&](const double* terms, double lr, double beta1, double scale, double clip) {
-        return make_adam_coefficients<opmath_t>(lr, beta1, args.beta2, args.weight_decay, args.eps,
-                                                args.maximize, scale, AdamStepTerms{terms[0], terms[1]}, clip);
+      table, args.in, [&](const double* terms, double scale, double clip) {
+        const GradOptions<opmath_t> grad = make_grad_options<opmath_t>(
+            args.maximize, args.in.grad_scale.data != nullptr, scale, args.in.clip_coef.data != nullptr, clip);
+        return make_adam_coefficients<opmath_t>(adam_group_values(args.in.schedule_state, args.in.group_index),
+                                                grad, AdamStepTerms{terms[0], terms[1]});
       });
   if (plan == nullptr) {
     return;
   }
   const AdamCoefficients<opmath_t> c = plan->values;
-  apply_to_block<scalar_t, kMaster, kDepth, kStoreMask>(*plan, [&](opmath_t(&v)[kDepth]) {
+  apply_to_block<scalar_t, kMaster, kDepth>(*plan, store_mask, [&](opmath_t(&v)[kDepth]) {
     if constexpr (kAmsgrad) {
-      adam_update<opmath_t, true, kDecoupled, kWeightDecay, kUnscale, kClip, scalar_t>(
-          v[kParam], v[kGrad], v[kExpAvg], v[kExpAvgSq], v[kMaxExpAvgSq], c);
+      adam_update<opmath_t, true, kDecoupled, scalar_t>(v[kParam], v[kGrad], v[kExpAvg], v[kExpAvgSq],
+                                                        v[kMaxExpAvgSq], c);
     } else {
       opmath_t unused = 0;
-      adam_update<opmath_t, false, kDecoupled, kWeightDecay, kUnscale, kClip, scalar_t>(
-          v[kParam], v[kGrad], v[kExpAvg], v[kExpAvgSq], unused, c);
+      adam_update<opmath_t, false, kDecoupled, scalar_t>(v[kParam], v[kGrad], v[kExpAvg], v[kExpAvgSq], unused,
+                                                         c);
     }
   });
 }
 
 struct SgdArgs {
   StepInputs in;
-  double dampening;
-  double weight_decay;
   bool nesterov;
   bool maximize;
 };
@@ -354,7 +344,7 @@ struct SgdArgs {
 // SGD's tensor term: whether the momentum buffer has no history yet (the
 // step counter is still 0: every earlier step was skipped or none ran).
 struct SgdTermsOf {
-  __device__ void operator()(double step_before, double, double, double* terms) const {
+  __device__ void operator()(double step_before, const StepInputs&, double* terms) const {
     terms[0] = step_before == 0.0 ? 1.0 : 0.0;
   }
 };
@@ -365,18 +355,19 @@ struct SgdBlockValues {
   bool first_step;
 };
 
-template <typename scalar_t, bool kMaster, bool kMomentum, bool kWeightDecay, bool kUnscale, bool kClip>
+template <typename scalar_t, bool kMaster, bool kMomentum>
 __global__ void __launch_bounds__(kBlockThreads, kMinBlocksPerSm) sgd_chunk_kernel(TensorTable table,
                                                                                    SgdArgs args) {
   using opmath_t = at::opmath_type<scalar_t>;
   constexpr int kDepth = kMomentum ? 3 : 2;
-  constexpr unsigned kStoreMask =
-      (1u << kParam) | (kUnscale ? 1u << kGrad : 0u) | (kMomentum ? 1u << kMomentumBuffer : 0u);
+  const unsigned store_mask = store_mask_of((1u << kParam) | (kMomentum ? 1u << kMomentumBuffer : 0u), args.in);
   const auto* plan = plan_block<SgdBlockValues<opmath_t>>(
-      table, args.in, [&](const double* terms, double lr, double momentum, double scale, double clip) {
+      table, args.in, [&](const double* terms, double scale, double clip) {
+        const GradOptions<opmath_t> grad = make_grad_options<opmath_t>(
+            args.maximize, args.in.grad_scale.data != nullptr, scale, args.in.clip_coef.data != nullptr, clip);
         return SgdBlockValues<opmath_t>{
-            make_sgd_coefficients<opmath_t>(lr, momentum, args.dampening, args.weight_decay, args.nesterov,
-                                            args.maximize, scale, clip),
+            make_sgd_coefficients<opmath_t>(sgd_group_values(args.in.schedule_state, args.in.group_index),
+                                            args.nesterov, grad),
             kMomentum && terms[0] != 0.0};  // without momentum there are no terms
       });
   if (plan == nullptr) {
@@ -384,37 +375,23 @@ __global__ void __launch_bounds__(kBlockThreads, kMinBlocksPerSm) sgd_chunk_kern
   }
   const SgdCoefficients<opmath_t> c = plan->values.coefficients;
   const bool first_step = plan->values.first_step;
-  apply_to_block<scalar_t, kMaster, kDepth, kStoreMask>(*plan, [&](opmath_t(&v)[kDepth]) {
+  apply_to_block<scalar_t, kMaster, kDepth>(*plan, store_mask, [&](opmath_t(&v)[kDepth]) {
     if constexpr (kMomentum) {
-      sgd_update<opmath_t, true, kWeightDecay, kUnscale, kClip, scalar_t>(v[kParam], v[kGrad], v[kMomentumBuffer],
-                                                                         first_step, c);
+      sgd_update<opmath_t, true, scalar_t>(v[kParam], v[kGrad], v[kMomentumBuffer], first_step, c);
     } else {
       opmath_t unused = 0;
-      sgd_update<opmath_t, false, kWeightDecay, kUnscale, kClip, scalar_t>(v[kParam], v[kGrad], unused, first_step,
-                                                                          c);
+      sgd_update<opmath_t, false, scalar_t>(v[kParam], v[kGrad], unused, first_step, c);
     }
   });
 }
 
-// Calls f(scalar_t{}, kMaster) for the params' dtype; master weights are
-// taken for bfloat16/float16 params only (checked before).
-template <typename F>
-void dispatch_update_types(at::ScalarType dtype, bool master, const F& f) {
-  if (master) {
-    AT_DISPATCH_SWITCH(dtype, "update_step_cuda",
-                       AT_DISPATCH_CASE(at::kHalf, [&] { f(scalar_t{}, std::true_type{}); })
-                           AT_DISPATCH_CASE(at::kBFloat16, [&] { f(scalar_t{}, std::true_type{}); }));
-  } else {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "update_step_cuda",
-                                    [&] { f(scalar_t{}, std::false_type{}); });
-  }
-}
-
-StepInputs step_inputs(const at::Tensor& schedule_state, int64_t group_index, bool momentum_from_schedule,
-                       double momentum, DeviceScalar grad_scale, DeviceScalar found_inf, DeviceScalar clip_coef) {
-  return {schedule_state.const_data_ptr<double>(), layout::lr_offset(group_index),
-          momentum_from_schedule ? layout::momentum_offset(group_index) : -1, momentum, grad_scale, found_inf,
-          clip_coef};
+template <typename Op>
+StepInputs step_inputs(const UpdateCall<Op>& call) {
+  const at::Tensor& state = call.schedule_state;
+  return {state.const_data_ptr<double>(), call.group_index,
+          device_scalar(call.grad_scale, state, "schedule_state", "grad_scale"),
+          device_scalar(call.found_inf, state, "schedule_state", "found_inf"),
+          device_scalar(call.clip_coef, state, "schedule_state", "clip_coef")};
 }
 
 // The schedule program travels in the kernel's arguments (NOTE: [schedule program]).
@@ -436,102 +413,72 @@ __global__ void schedule_step_kernel(double* schedule_state, int64_t num_groups,
   advance_schedule(schedule_state, num_groups, Program{program.values}, metric_value);
 }
 
-void adam_step_cuda(
-    at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
-    at::TensorList max_exp_avg_sqs, at::TensorList steps, const at::Tensor& schedule_state,
-    int64_t group_index, double beta1, double beta2, double weight_decay, double eps, bool amsgrad,
-    bool maximize, bool decoupled_weight_decay, const std::optional<at::Tensor>& grad_scale,
-    const std::optional<at::Tensor>& found_inf, bool momentum_from_schedule,
-    const std::optional<at::Tensor>& clip_coef, std::optional<at::TensorList> master_list) {
-  const at::TensorList master_params = master_list.value_or(at::TensorList());
-  check_adam_step_args(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, schedule_state, group_index,
-                       amsgrad, master_params);
-  const DeviceScalar scale = device_scalar(grad_scale, schedule_state, "schedule_state", "grad_scale");
-  const DeviceScalar skip = device_scalar(found_inf, schedule_state, "schedule_state", "found_inf");
-  const DeviceScalar clip = device_scalar(clip_coef, schedule_state, "schedule_state", "clip_coef");
-  if (params.empty()) {
-    return;
-  }
-  const c10::cuda::CUDAGuard guard(schedule_state.device());
-  const c10::cuda::CUDAStream stream = c10::cuda::getCurrentCUDAStream(schedule_state.device().index());
+void run_step(const UpdateCall<AdamStepOp>& call, const StepInputs& in, c10::cuda::CUDAStream stream) {
+  using Op = AdamStepOp;
+  const bool amsgrad = call.has(Op::kAmsgrad);
   TableSpec spec;
-  spec.slots = {params, grads, exp_avgs, exp_avg_sqs};
+  spec.slots = {call.params, call.grads, call.slots[Op::kExpAvg], call.slots[Op::kExpAvgSq]};
   if (amsgrad) {
-    spec.slots.push_back(max_exp_avg_sqs);
+    spec.slots.push_back(call.slots[Op::kMaxExpAvgSq]);
   }
-  spec.steps = steps;
-  spec.masters = master_params;
-  const TensorTable table = TensorTableCache::instance().get(spec, schedule_state.device().index(), stream);
-  const AdamArgs args{step_inputs(schedule_state, group_index, momentum_from_schedule, beta1, scale, skip, clip), beta2,
-                      weight_decay, eps, maximize};
-  launch_per_tensor(&advance_steps_kernel<AdamTermsOf>, table, stream.stream(), args.in, AdamTermsOf{beta2});
-
-  dispatch_update_types(params[0].scalar_type(), !master_params.empty(), [&](auto scalar, auto master_flag) {
+  spec.steps = call.slots[Op::kStep];
+  spec.masters = call.slots[Op::kMasterParam];
+  const TensorTable table = TensorTableCache::instance().get(spec, call.schedule_state.device().index(), stream);
+  const AdamArgs args{in, call.has(Op::kMaximize)};
+  launch_per_tensor(&advance_steps_kernel<AdamTermsOf>, table, stream.stream(), in, AdamTermsOf{});
+  dispatch_update_types(call.params[0].scalar_type(), call.has(Op::kMasterWeights), [&](auto scalar,
+                                                                                       auto master_flag) {
     using scalar_t = decltype(scalar);
     with_bool(amsgrad, [&](auto amsgrad_flag) {
-    with_bool(decoupled_weight_decay, [&](auto decoupled_flag) {
-    with_bool(weight_decay != 0.0, [&](auto weight_decay_flag) {
-    with_bool(grad_scale.has_value(), [&](auto unscale_flag) {
-    with_bool(clip_coef.has_value(), [&](auto clip_flag) {
-      launch_per_chunk(&adam_chunk_kernel<scalar_t, decltype(master_flag)::value, decltype(amsgrad_flag)::value,
-                                          decltype(decoupled_flag)::value, decltype(weight_decay_flag)::value,
-                                          decltype(unscale_flag)::value, decltype(clip_flag)::value>,
-                       table, stream.stream(), args);
-    });
-    });
-    });
-    });
+      with_bool(call.has(Op::kDecoupledWeightDecay), [&](auto decoupled_flag) {
+        launch_per_chunk(&adam_chunk_kernel<scalar_t, decltype(master_flag)::value, decltype(amsgrad_flag)::value,
+                                            decltype(decoupled_flag)::value>,
+                         table, stream.stream(), args);
+      });
     });
   });
 }
 
-void sgd_step_cuda(
-    at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers, at::TensorList steps,
-    const at::Tensor& schedule_state, int64_t group_index, double momentum, double dampening,
-    double weight_decay, bool nesterov, bool maximize, const std::optional<at::Tensor>& grad_scale,
-    const std::optional<at::Tensor>& found_inf, bool momentum_from_schedule,
-    const std::optional<at::Tensor>& clip_coef, std::optional<at::TensorList> master_list) {
-  const at::TensorList master_params = master_list.value_or(at::TensorList());
-  const bool has_momentum = momentum != 0.0 || momentum_from_schedule;
-  check_sgd_step_args(params, grads, momentum_buffers, steps, schedule_state, group_index, has_momentum,
-                      master_params);
-  const DeviceScalar scale = device_scalar(grad_scale, schedule_state, "schedule_state", "grad_scale");
-  const DeviceScalar skip = device_scalar(found_inf, schedule_state, "schedule_state", "found_inf");
-  const DeviceScalar clip = device_scalar(clip_coef, schedule_state, "schedule_state", "clip_coef");
+void run_step(const UpdateCall<SgdStepOp>& call, const StepInputs& in, c10::cuda::CUDAStream stream) {
+  using Op = SgdStepOp;
+  const bool has_momentum = call.has(Op::kMomentum);
+  TableSpec spec;
+  spec.slots = {call.params, call.grads};
+  if (has_momentum) {
+    spec.slots.push_back(call.slots[Op::kMomentumBuffer]);
+    spec.steps = call.slots[Op::kStep];
+  }
+  spec.masters = call.slots[Op::kMasterParam];
+  const TensorTable table = TensorTableCache::instance().get(spec, call.schedule_state.device().index(), stream);
+  const SgdArgs args{in, call.has(Op::kNesterov), call.has(Op::kMaximize)};
+  if (has_momentum) {
+    launch_per_tensor(&advance_steps_kernel<SgdTermsOf>, table, stream.stream(), in, SgdTermsOf{});
+  }
+  dispatch_update_types(call.params[0].scalar_type(), call.has(Op::kMasterWeights), [&](auto scalar,
+                                                                                       auto master_flag) {
+    using scalar_t = decltype(scalar);
+    with_bool(has_momentum, [&](auto momentum_flag) {
+      launch_per_chunk(&sgd_chunk_kernel<scalar_t, decltype(master_flag)::value, decltype(momentum_flag)::value>,
+                       table, stream.stream(), args);
+    });
+  });
+}
+
+// The CUDA kernels of update op Op (UpdateStepSignature): the shared checks,
+// then the launches on the current stream; found_inf is read on the device.
+template <typename Op>
+void update_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList states,
+                      const at::Tensor& schedule_state, int64_t group_index, int64_t flags,
+                      const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf,
+                      const std::optional<at::Tensor>& clip_coef) {
+  const UpdateCall<Op> call = check_update_call<Op>(params, grads, states, schedule_state, group_index, flags,
+                                                    grad_scale, found_inf, clip_coef);
+  const StepInputs in = step_inputs(call);
   if (params.empty()) {
     return;
   }
   const c10::cuda::CUDAGuard guard(schedule_state.device());
-  const c10::cuda::CUDAStream stream = c10::cuda::getCurrentCUDAStream(schedule_state.device().index());
-  TableSpec spec;
-  spec.slots = {params, grads};
-  if (has_momentum) {
-    spec.slots.push_back(momentum_buffers);
-    spec.steps = steps;
-  }
-  spec.masters = master_params;
-  const TensorTable table = TensorTableCache::instance().get(spec, schedule_state.device().index(), stream);
-  const SgdArgs args{step_inputs(schedule_state, group_index, momentum_from_schedule, momentum, scale, skip, clip),
-                     dampening, weight_decay, nesterov, maximize};
-  if (has_momentum) {
-    launch_per_tensor(&advance_steps_kernel<SgdTermsOf>, table, stream.stream(), args.in, SgdTermsOf{});
-  }
-
-  dispatch_update_types(params[0].scalar_type(), !master_params.empty(), [&](auto scalar, auto master_flag) {
-    using scalar_t = decltype(scalar);
-    with_bool(has_momentum, [&](auto momentum_flag) {
-    with_bool(weight_decay != 0.0, [&](auto weight_decay_flag) {
-    with_bool(grad_scale.has_value(), [&](auto unscale_flag) {
-    with_bool(clip_coef.has_value(), [&](auto clip_flag) {
-      launch_per_chunk(&sgd_chunk_kernel<scalar_t, decltype(master_flag)::value, decltype(momentum_flag)::value,
-                                         decltype(weight_decay_flag)::value, decltype(unscale_flag)::value,
-                                         decltype(clip_flag)::value>,
-                       table, stream.stream(), args);
-    });
-    });
-    });
-    });
-  });
+  run_step(call, in, c10::cuda::getCurrentCUDAStream(schedule_state.device().index()));
 }
 
 void schedule_step_cuda(
@@ -564,8 +511,7 @@ std::map<std::string, int64_t> table_cache_stats() {
 }  // namespace cuda
 
 TORCH_LIBRARY_IMPL(lrsched_fused, CUDA, m) {
-  m.impl("adam_step_", &cuda::adam_step_cuda);
-  m.impl("sgd_step_", &cuda::sgd_step_cuda);
+  for_each_update_op([&](auto op) { m.impl(decltype(op)::kName, &cuda::update_step_cuda<decltype(op)>); });
   m.impl("schedule_step_", &cuda::schedule_step_cuda);
 }
 

@@ -1,0 +1,111 @@
+#pragma once
+// NOTE: [update op declaration]
+// Every elementwise update op (adam_step_, sgd_step_, ...) has one shape,
+// declared once here:
+//
+//   NAME(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] states, Tensor schedule_state,
+//        int group_index, int flags, Tensor? grad_scale=None, Tensor? found_inf=None,
+//        Tensor? clip_coef=None) -> ()
+//
+// The schema (csrc/ops.cpp), the kernels' C++ signature (UpdateStepSignature),
+// the step plan's call (csrc/step_plan.h), the Autograd kernel and the Python
+// wrapper and fake (lrsched_fused/_ops.py) are all derived from it. What
+// tells the ops apart is their declaration below: their structural flags (bits
+// of `flags`) and their named state slots. `states` holds the slots that are
+// present, slot after slot in declaration order, one tensor per parameter each
+// (a slot guarded by a flag is present only with that flag). Python reads the
+// declarations from _C.UPDATE_OPS and builds the lists by name.
+//
+// No hyperparameter travels with a call: the kernels read the group's values
+// (lr, betas, eps, weight decay, momentum, dampening) from the group's block
+// of schedule_state (NOTE: [hyperparameters on the device]).
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+#include <array>
+#include <cstdint>
+#include <optional>
+
+namespace lrsched_fused {
+
+using UpdateStepSignature = void(at::TensorList params, at::TensorList grads, at::TensorList states,
+                                 const at::Tensor& schedule_state, int64_t group_index, int64_t flags,
+                                 const std::optional<at::Tensor>& grad_scale,
+                                 const std::optional<at::Tensor>& found_inf,
+                                 const std::optional<at::Tensor>& clip_coef);
+
+// What a state slot holds, per parameter: a tensor like the parameter (in the
+// states' dtype: float32 with master weights), a step counter (a one-element
+// float64 tensor), or the float32 master weights (NOTE: [master weights]).
+enum class SlotKind { State, Step, Master };
+
+// A state slot: its name (torch's state key), what it holds and the flag bit
+// it needs (0: always present).
+struct StateSlot {
+  const char* name;
+  SlotKind kind;
+  int64_t needs_flag;
+};
+
+struct AdamStepOp {
+  static constexpr const char* kName = "adam_step_";
+  static constexpr int64_t kAmsgrad = 1 << 0;
+  static constexpr int64_t kDecoupledWeightDecay = 1 << 1;
+  static constexpr int64_t kMaximize = 1 << 2;
+  static constexpr int64_t kMasterWeights = 1 << 3;
+  static constexpr std::array<const char*, 4> kFlagNames{"amsgrad", "decoupled_weight_decay", "maximize",
+                                                        "master_weights"};
+  enum State { kExpAvg, kExpAvgSq, kMaxExpAvgSq, kStep, kMasterParam, kNumStates };
+  static constexpr std::array<StateSlot, kNumStates> kStates{{{"exp_avg", SlotKind::State, 0},
+                                                              {"exp_avg_sq", SlotKind::State, 0},
+                                                              {"max_exp_avg_sq", SlotKind::State, kAmsgrad},
+                                                              {"step", SlotKind::Step, 0},
+                                                              {"master_param", SlotKind::Master, kMasterWeights}}};
+};
+
+struct SgdStepOp {
+  static constexpr const char* kName = "sgd_step_";
+  static constexpr int64_t kMomentum = 1 << 0;  // momentum buffers (and their step counters) are kept
+  static constexpr int64_t kNesterov = 1 << 1;
+  static constexpr int64_t kMaximize = 1 << 2;
+  static constexpr int64_t kMasterWeights = 1 << 3;
+  static constexpr std::array<const char*, 4> kFlagNames{"momentum", "nesterov", "maximize", "master_weights"};
+  // A momentum buffer's step counts the steps it took: at 0 it has no history
+  // and becomes the gradient (torch's first-step buffer = grad).
+  enum State { kMomentumBuffer, kStep, kMasterParam, kNumStates };
+  static constexpr std::array<StateSlot, kNumStates> kStates{{{"momentum_buffer", SlotKind::State, kMomentum},
+                                                              {"step", SlotKind::Step, kMomentum},
+                                                              {"master_param", SlotKind::Master, kMasterWeights}}};
+};
+
+// Calls f(Op{}) for each update op.
+template <typename F>
+void for_each_update_op(const F& f) {
+  f(AdamStepOp{});
+  f(SgdStepOp{});
+}
+
+// The op's state slots cut out of `states` (an absent slot is an empty list).
+template <typename Op>
+std::array<at::TensorList, Op::kNumStates> state_slots(at::TensorList states, size_t num_params, int64_t flags) {
+  TORCH_CHECK(flags >= 0 && flags < (int64_t{1} << Op::kFlagNames.size()), Op::kName, ": flags ", flags,
+              " has bits no flag names");
+  size_t present = 0;
+  for (const StateSlot& slot : Op::kStates) {
+    present += slot.needs_flag == 0 || (flags & slot.needs_flag) != 0;
+  }
+  TORCH_CHECK(states.size() == present * num_params, Op::kName, ": states has ", states.size(),
+              " tensors, expected ", present * num_params, " (", num_params, " per present slot)");
+  std::array<at::TensorList, Op::kNumStates> slots{};
+  size_t at = 0;
+  for (size_t s = 0; s < Op::kStates.size(); ++s) {
+    const int64_t needs = Op::kStates[s].needs_flag;
+    if (needs == 0 || (flags & needs) != 0) {
+      slots[s] = states.slice(at, num_params);
+      at += num_params;
+    }
+  }
+  return slots;
+}
+
+}  // namespace lrsched_fused
