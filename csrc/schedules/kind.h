@@ -15,7 +15,8 @@
 //                                                      one scheduler.step() (ReduceLROnPlateau:
 //                                                      step(metric)), at the leaf's new last_epoch
 //   void restart(const LeafState&, double metric)      SequentialLR's hand-over at a milestone
-//                                                      (torch's _update_lr(0)), at last_epoch 0
+//                                                      (torch's _update_lr(0)), at last_epoch 0;
+//                                                      ReduceLROnPlateau takes its first step
 //
 // The leaf's last_epoch is the dispatcher's (schedule_math.h): 0 before
 // construct and restart, + 1 before step. A kind is listed once in
