@@ -168,9 +168,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   // Each leaf kind's number, and its field names in program order (NOTE: [schedule fields]).
   using lrsched_fused::ScheduleKind;
   py::dict schedule_fields;
-#define LRSCHED_EXPORT_KIND(Kind, NAME, member, Fields)                              \
+#define LRSCHED_EXPORT_KIND(Kind, NAME, Schedule)                                    \
   m.attr("KIND_" #NAME) = static_cast<int64_t>(ScheduleKind::Kind);                  \
-  schedule_fields[py::int_(static_cast<int64_t>(ScheduleKind::Kind))] = field_names(lrsched_fused::Fields::kNames);
+  schedule_fields[py::int_(static_cast<int64_t>(ScheduleKind::Kind))] = field_names(lrsched_fused::Schedule::kNames);
   LRSCHED_FOR_EACH_LEAF_KIND(LRSCHED_EXPORT_KIND)
 #undef LRSCHED_EXPORT_KIND
   m.attr("SCHEDULE_FIELDS") = schedule_fields;
