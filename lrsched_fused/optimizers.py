@@ -63,15 +63,18 @@ class FusedOptimizer(Optimizer):
     def __getstate__(self) -> Dict[str, Any]:
         """Everything but the step plan (it holds C++ lists; a copy builds its
         own) and, as torch's, the hooks: ``copy.deepcopy``, ``pickle`` and
-        ``torch.save`` give an optimizer that steps on like this one."""
+        ``torch.save`` give an optimizer that steps on like this one. An lr
+        set by hand is taken first, as for ``state_dict()``."""
+        self._sync_groups()
         state = {key: value for key, value in self.__dict__.items() if key != "_plan" and not key.endswith("_hooks")}
         state["state"] = dict(self.state)
         return state
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         super().__setstate__(state)
-        if "_plan" not in self.__dict__:
+        if "_plan" not in self.__dict__:  # a copy: plain pickle does not keep the lr views views of the state
             self._plan = self._new_plan()
+            self.device_schedule.bind(self.param_groups)
         if not isinstance(self.state, ParamStates):
             self.state = ParamStates(self.state)
 

@@ -259,19 +259,25 @@ def test_a_copy_steps_on_like_torchs_copy(row, kwargs, copier):
     assert ours.opt.state_dict()["param_groups"] == copies[1].opt.state_dict()["param_groups"]
 
 
-def test_a_copy_keeps_the_schedule_state():
+@pytest.mark.parametrize("copier", [deep_copied, pickled, torch_saved], ids=["deepcopy", "pickle", "torch.save"])
+def test_a_copy_goes_on_with_the_schedule_as_torchs_pair(copier):
+    """The copy holds its own schedule state, its groups' lrs view it, and
+    it goes on with torch's scheduler (built on torch's copy, its state loaded)."""
     theirs, ours = pair(ROWS["FusedAdam"], {"lr": 0.1}, schedule=("CosineAnnealingLR", {"T_max": 4}))
     train([theirs, ours], 3, seed=10)
-    for copier in (deep_copied, pickled, torch_saved):
-        copied = copier({"net": ours.net, "opt": ours.opt})
-        side = Side(copied["net"], copied["opt"])
-        assert torch.equal(side.opt.schedule_state, ours.opt.schedule_state)
-        assert side.opt.schedule_state.data_ptr() != ours.opt.schedule_state.data_ptr()
-        assert side.opt.param_groups[0]["lr"] is side.opt.device_schedule._lr_views[0]
-        copies = side
-    train([theirs, ours, copies], 5, seed=11)
-    assert_same_lrs(theirs, copies)
-    assert_same_params(theirs, copies)
+    copies = []
+    for side in (theirs, ours):
+        copied = copier({"net": side.net, "opt": side.opt})
+        copies.append(Side(copied["net"], copied["opt"]))
+    copies[0].scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(copies[0].opt, T_max=4)
+    copies[0].scheduler.load_state_dict(theirs.scheduler.state_dict())
+    our_copy = copies[1].opt
+    assert torch.equal(our_copy.schedule_state, ours.opt.schedule_state)
+    assert our_copy.schedule_state.data_ptr() != ours.opt.schedule_state.data_ptr()
+    assert our_copy.param_groups[0]["lr"].data_ptr() == our_copy.lr_tensor.data_ptr()
+    train(copies, 5, seed=11)
+    assert_same_lrs(*copies)
+    assert_same_params(*copies)
 
 
 # ------------------------------------------------------- non-parameter state
@@ -347,7 +353,8 @@ def test_a_group_appended_to_the_list_steps_as_torch(row, kwargs):
     train([theirs, ours], 2, seed=19)
     for side in (theirs, ours):
         extra = torch.nn.Linear(3, 2)
-        torch.nn.init.constant_(extra.weight, 0.3), torch.nn.init.constant_(extra.bias, -0.1)
+        torch.nn.init.constant_(extra.weight, 0.3)
+        torch.nn.init.constant_(extra.bias, -0.1)
         side.net.append(extra)
         defaults = {k: v for k, v in side.opt.defaults.items() if k not in ("params", "lr")}
         side.opt.param_groups.append({**defaults, "params": list(extra.parameters()), "lr": 0.03})
