@@ -222,6 +222,11 @@ class DeviceSchedule:
             for group, view in zip(groups, self._momentum_views):
                 self.momentum.set(group, view)
 
+    @property
+    def group_count(self) -> int:
+        """The param groups the state holds a block for."""
+        return len(self._lr_views)
+
     def momentum_is_view(self, group_index: int, group: Dict[str, Any]) -> bool:
         """True when the group's momentum is the schedule's own view (not assigned by hand)."""
         return group_index < len(self._momentum_views) and \

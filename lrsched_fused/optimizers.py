@@ -9,6 +9,7 @@ csrc/update_math.h and csrc/schedule_math.h.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -19,7 +20,7 @@ from .device_schedule import DeviceSchedule, HyperparameterSlots, MomentumField
 from .grad_clipping import GradClipping, check_grad_clipping_arguments
 from .param_groups import ParamGroup
 from .schedules import Constant, Schedule
-from .step_plan import Bucket, ParamStates, StepPlan
+from .step_plan import Bucket, ParamStates, StepPlan, plain_state
 
 __all__ = ["FusedOptimizer", "FusedSGD", "FusedAdam", "FusedAdamW"]
 
@@ -38,6 +39,9 @@ class FusedOptimizer(Optimizer):
     update_op: str
     momentum_field: MomentumField
     hyperparameter_slots: HyperparameterSlots
+    # What a state_dict saved before a flag existed is loaded with (torch's
+    # optimizers' __setstate__ fills in the same).
+    legacy_defaults: Dict[str, Any] = {}
 
     def __init__(self, params, defaults: Dict[str, Any], schedule: Optional[Schedule], schedule_interval: str,
                  skip_schedule_on_overflow: bool, max_grad_norm: Optional[float], grad_norm_type: float,
@@ -57,11 +61,33 @@ class FusedOptimizer(Optimizer):
         self._skip_schedule_on_overflow = skip_schedule_on_overflow
         self._device: Optional[torch.device] = None
         self._hyperparameter_keys = tuple(key for key in defaults if key != "lr")
-        self._plan = StepPlan(name, self.update_op, self._hyperparameters_of, self._check_edited_group,
-                              self._fill_states)
+        self._plan = self._new_plan()
         super().__init__(params, defaults)
         self.state = ParamStates(self.state)
         self.device_schedule.create(self.param_groups, self._device or torch.device("cpu"))
+
+    # ------------------------------------------------- copies and pickles
+    def __getstate__(self) -> Dict[str, Any]:
+        """Everything but the step plan (it holds C++ lists; a copy builds its
+        own) and, as torch's, the hooks: ``copy.deepcopy``, ``pickle`` and
+        ``torch.save`` give an optimizer that steps on like this one. An lr
+        set by hand is taken first, as for ``state_dict()``."""
+        self._sync_groups()
+        state = {key: value for key, value in self.__dict__.items() if key != "_plan" and not key.endswith("_hooks")}
+        state["state"] = dict(self.state)
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        super().__setstate__(state)
+        if "_plan" not in self.__dict__:  # a copy: plain pickle does not keep the lr views views of the state
+            self._plan = self._new_plan()
+            self.device_schedule.bind(self.param_groups)
+        if not isinstance(self.state, ParamStates):
+            self.state = ParamStates(self.state)
+
+    def _new_plan(self) -> StepPlan:
+        return StepPlan(type(self).__name__, self.update_op, self._hyperparameters_of, self._check_edited_group,
+                        self._fill_states)
 
     # -------------------------------------------------------- subclasses
     def _normalize_hyperparameters(self, group: Dict[str, Any], where: str) -> None:
@@ -190,7 +216,7 @@ class FusedOptimizer(Optimizer):
         if not isinstance(param_group, dict):
             raise TypeError(f"{name}: a param group must be a dict, got {type(param_group).__name__}")
         where = f"param group {len(self.param_groups)}"
-        params = validation.group_params(param_group, name, where)
+        params, names = validation.split_names(validation.group_params(param_group, name, where), name, where)
         taken = {id(p): f"param group {j}" for j, g in enumerate(self.param_groups) for p in g["params"]}
         device = validation.check_params(params, taken, self._device, name, where)
         group = {**self.defaults, **param_group}
@@ -199,7 +225,7 @@ class FusedOptimizer(Optimizer):
         self._check_hyperparameters(group, where)
         if self.device_schedule.state is not None:
             self.device_schedule.check_can_grow(group, where)
-        super().add_param_group({**group, "params": params})
+        super().add_param_group({**group, "params": params, **({"param_names": names} if names else {})})
         self._device = device or self._device
         if self.device_schedule.state is not None:
             self.device_schedule.grow(self.param_groups)
@@ -243,6 +269,39 @@ class FusedOptimizer(Optimizer):
         self._check_hyperparameters(group, f"param group {index}",
                                     momentum_on_device=self.device_schedule.momentum_is_view(index, group))
 
+    def _adopt_appended_groups(self) -> None:
+        """Groups appended to ``param_groups`` as a list (torch's own tests
+        do) join as ``add_param_group`` would add them, the same dict objects;
+        one it refuses stays in the list and is refused again at each step."""
+        known, groups = self.device_schedule.group_count, self.param_groups
+        if len(groups) == known:
+            return
+        name = type(self).__name__
+        if len(groups) < known:
+            raise ValueError(f"{name}: param_groups holds {len(groups)} groups, the schedule {known}: a group was "
+                             "removed from the list, which the schedule state cannot follow; build a new optimizer "
+                             "for the groups that remain")
+        appended = groups[known:]
+        del groups[known:]
+        for i, group in enumerate(appended):
+            try:
+                self.add_param_group(group)
+            except (TypeError, ValueError) as exc:
+                groups.extend(appended[i:])
+                raise ValueError(f"{name}: param group {known + i} was appended to param_groups as a list; it is "
+                                 f"adopted as add_param_group(group) would add it, which refused it: {exc}") from exc
+            if isinstance(group, dict):
+                group.update(groups[-1])
+                groups[-1] = group
+        self.device_schedule.bind(groups)
+
+    def _sync_groups(self) -> None:
+        """Appended groups adopted, an lr (or cycled momentum) set by hand and
+        edited hyperparameters copied into the schedule state."""
+        self._adopt_appended_groups()
+        self.device_schedule.adopt_assigned(self.param_groups)
+        self.device_schedule.write_edited_hyperparameters(self.param_groups)
+
     # ---------------------------------------------------------- schedule
     @property
     def schedule(self) -> Schedule:
@@ -261,7 +320,7 @@ class FusedOptimizer(Optimizer):
     def get_last_lr(self) -> List[float]:
         """The current lr of every group, like ``scheduler.get_last_lr()``.
         Reads the device state, so on CUDA it syncs: keep it off the hot path."""
-        self.device_schedule.adopt_assigned(self.param_groups)
+        self._sync_groups()
         return self.device_schedule.lrs.tolist()
 
     def schedule_step(self, metric=None) -> None:
@@ -281,8 +340,7 @@ class FusedOptimizer(Optimizer):
             metric_tensor = schedule.metric_tensor(metric)
         elif metric is not None:
             raise TypeError(f"{name}: {schedule_name} takes no metric, got {metric!r}; call schedule_step()")
-        schedule.adopt_assigned(self.param_groups)
-        schedule.write_edited_hyperparameters(self.param_groups)
+        self._sync_groups()
         schedule.note_capture()
         self._own_groups_after_capture()
         schedule.advance(metric_tensor, None)
@@ -325,6 +383,7 @@ class FusedOptimizer(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self._adopt_appended_groups()
         schedule = self.device_schedule
         if torch.compiler.is_compiling():
             schedule.adopt_assigned(self.param_groups)
@@ -366,9 +425,9 @@ class FusedOptimizer(Optimizer):
         """torch's optimizer state_dict (state names ``step``, ``exp_avg``, ...;
         float ``lr`` and ``initial_lr`` per group, so torch optimizers load it)
         plus ``schedule``: the schedule's name, config, interval and state."""
-        self.device_schedule.adopt_assigned(self.param_groups)
+        self._sync_groups()
         state_dict = super().state_dict()
-        state_dict["state"] = {key: dict(value) for key, value in state_dict["state"].items()}
+        state_dict["state"] = {key: plain_state(value) for key, value in state_dict["state"].items()}
         self.device_schedule.write_group_values(state_dict["param_groups"])
         state_dict["schedule"] = self.device_schedule.state_dict_entry()
         return state_dict
@@ -376,12 +435,22 @@ class FusedOptimizer(Optimizer):
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Loads ours or a torch optimizer's state_dict, copying into the
         existing state tensors and schedule state (their data_ptr is kept, so
-        a captured CUDA graph stays valid)."""
+        a captured CUDA graph stays valid). As torch's: the load pre-hooks
+        see the state_dict first, the post-hooks the loaded optimizer; each
+        group steps with the loaded group's lr, from which the schedule
+        continues (its counters come from the saved ``schedule`` entry); a
+        flag missing from an older state_dict gets torch's default."""
         name = type(self).__name__
+        self._adopt_appended_groups()
+        if isinstance(state_dict, dict):
+            state_dict = state_dict.copy()
+            for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
+                returned = pre_hook(self, state_dict)
+                state_dict = state_dict if returned is None else returned
         if not isinstance(state_dict, dict):
             raise TypeError(f"{name}: load_state_dict takes the dict state_dict() returns, got "
                             f"{type(state_dict).__name__}")
-        state_dict = dict(state_dict)
+        state_dict = self._adapt_saved_state(dict(state_dict))
         schedule_part = state_dict.pop("schedule", None)
         validation.check_saved_state(state_dict, state_dict.get("param_groups", []), self.param_groups, name)
         if schedule_part is not None:
@@ -389,13 +458,16 @@ class FusedOptimizer(Optimizer):
         fp32_values = self._check_saved_master_weights(state_dict)
         saved_ids = [i for group in state_dict["param_groups"] for i in group["params"]]
         kept_groups, kept_states = self.param_groups, self.state
-        super().load_state_dict(state_dict)
+        self._torch_load_state_dict(state_dict)
+        for group in self.param_groups:
+            self._complete_loaded_group(group)
         params = [p for group in self.param_groups for p in group["params"]]
         for saved_id, p in zip(saved_ids, params):
             for key, value in fp32_values.get(saved_id, {}).items():
                 self.state[p][key] = value.to(device=p.device, dtype=torch.float32)
         loaded = {p: validation.state_to_load(p, dict(kept_states.get(p, {})), state)
-                  for p, state in self.state.items()}
+                  for p, state in self.state.items() if isinstance(p, torch.Tensor) and isinstance(state, dict)}
+        unowned = {key: value for key, value in self.state.items() if key not in loaded}
         if self.device_schedule.captured:
             try:
                 validation.check_loadable_after_capture(kept_states, loaded, type(self).__name__)
@@ -405,15 +477,53 @@ class FusedOptimizer(Optimizer):
         for p, (pairs, state) in loaded.items():
             for kept, value in pairs:
                 kept.copy_(value)
-        self.state = ParamStates({p: state for p, (_, state) in loaded.items()})
+        self.state = ParamStates({**{p: state for p, (_, state) in loaded.items()}, **unowned})
         if schedule_part is not None:
-            self.device_schedule.load_entry(schedule_part, self.param_groups)
-            for group in self.param_groups:
-                group.pop("initial_lr", None)
+            self._load_schedule_entry(schedule_part)
         else:
             self.device_schedule.load_from_groups(self.param_groups)
         self._own_groups_after_capture()
         self._plan.invalidate()
+        for post_hook in self._optimizer_load_state_dict_post_hooks.values():
+            post_hook(self)
+
+    def _adapt_saved_state(self, state_dict: Dict[str, Any]) -> Dict[str, Any]:
+        """A subclass's changes to a state_dict to load (after the pre-hooks, before any check)."""
+        return state_dict
+
+    def _torch_load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """torch's load_state_dict without its hooks: ours runs them around the whole load."""
+        hooks = self._optimizer_load_state_dict_pre_hooks, self._optimizer_load_state_dict_post_hooks
+        self._optimizer_load_state_dict_pre_hooks = OrderedDict()
+        self._optimizer_load_state_dict_post_hooks = OrderedDict()
+        try:
+            super().load_state_dict(state_dict)
+        finally:
+            self._optimizer_load_state_dict_pre_hooks, self._optimizer_load_state_dict_post_hooks = hooks
+
+    def _complete_loaded_group(self, group: Dict[str, Any]) -> None:
+        """A hyperparameter missing from a loaded group (a state_dict older
+        than the flag): torch's default for a flag, else this optimizer's."""
+        for key in ("lr", *self._hyperparameter_keys):  # not torch's "differentiable", which __setstate__ adds
+            if key not in group:
+                group[key] = self.legacy_defaults.get(key, self.defaults[key])
+
+    def _load_schedule_entry(self, part: Dict[str, Any]) -> None:
+        """The saved schedule state, except each group's current lr (and
+        cycled momentum): the loaded group's, as torch's optimizer steps with
+        what its param group holds, so a chainable schedule continues from it."""
+        schedule, groups = self.device_schedule, self.param_groups
+        lrs = [group["lr"] for group in groups]
+        momenta = [schedule.momentum.get(group) for group in groups] if schedule.cycles_momentum else []
+        schedule.load_entry(part, groups)
+        views = [group["lr"] for group in groups] + [schedule.momentum.get(group) for group in groups[:len(momenta)]]
+        for view, value in zip(views, lrs + momenta):
+            if isinstance(value, torch.Tensor):
+                view.copy_(value.detach().reshape(()))
+            else:
+                view.fill_(float(value))
+        for group in groups:
+            group.pop("initial_lr", None)
 
 
 class FusedSGD(FusedOptimizer):
@@ -426,6 +536,7 @@ class FusedSGD(FusedOptimizer):
     momentum_field = MomentumField("momentum")
     hyperparameter_slots = HyperparameterSlots({
         "momentum": _C.GROUP_MOMENTUM, "dampening": _C.GROUP_DAMPENING, "weight_decay": _C.GROUP_WEIGHT_DECAY})
+    legacy_defaults = {"nesterov": False, "maximize": False}
 
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0, dampening: float = 0,
                  weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False,
@@ -441,15 +552,15 @@ class FusedSGD(FusedOptimizer):
     def _check_hyperparameters(self, group: Dict[str, Any], where: str, momentum_on_device: bool = False) -> None:
         validation.check_sgd_hyperparameters(group, type(self).__name__, where, momentum_on_device)
 
-    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        """As the base class's; a momentum buffer saved without a step (by
-        torch's SGD, or by an older version of FusedSGD) has history: step 1."""
-        saved_state = state_dict.get("state") if isinstance(state_dict, dict) else None
+    def _adapt_saved_state(self, state_dict: Dict[str, Any]) -> Dict[str, Any]:
+        """A momentum buffer saved without a step (by torch's SGD, or by an
+        older version of FusedSGD) has history: step 1."""
+        saved_state = state_dict.get("state")
         if isinstance(saved_state, dict):
             state_dict = {**state_dict, "state": {
                 key: {**value, "step": 1.0} if isinstance(value, dict) and value.get("momentum_buffer") is not None
                 and "step" not in value else value for key, value in saved_state.items()}}
-        super().load_state_dict(state_dict)
+        return state_dict
 
     def _flags(self, group: Dict[str, Any], master: bool) -> int:
         return _ops.update_flags(
@@ -479,6 +590,7 @@ class FusedAdam(FusedOptimizer):
     momentum_field = MomentumField("betas", 0)
     hyperparameter_slots = HyperparameterSlots({
         "betas": (_C.GROUP_MOMENTUM, _C.GROUP_BETA2), "eps": _C.GROUP_EPS, "weight_decay": _C.GROUP_WEIGHT_DECAY})
+    legacy_defaults = {"amsgrad": False, "maximize": False, "decoupled_weight_decay": False}
 
     def __init__(self, params, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0, amsgrad: bool = False, *, maximize: bool = False,
@@ -520,3 +632,8 @@ class FusedAdamW(FusedAdam):
                          maximize=maximize, decoupled_weight_decay=True, schedule=schedule,
                          schedule_interval=schedule_interval, skip_schedule_on_overflow=skip_schedule_on_overflow,
                          max_grad_norm=max_grad_norm, grad_norm_type=grad_norm_type, master_weights=master_weights)
+
+    def _complete_loaded_group(self, group: Dict[str, Any]) -> None:
+        """As torch's AdamW: decoupled weight decay, whatever the state_dict says (an Adam one says False)."""
+        super()._complete_loaded_group(group)
+        group["decoupled_weight_decay"] = True

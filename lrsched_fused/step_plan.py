@@ -48,7 +48,7 @@ import torch
 from . import _C
 from .validation import check_grad, is_dtensor, sharding
 
-__all__ = ["Bucket", "StepPlan", "ParamStates"]
+__all__ = ["Bucket", "StepPlan", "ParamStates", "plain_state"]
 
 _grad_of = attrgetter("grad")
 
@@ -90,7 +90,9 @@ class _OneParamState(dict):
 class ParamStates(defaultdict):
     """``optimizer.state`` that counts the edits of itself and of every
     parameter's state dict in ``version``, so the step plan sees them
-    (NOTE: [step plan]). Reads cost what a defaultdict's cost."""
+    (NOTE: [step plan]). Reads cost what a defaultdict's cost. As torch's, it
+    also keeps values that are not a parameter's state dict
+    (``opt.state["note"] = 1``), as they are."""
 
     def __init__(self, items=()):
         super().__init__(None)
@@ -98,7 +100,9 @@ class ParamStates(defaultdict):
         for key, value in dict(items).items():
             self[key] = value
 
-    def _own(self, value) -> _OneParamState:
+    def _own(self, value):
+        if not isinstance(value, dict):
+            return value
         state = value if isinstance(value, _OneParamState) else _OneParamState(value)
         state._owner = self
         return state
@@ -143,7 +147,12 @@ class ParamStates(defaultdict):
 
 def _plain_states(items: Dict) -> defaultdict:
     """What a pickled or deep-copied ``ParamStates`` becomes: torch's ``defaultdict(dict)``."""
-    return defaultdict(dict, {key: dict(value) for key, value in items.items()})
+    return defaultdict(dict, {key: plain_state(value) for key, value in items.items()})
+
+
+def plain_state(value):
+    """A parameter's state as a plain dict; any other value as it is."""
+    return dict(value) if isinstance(value, dict) else value
 
 
 class Bucket:

@@ -176,6 +176,21 @@ def group_params(param_group, owner: str, where: str) -> List[torch.Tensor]:
         raise TypeError(f"{owner}: params must be an iterable of Tensors, got {params!r} ({where})") from None
 
 
+def split_names(params: List, owner: str, where: str):
+    """``(name, tensor)`` pairs (``model.named_parameters()``) as (tensors,
+    names), as torch takes them; (params, None) for bare tensors."""
+    named = [isinstance(p, tuple) for p in params]
+    if not any(named):
+        return params, None
+    if not all(named):
+        fail(ValueError, owner, where, "params mix (name, tensor) pairs and bare tensors; accepted: every "
+             "parameter with a name (model.named_parameters()) or none")
+    for i, pair in enumerate(params):
+        if len(pair) != 2 or not isinstance(pair[0], str):
+            fail(TypeError, owner, where, f"params[{i}] must be a Tensor or a (name, Tensor) pair, got {pair!r}")
+    return [p for _, p in params], [name for name, _ in params]
+
+
 def check_params(params: Sequence, taken: Dict[int, str], device: Optional[torch.device], owner: str,
                  where: str) -> Optional[torch.device]:
     """Each parameter a dense tensor of an accepted dtype, listed once (``taken``:
@@ -226,6 +241,9 @@ def check_saved_state(state_dict: Dict[str, Any], saved_groups: List[Dict[str, A
     if len(saved_groups) != len(param_groups):
         raise ValueError(f"{owner}: the state_dict has {len(saved_groups)} param groups, this optimizer "
                          f"{len(param_groups)}")
+    for i, group in enumerate(saved_groups):
+        if "lr" in group:
+            normalize_lr({"lr": group["lr"]}, owner, f"the state_dict's param group {i}")
     saved_ids = [i for group in saved_groups for i in group.get("params", [])]
     params = [p for group in param_groups for p in group["params"]]
     by_id = dict(zip(saved_ids, enumerate(params)))
@@ -233,7 +251,7 @@ def check_saved_state(state_dict: Dict[str, Any], saved_groups: List[Dict[str, A
         if saved_id not in by_id:
             continue
         index, p = by_id[saved_id]
-        for key, value in state.items():
+        for key, value in state.items() if isinstance(state, dict) else ():
             if key == "step":
                 if not (is_real(value) or isinstance(value, torch.Tensor) and value.numel() == 1):
                     raise ValueError(f"{owner}: the state_dict's step of parameter {index} is {value!r}; "
@@ -293,6 +311,8 @@ def check_loadable_after_capture(kept_states, loaded, owner: str) -> None:
     tensor a graph may use (NOTE: [CUDA graph capture]). ``loaded``: per
     parameter, (pairs to copy, the state it would keep)."""
     for p, kept in kept_states.items():
+        if not isinstance(kept, dict):
+            continue
         _, state = loaded.get(p, ([], {}))
         for key, tensor in kept.items():
             if isinstance(tensor, torch.Tensor) and state.get(key) is not tensor:

@@ -138,9 +138,10 @@ def _momentum(group):
 
 
 def drive(spec, horizon, optimizer="sgd momentum", *, interval="epoch", steps_per_epoch=2, mode=None,
-          dtype=torch.float32, metric_kind="tensor"):
+          dtype=torch.float32, metric_kind="tensor", after_epoch=None):
     """Runs the pair; returns (torch lrs, our lrs, torch momenta, our momenta,
-    torch params, our params), lrs and momenta per schedule step from construction on."""
+    torch params, our params), lrs and momenta per schedule step from construction on.
+    ``after_epoch(epoch, torch_opt, our_opt)`` runs after each epoch's schedule step."""
     torch_cls, our_cls, kwargs = OPTIMIZERS[optimizer]
     gen = torch.Generator().manual_seed(0)
     values = [torch.randn(3, 4, generator=gen, dtype=torch.float64).to(dtype) for _ in LRS]
@@ -180,6 +181,8 @@ def drive(spec, horizon, optimizer="sgd momentum", *, interval="epoch", steps_pe
             else:
                 our_opt.schedule_step(torch.tensor(metric, dtype=torch.float64) if metric_kind == "tensor"
                                       else metric)
+            if after_epoch is not None:
+                after_epoch(epoch, torch_opt, our_opt)
             note()
     return record + ([p.detach() for p in tp], [p.detach() for p in op])
 
@@ -197,6 +200,35 @@ def test_against_torch(name, optimizer):
     assert_close_sequences(torch_m, our_m, "momentum/beta1")
     for a, b in zip(torch_params, our_params):
         torch.testing.assert_close(b, a, rtol=0, atol=0)  # the fused CPU pair rounds alike (tests/conftest.py)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_an_lr_in_a_loaded_state_dict_is_the_groups_lr(name):
+    """Mid-run, each optimizer reloads its own state_dict with every group's
+    lr changed (fine-tuning from a checkpoint with a new lr): both step with
+    the loaded lr, and the schedule goes on from there as torch's does (a
+    chainable one from the new lr, one computed from the base lrs and the
+    step count overwrites it at its next step); the counters are the saved ones."""
+    spec, horizon = CASES[name]
+    plain_lrs = drive(spec, horizon, "adam")[0]
+    reload_epoch = next(e for e in range(horizon // 3, horizon) if 0.0 not in plain_lrs[e + 1])
+
+    def reload_with_new_lrs(epoch, torch_opt, our_opt):
+        if epoch != reload_epoch:
+            return
+        for opt in (torch_opt, our_opt):
+            saved = opt.state_dict()
+            for i, group in enumerate(saved["param_groups"]):
+                group["lr"] = float(group["lr"]) * (0.5 + 0.25 * i)
+            opt.load_state_dict(saved)
+
+    torch_lrs, our_lrs, torch_m, our_m, torch_params, our_params = drive(
+        spec, horizon, "adam", after_epoch=reload_with_new_lrs)
+    assert torch_lrs != plain_lrs  # the reload changed torch's run: the check is not vacuous
+    assert_close_sequences(torch_lrs, our_lrs, "lr")
+    assert_close_sequences(torch_m, our_m, "momentum/beta1")
+    for a, b in zip(torch_params, our_params):
+        torch.testing.assert_close(b, a, rtol=0, atol=0)
 
 
 STEP_INTERVAL_CASES = ["LinearLR, warmup 0.1 to 1 over 10", "OneCycleLR", "OneCycleLR, three_phase", "CyclicLR",
