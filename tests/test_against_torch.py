@@ -3,7 +3,8 @@ same parameters, same gradients, step by step, across named configurations."""
 import pytest
 import torch
 
-from torch_pair import (EXTRA_OPTIMIZER_INPUTS, TORCH_OPTIMIZER_INPUTS, record_worst, run_pair, worst_lr_error,
+from schedule_specs import PAIR_SCHEDULES as SCHEDULES
+from torch_pair import (EXTRA_OPTIMIZER_INPUTS, TORCH_OPTIMIZER_INPUTS, compare, record_worst, worst_lr_error,
                         worst_param_error)
 
 # Relative tolerance of the parameters, ||ours - torch|| / ||torch||, per dtype.
@@ -13,20 +14,10 @@ LR_RTOL = 1e-12
 
 def check(run, dtype):
     lr_error, param_error = worst_lr_error(run), worst_param_error(run)
-    record_worst(dtype, lr_error, param_error)
+    record_worst(dtype, lr=lr_error, param=param_error)
     assert lr_error <= LR_RTOL
     assert param_error <= PARAM_RTOL[dtype]
 
-
-# (schedule name, kwargs, epochs, steps per epoch): horizons cross every step_size,
-# T_max to 2.5 x T_max (torch's cosine does not clamp), patience and cooldown.
-SCHEDULES = {
-    "StepLR": ("StepLR", {"step_size": 7, "gamma": 0.5}, 25, 12),
-    "CosineAnnealingLR": ("CosineAnnealingLR", {"T_max": 10, "eta_min": 1e-4}, 25, 12),
-    "ReduceLROnPlateau": ("ReduceLROnPlateau",
-                          {"factor": 0.5, "patience": 2, "cooldown": 1, "min_lr": [1e-5, 2e-4]}, 30, 10),
-    "constant": (None, {}, 3, 100),
-}
 
 CONFIGS = [
     pytest.param(kind, kwargs, id=f"{kind}-{desc}")
@@ -40,10 +31,9 @@ CONFIGS = [
 @pytest.mark.parametrize("schedule", list(SCHEDULES))
 @pytest.mark.parametrize("kind,kwargs", CONFIGS)
 def test_matches_torch_pair(kind, kwargs, schedule, dtype):
-    name, schedule_kwargs, epochs, steps = SCHEDULES[schedule]
-    run = run_pair(kind, kwargs, schedule_name=name, schedule_kwargs=schedule_kwargs, epochs=epochs,
-                   steps_per_epoch=steps, dtype=dtype)
-    assert epochs * steps >= 300
+    spec = SCHEDULES[schedule]
+    run = compare(kind, kwargs, spec=spec, dtype=dtype)
+    assert spec["epochs"] * spec["steps_per_epoch"] >= 300
     check(run, dtype)
 
 
@@ -54,9 +44,8 @@ def test_matches_torch_pair(kind, kwargs, schedule, dtype):
 ], ids=["sgd-momentum", "adam-amsgrad", "adamw"])
 @pytest.mark.parametrize("schedule", ["StepLR", "CosineAnnealingLR", "ReduceLROnPlateau"])
 def test_matches_torch_pair_with_520_tensors(kind, kwargs, schedule):
-    name, schedule_kwargs, epochs, steps = SCHEDULES[schedule]
-    run = run_pair(kind, kwargs, schedule_name=name, schedule_kwargs=schedule_kwargs, epochs=epochs,
-                   steps_per_epoch=steps, layout="many")
+    spec = SCHEDULES[schedule]
+    run = compare(kind, kwargs, spec=spec, layout="many")
     check(run, torch.float32)
 
 
@@ -67,17 +56,14 @@ def test_matches_torch_pair_with_520_tensors(kind, kwargs, schedule):
 ], ids=["sgd", "adam", "adamw"])
 @pytest.mark.parametrize("schedule", ["StepLR", "CosineAnnealingLR"])
 def test_step_interval_matches_scheduler_stepped_every_iteration(kind, kwargs, schedule):
-    name, schedule_kwargs, _, _ = SCHEDULES[schedule]
-    run = run_pair(kind, kwargs, schedule_name=name, schedule_kwargs=schedule_kwargs, epochs=30, steps_per_epoch=10,
-                   interval="step", dtype=torch.float64)
+    run = compare(kind, kwargs, spec=SCHEDULES[schedule], epochs=30, steps_per_epoch=10, interval="step",
+                  dtype=torch.float64)
     check(run, torch.float64)
 
 
 def test_a_wrong_lr_would_fail():
     """The comparison can fail: a schedule that differs from torch's is caught."""
-    from torch_pair import build_pair
-    run = run_pair("adam", {"lr": 0.01}, schedule_name="StepLR", schedule_kwargs={"step_size": 7, "gamma": 0.5},
-                   epochs=8, steps_per_epoch=5, dtype=torch.float64)
+    run = compare("adam", {"lr": 0.01}, spec=SCHEDULES["StepLR"], epochs=8, steps_per_epoch=5, dtype=torch.float64)
     assert worst_lr_error(run) <= LR_RTOL
     run.our_lrs[-1][0] *= 1 + 1e-9
     assert worst_lr_error(run) > LR_RTOL

@@ -8,183 +8,43 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from lrsched_fused import FusedAdam, FusedSGD, _C, schedules, torch_reference
-from schedule_specs import chained, describe, leaf, needs_metric, ours, sequential, torchs
-from torch_pair import assert_lr_sequences_close, plateau_metric
+from lrsched_fused import FusedAdam, FusedSGD, _C, schedules
+from schedule_specs import EVERY_SCHEDULE as CASES
+from schedule_specs import chained, describe, leaf, needs_metric, ours, sequential
+from torch_pair import assert_lr_sequences_close, build_pair, default_grads, plateau_metric, run_pair
 
 LR_RTOL = 1e-12
 LRS = (0.1, 0.03, 0.7)
 
-# name -> (spec, horizon in schedule steps)
-CASES = {
-    "StepLR": (leaf("StepLR", step_size=3, gamma=0.5), 20),
-    "MultiStepLR": (leaf("MultiStepLR", milestones=[2, 5, 5, 9], gamma=0.5), 15),
-    "MultiStepLR, milestone 0": (leaf("MultiStepLR", milestones=[0, 3], gamma=0.3), 6),
-    "ExponentialLR": (leaf("ExponentialLR", gamma=0.9), 30),
-    "ConstantLR": (leaf("ConstantLR"), 10),
-    "ConstantLR, factor 0.5, 0 iters": (leaf("ConstantLR", factor=0.5, total_iters=0), 4),
-    "ConstantLR, factor 0.1, 3 iters": (leaf("ConstantLR", factor=0.1, total_iters=3), 6),
-    "LinearLR": (leaf("LinearLR"), 10),
-    "LinearLR, warmup 0.1 to 1 over 10": (leaf("LinearLR", start_factor=0.1, end_factor=1.0, total_iters=10), 14),
-    "LinearLR, decay 1 to 0.2 over 7": (leaf("LinearLR", start_factor=1.0, end_factor=0.2, total_iters=7), 10),
-    "LinearLR, to 0": (leaf("LinearLR", start_factor=0.5, end_factor=0.0, total_iters=4), 7),
-    "PolynomialLR": (leaf("PolynomialLR"), 8),
-    "PolynomialLR, power 2 over 8": (leaf("PolynomialLR", total_iters=8, power=2.0), 12),
-    "PolynomialLR, power 0.5 over 3": (leaf("PolynomialLR", total_iters=3, power=0.5), 5),
-    "CosineAnnealingLR": (leaf("CosineAnnealingLR", T_max=6, eta_min=0.001), 30),
-    "CosineAnnealingWarmRestarts": (leaf("CosineAnnealingWarmRestarts", T_0=3), 20),
-    "CosineAnnealingWarmRestarts, T_mult 2": (
-        leaf("CosineAnnealingWarmRestarts", T_0=2, T_mult=2, eta_min=0.001), 40),
-    "CosineAnnealingWarmRestarts, T_mult 3": (leaf("CosineAnnealingWarmRestarts", T_0=1, T_mult=3), 45),
-    "OneCycleLR": (leaf("OneCycleLR", max_lr=0.5, total_steps=20), 20),
-    "OneCycleLR, linear": (leaf("OneCycleLR", max_lr=0.5, total_steps=17, anneal_strategy="linear"), 17),
-    "OneCycleLR, three_phase": (leaf("OneCycleLR", max_lr=0.4, total_steps=25, three_phase=True), 25),
-    "OneCycleLR, three_phase, linear, pct 0.4": (
-        leaf("OneCycleLR", max_lr=0.4, total_steps=21, three_phase=True, anneal_strategy="linear", pct_start=0.4),
-        21),
-    "OneCycleLR, per-group max_lr and momentum": (
-        leaf("OneCycleLR", max_lr=[0.5, 0.2, 1.0], total_steps=16, base_momentum=[0.8, 0.85, 0.7],
-             max_momentum=[0.9, 0.95, 0.99], div_factor=10.0, final_div_factor=100.0), 16),
-    "OneCycleLR, no momentum, epochs x steps": (
-        leaf("OneCycleLR", max_lr=0.3, epochs=3, steps_per_epoch=5, cycle_momentum=False), 15),
-    "CyclicLR": (leaf("CyclicLR", base_lr=0.01, max_lr=0.1, step_size_up=4), 30),
-    "CyclicLR, triangular2": (leaf("CyclicLR", base_lr=0.01, max_lr=0.1, step_size_up=3, mode="triangular2"), 30),
-    "CyclicLR, exp_range": (
-        leaf("CyclicLR", base_lr=0.01, max_lr=0.1, step_size_up=2, step_size_down=5, mode="exp_range", gamma=0.9),
-        30),
-    "CyclicLR, per-group, no momentum": (
-        leaf("CyclicLR", base_lr=[0.01, 0.02, 0.001], max_lr=[0.1, 0.3, 0.01], step_size_up=5, step_size_down=2,
-             cycle_momentum=False), 25),
-    "ReduceLROnPlateau": (leaf("ReduceLROnPlateau", patience=1, cooldown=2, factor=0.5), 33),
-    # transformers' schedules (transformers' own LambdaLR on the torch side; tests/test_transformers_schedules.py
-    # checks them against transformers.get_scheduler by name)
-    "ConstantWithWarmup": (leaf("ConstantWithWarmup", num_warmup_steps=4), 8),
-    "LinearWithWarmup": (leaf("LinearWithWarmup", num_warmup_steps=3, num_training_steps=12), 15),
-    "CosineWithWarmup, min_lr": (leaf("CosineWithWarmup", num_warmup_steps=3, num_training_steps=15, min_lr=1e-3),
-                                 20),
-    "CosineWithHardRestarts": (leaf("CosineWithHardRestarts", num_warmup_steps=2, num_training_steps=20,
-                                    num_cycles=3), 24),
-    "PolynomialDecayWithWarmup, per-group lr_init": (
-        leaf("PolynomialDecayWithWarmup", num_warmup_steps=2, num_training_steps=12, lr_end=1e-3, power=2.0), 15),
-    "PolynomialDecayWithWarmup, lr_init": (
-        leaf("PolynomialDecayWithWarmup", num_warmup_steps=2, num_training_steps=12, lr_init=0.1), 15),
-    "InverseSqrt": (leaf("InverseSqrt", num_warmup_steps=4, timescale=6), 20),
-    "CosineWarmupWithMinLr": (leaf("CosineWarmupWithMinLr", num_warmup_steps=4, num_training_steps=14,
-                                   min_lr_rate=0.1, warmup_lr_rate=0.05), 18),
-    "WarmupStableDecay": (leaf("WarmupStableDecay", num_warmup_steps=3, num_decay_steps=5, num_training_steps=14,
-                               warmup_type="cosine", decay_type="1-sqrt", min_lr_ratio=0.1), 18),
-    # composites
-    "SequentialLR: linear warmup, cosine": (
-        sequential([leaf("LinearLR", start_factor=0.1, total_iters=5), leaf("CosineAnnealingLR", T_max=20)], [5]),
-        40),
-    "SequentialLR: constant, exponential, step": (
-        sequential([leaf("ConstantLR", factor=0.5, total_iters=3), leaf("ExponentialLR", gamma=0.9),
-                    leaf("StepLR", step_size=3, gamma=0.5)], [4, 10]), 20),
-    "SequentialLR: warmup, warm restarts": (
-        sequential([leaf("LinearLR", start_factor=0.2, total_iters=6),
-                    leaf("CosineAnnealingWarmRestarts", T_0=4, T_mult=2, eta_min=1e-4)], [6]), 40),
-    "SequentialLR: multistep, polynomial, linear, constant": (
-        sequential([leaf("MultiStepLR", milestones=[1, 3], gamma=0.5), leaf("PolynomialLR", total_iters=4),
-                    leaf("LinearLR", start_factor=0.3, end_factor=0.9, total_iters=3),
-                    leaf("ConstantLR", factor=0.25, total_iters=2)], [4, 9, 13]), 20),
-    "SequentialLR: milestone 1": (
-        sequential([leaf("ExponentialLR", gamma=0.5), leaf("CosineAnnealingLR", T_max=3)], [1]), 10),
-    "ChainedScheduler: constant, exponential": (
-        chained([leaf("ConstantLR", factor=0.5, total_iters=4), leaf("ExponentialLR", gamma=0.95)]), 12),
-    "ChainedScheduler: warmup, cosine": (
-        chained([leaf("LinearLR", start_factor=0.2, total_iters=5), leaf("CosineAnnealingLR", T_max=10)]), 25),
-    "ChainedScheduler: step, multistep, polynomial": (
-        chained([leaf("StepLR", step_size=3, gamma=0.5), leaf("MultiStepLR", milestones=[4, 8], gamma=0.3),
-                 leaf("PolynomialLR", total_iters=12, power=1.5)]), 16),
-    "SequentialLR: linear warmup, transformers cosine, constant": (
-        sequential([leaf("LinearLR", start_factor=0.1, total_iters=4),
-                    leaf("CosineWithWarmup", num_warmup_steps=0, num_training_steps=12, min_lr_rate=0.05),
-                    leaf("ConstantWithWarmup", num_warmup_steps=3)], [4, 14]), 22),
-    "SequentialLR: WSD, exponential": (
-        sequential([leaf("WarmupStableDecay", num_warmup_steps=2, num_decay_steps=4, num_stable_steps=3,
-                         decay_type="linear", min_lr_ratio=0.2),
-                    leaf("ExponentialLR", gamma=0.9)], [9]), 16),
-    "ChainedScheduler: inverse sqrt, exponential": (
-        chained([leaf("InverseSqrt", num_warmup_steps=3), leaf("ExponentialLR", gamma=0.95)]), 15),
-    "ChainedScheduler: step, polynomial decay": (
-        chained([leaf("StepLR", step_size=2, gamma=0.5),
-                 leaf("PolynomialDecayWithWarmup", num_warmup_steps=2, num_training_steps=10, power=1.5)]), 14),
-    # ReduceLROnPlateau in a composite: torch's stepped by hand (tests/schedule_specs.py)
-    "SequentialLR: warmup, plateau": (
-        sequential([leaf("LinearLR", start_factor=0.1, total_iters=5),
-                    leaf("ReduceLROnPlateau", patience=1, cooldown=2, factor=0.5)], [5]), 40),
-    "SequentialLR: constant, plateau max abs": (
-        sequential([leaf("ConstantLR", factor=0.25, total_iters=2),
-                    leaf("ReduceLROnPlateau", mode="max", threshold_mode="abs", threshold=0.01, patience=0)], [3]),
-        30),
-    "SequentialLR: WSD, plateau": (
-        sequential([leaf("WarmupStableDecay", num_warmup_steps=3, num_decay_steps=4, num_training_steps=10),
-                    leaf("ReduceLROnPlateau", patience=1, factor=0.5)], [8]), 25),
-    "SequentialLR: plateau, cosine": (
-        sequential([leaf("ReduceLROnPlateau", patience=0), leaf("CosineAnnealingLR", T_max=5)], [8]), 20),
-    "ChainedScheduler: exponential, plateau": (
-        chained([leaf("ExponentialLR", gamma=0.99), leaf("ReduceLROnPlateau", patience=2, min_lr=0.01)]), 35),
-}
-
 OPTIMIZERS = {
-    "sgd momentum": (torch.optim.SGD, FusedSGD, {"momentum": 0.9, "weight_decay": 0.01}),
-    "sgd no momentum": (torch.optim.SGD, FusedSGD, {}),
-    "adam": (torch.optim.Adam, FusedAdam, {"weight_decay": 0.01}),
+    "sgd momentum": ("sgd", {"momentum": 0.9, "weight_decay": 0.01}),
+    "sgd no momentum": ("sgd", {}),
+    "adam": ("adam", {"weight_decay": 0.01}),
 }
 
 
-def _momentum(group):
-    return float(group["betas"][0]) if "betas" in group else float(group["momentum"])
-
-
-def drive(spec, horizon, optimizer="sgd momentum", *, interval="epoch", steps_per_epoch=2, mode=None,
-          dtype=torch.float32, metric_kind="tensor", after_epoch=None):
-    """Runs the pair; returns (torch lrs, our lrs, torch momenta, our momenta,
-    torch params, our params), lrs and momenta per schedule step from construction on.
-    ``after_epoch(epoch, torch_opt, our_opt)`` runs after each epoch's schedule step."""
-    torch_cls, our_cls, kwargs = OPTIMIZERS[optimizer]
+def drive(spec, optimizer="sgd momentum", *, interval="epoch", steps_per_epoch=2, horizon=None, after_epoch=None):
+    """The pair over three groups of one (3, 4) tensor each (lrs LRS) for
+    ``horizon`` schedule steps (default the spec's); returns the PairRun.
+    ``after_epoch(pair, epoch)`` runs after each epoch's schedule step."""
+    kind, kwargs = OPTIMIZERS[optimizer]
+    horizon = spec["epochs"] if horizon is None else horizon
     gen = torch.Generator().manual_seed(0)
-    values = [torch.randn(3, 4, generator=gen, dtype=torch.float64).to(dtype) for _ in LRS]
-    tp = [v.clone().requires_grad_() for v in values]
-    op = [v.clone().requires_grad_() for v in values]
-    torch_opt = torch_cls([{"params": [p], "lr": lr} for p, lr in zip(tp, LRS)], lr=LRS[0], fused=True, **kwargs)
-    torch_sched = torchs(spec, torch_opt)
-    our_opt = our_cls([{"params": [p], "lr": lr} for p, lr in zip(op, LRS)], lr=LRS[0], schedule=ours(spec),
-                      schedule_interval=interval, **kwargs)
-    metric_mode = mode or next((s["kwargs"].get("mode", "min") for s in spec.get("schedulers", [spec])
-                                if s["name"] == "ReduceLROnPlateau"), "min")
-    record = ([[float(g["lr"]) for g in torch_opt.param_groups]], [our_opt.get_last_lr()],
-              [[_momentum(g) for g in torch_opt.param_groups]], [[_momentum(g) for g in our_opt.param_groups]])
+    values = [[torch.randn(3, 4, generator=gen, dtype=torch.float64).float()] for _ in LRS]
+    pair = build_pair(kind, dict(kwargs, lr=LRS[0]), spec=spec, values=values, group_lrs=LRS, interval=interval)
+    if interval == "epoch":
+        return run_pair(pair, epochs=horizon, steps_per_epoch=steps_per_epoch,
+                        grads=default_grads(seed=0, none_grad_every=0), after_epoch=after_epoch)
+    return run_pair(pair, epochs=math.ceil(horizon / steps_per_epoch), steps_per_epoch=steps_per_epoch,
+                    total_steps=horizon, grads=default_grads(seed=0, none_grad_every=0))
 
-    def note():
-        record[0].append([float(g["lr"]) for g in torch_opt.param_groups])
-        record[1].append(our_opt.get_last_lr())
-        record[2].append([_momentum(g) for g in torch_opt.param_groups])
-        record[3].append([_momentum(g) for g in our_opt.param_groups])
 
-    epochs = horizon if interval == "epoch" else math.ceil(horizon / steps_per_epoch)
-    for epoch in range(epochs):
-        for _ in range(steps_per_epoch if interval == "epoch" else min(steps_per_epoch, horizon + 1 - len(record[0]))):
-            for a, b in zip(tp, op):
-                grad = torch.randn(a.shape, generator=gen, dtype=torch.float64).to(dtype)
-                a.grad, b.grad = grad.clone(), grad.clone()
-            torch_opt.step()
-            our_opt.step()
-            if interval == "step":
-                torch_reference.step(torch_sched, None)
-                note()
-        if interval == "epoch":
-            metric = plateau_metric(epoch, metric_mode) if needs_metric(spec) else None
-            torch_reference.step(torch_sched, metric)
-            if metric is None:
-                our_opt.schedule_step()
-            else:
-                our_opt.schedule_step(torch.tensor(metric, dtype=torch.float64) if metric_kind == "tensor"
-                                      else metric)
-            if after_epoch is not None:
-                after_epoch(epoch, torch_opt, our_opt)
-            note()
-    return record + ([p.detach() for p in tp], [p.detach() for p in op])
+def assert_pair_matches(run, note=""):
+    """lrs and momenta to LR_RTOL; parameters bit for bit (the fused CPU pair rounds alike, tests/conftest.py)."""
+    assert_close_sequences(run.torch_lrs, run.our_lrs, f"lr{note}")
+    assert_close_sequences(run.torch_momenta, run.our_momenta, f"momentum/beta1{note}")
+    for a, b in zip(run.torch_params, run.our_params):
+        torch.testing.assert_close(b, a, rtol=0, atol=0, msg=lambda m: f"{note}: {m}")
 
 
 def assert_close_sequences(expected, got, what):
@@ -194,12 +54,7 @@ def assert_close_sequences(expected, got, what):
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
 @pytest.mark.parametrize("name", list(CASES))
 def test_against_torch(name, optimizer):
-    spec, horizon = CASES[name]
-    torch_lrs, our_lrs, torch_m, our_m, torch_params, our_params = drive(spec, horizon, optimizer)
-    assert_close_sequences(torch_lrs, our_lrs, "lr")
-    assert_close_sequences(torch_m, our_m, "momentum/beta1")
-    for a, b in zip(torch_params, our_params):
-        torch.testing.assert_close(b, a, rtol=0, atol=0)  # the fused CPU pair rounds alike (tests/conftest.py)
+    assert_pair_matches(drive(CASES[name], optimizer))
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -209,26 +64,23 @@ def test_an_lr_in_a_loaded_state_dict_is_the_groups_lr(name):
     the loaded lr, and the schedule goes on from there as torch's does (a
     chainable one from the new lr, one computed from the base lrs and the
     step count overwrites it at its next step); the counters are the saved ones."""
-    spec, horizon = CASES[name]
-    plain_lrs = drive(spec, horizon, "adam")[0]
+    spec = CASES[name]
+    horizon = spec["epochs"]
+    plain_lrs = drive(spec, "adam").torch_lrs
     reload_epoch = next(e for e in range(horizon // 3, horizon) if 0.0 not in plain_lrs[e + 1])
 
-    def reload_with_new_lrs(epoch, torch_opt, our_opt):
+    def reload_with_new_lrs(pair, epoch):
         if epoch != reload_epoch:
             return
-        for opt in (torch_opt, our_opt):
+        for opt in (pair.torch_opt, pair.our_opt):
             saved = opt.state_dict()
             for i, group in enumerate(saved["param_groups"]):
                 group["lr"] = float(group["lr"]) * (0.5 + 0.25 * i)
             opt.load_state_dict(saved)
 
-    torch_lrs, our_lrs, torch_m, our_m, torch_params, our_params = drive(
-        spec, horizon, "adam", after_epoch=reload_with_new_lrs)
-    assert torch_lrs != plain_lrs  # the reload changed torch's run: the check is not vacuous
-    assert_close_sequences(torch_lrs, our_lrs, "lr")
-    assert_close_sequences(torch_m, our_m, "momentum/beta1")
-    for a, b in zip(torch_params, our_params):
-        torch.testing.assert_close(b, a, rtol=0, atol=0)
+    run = drive(spec, "adam", after_epoch=reload_with_new_lrs)
+    assert run.torch_lrs != plain_lrs  # the reload changed torch's run: the check is not vacuous
+    assert_pair_matches(run, " (lr changed in a reloaded state_dict)")
 
 
 STEP_INTERVAL_CASES = ["LinearLR, warmup 0.1 to 1 over 10", "OneCycleLR", "OneCycleLR, three_phase", "CyclicLR",
@@ -239,36 +91,27 @@ STEP_INTERVAL_CASES = ["LinearLR, warmup 0.1 to 1 over 10", "OneCycleLR", "OneCy
 @pytest.mark.parametrize("name", STEP_INTERVAL_CASES)
 def test_step_interval(name):
     """schedule_interval="step": one schedule step inside every optimizer step."""
-    spec, horizon = CASES[name]
-    torch_lrs, our_lrs, torch_m, our_m, torch_params, our_params = drive(
-        spec, horizon, "adam", interval="step", steps_per_epoch=3)
-    assert_close_sequences(torch_lrs, our_lrs, "lr")
-    assert_close_sequences(torch_m, our_m, "momentum/beta1")
-    for a, b in zip(torch_params, our_params):
-        torch.testing.assert_close(b, a, rtol=0, atol=0)
+    assert_pair_matches(drive(CASES[name], "adam", interval="step", steps_per_epoch=3))
 
 
 def test_one_cycle_holds_past_total_steps():
     """torch raises once stepped past total_steps; ours cannot raise from the
     device, so the lr and momentum keep their final values."""
-    spec, horizon = CASES["OneCycleLR"]
-    torch_lrs, _, torch_m, _, _, _ = drive(spec, horizon)
+    spec = CASES["OneCycleLR"]
+    run = drive(spec)
     opt = FusedSGD([torch.zeros(2, requires_grad=True)], lr=0.1, momentum=0.9, schedule=ours(spec))
-    for _ in range(horizon + 5):
+    for _ in range(spec["epochs"] + 5):
         opt.schedule_step()
-    assert opt.get_last_lr() == pytest.approx(torch_lrs[-1][:1], rel=LR_RTOL)
-    assert float(opt.param_groups[0]["momentum"]) == pytest.approx(torch_m[-1][0], rel=LR_RTOL)
+    assert opt.get_last_lr() == pytest.approx(run.torch_lrs[-1][:1], rel=LR_RTOL)
+    assert float(opt.param_groups[0]["momentum"]) == pytest.approx(run.torch_momenta[-1][0], rel=LR_RTOL)
 
 
 def test_cycle_momentum_moves_sgd_without_momentum():
     """torch's OneCycleLR sets SGD's momentum even when it was 0, and SGD then
     uses it; so does ours (the momentum buffers appear on the first step)."""
-    spec, horizon = CASES["OneCycleLR"]
-    torch_lrs, our_lrs, torch_m, our_m, torch_params, our_params = drive(spec, horizon, "sgd no momentum")
-    assert torch_m[1][0] != 0.0
-    assert_close_sequences(torch_m, our_m, "momentum")
-    for a, b in zip(torch_params, our_params):
-        torch.testing.assert_close(b, a, rtol=0, atol=0)
+    run = drive(CASES["OneCycleLR"], "sgd no momentum")
+    assert run.torch_momenta[1][0] != 0.0
+    assert_pair_matches(run)
 
 
 def test_a_cycled_momentum_assigned_by_hand_is_used():
@@ -284,7 +127,7 @@ def test_a_cycled_momentum_assigned_by_hand_is_used():
                                   "SequentialLR: warmup, plateau", "CyclicLR, exp_range"])
 def test_state_dict_round_trip_mid_schedule(name):
     """Save mid-run, load into a fresh optimizer, continue: the same lrs and momenta."""
-    spec, horizon = CASES[name]
+    spec, horizon = CASES[name], CASES[name]["epochs"]
 
     def build():
         p = torch.zeros(2, requires_grad=True)
@@ -365,12 +208,12 @@ def test_a_group_added_later_is_refused_by_absolute_schedules():
 
 
 def test_a_composite_with_plateau_needs_the_metric_every_time():
-    opt = FusedSGD([torch.zeros(2, requires_grad=True)], lr=0.1, schedule=ours(CASES["SequentialLR: warmup, plateau"][0]))
+    opt = FusedSGD([torch.zeros(2, requires_grad=True)], lr=0.1, schedule=ours(CASES["SequentialLR: warmup, plateau"]))
     with pytest.raises(TypeError, match="metric"):
         opt.schedule_step()
     with pytest.raises(ValueError, match="schedule_interval"):
         FusedSGD([torch.zeros(2, requires_grad=True)], lr=0.1, schedule_interval="step",
-                 schedule=ours(CASES["SequentialLR: warmup, plateau"][0]))
+                 schedule=ours(CASES["SequentialLR: warmup, plateau"]))
 
 
 def test_every_torch_scheduler_has_a_twin_or_a_refusal():
@@ -471,10 +314,4 @@ def any_spec(draw):
 def test_random_schedules_against_torch(spec, horizon, optimizer):
     if spec["name"] == "OneCycleLR":
         horizon = min(horizon, spec["kwargs"]["total_steps"])
-    torch_lrs, our_lrs, torch_m, our_m, torch_params, our_params = drive(
-        spec, horizon, optimizer, steps_per_epoch=1)
-    note = describe(spec)
-    assert_close_sequences(torch_lrs, our_lrs, f"lr of {note}")
-    assert_close_sequences(torch_m, our_m, f"momentum of {note}")
-    for a, b in zip(torch_params, our_params):
-        torch.testing.assert_close(b, a, rtol=0, atol=0, msg=lambda m: f"{note}: {m}")
+    assert_pair_matches(drive(spec, optimizer, steps_per_epoch=1, horizon=horizon), f" of {describe(spec)}")

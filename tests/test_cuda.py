@@ -12,7 +12,6 @@ a machine without a GPU); the CUDA-only tests then skip.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import os
@@ -28,7 +27,11 @@ if not ON_CPU and not torch.cuda.is_available():
         allow_module_level=True,
     )
 
-from lrsched_fused import FusedAdam, FusedAdamW, FusedSGD, schedules, torch_reference  # noqa: E402
+import torch_pair  # noqa: E402
+from lrsched_fused import FusedAdam, FusedAdamW, FusedSGD, schedules  # noqa: E402
+from schedule_specs import CUDA_SCHEDULES as SCHEDULES  # noqa: E402
+from torch_pair import (assert_lr_sequences_close, build_pair, masters_and_references, record_worst,  # noqa: E402
+                        run_pair)
 
 DEVICE = torch.device("cpu" if ON_CPU else "cuda")
 needs_cuda = pytest.mark.skipif(ON_CPU, reason="a CUDA-only property (LRSCHED_FUSED_CUDA_TESTS_ON_CPU=1 is set)")
@@ -71,49 +74,11 @@ LR_RTOL = 1e-12
 DTYPE_IDS = {torch.float32: "fp32", torch.float64: "fp64", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 OPTIMIZERS = {
-    "sgd": (FusedSGD, torch.optim.SGD, dict(lr=0.05, momentum=0.9, weight_decay=1e-4)),
-    "adam": (FusedAdam, torch.optim.Adam, dict(lr=1e-2, weight_decay=1e-4)),
-    "adamw": (FusedAdamW, torch.optim.AdamW, dict(lr=1e-2, weight_decay=1e-2)),
+    "sgd": ("sgd", dict(lr=0.05, momentum=0.9, weight_decay=1e-4)),
+    "adam": ("adam", dict(lr=1e-2, weight_decay=1e-4)),
+    "adamw": ("adamw", dict(lr=1e-2, weight_decay=1e-2)),
 }
-
-SCHEDULES = {
-    "step": (
-        lambda: schedules.StepLR(step_size=10, gamma=0.5),
-        lambda opt: lr_scheduler.StepLR(opt, step_size=10, gamma=0.5),
-    ),
-    "cosine": (
-        lambda: schedules.CosineAnnealingLR(T_max=30, eta_min=1e-4),
-        lambda opt: lr_scheduler.CosineAnnealingLR(opt, T_max=30, eta_min=1e-4),
-    ),
-    "plateau": (
-        lambda: schedules.ReduceLROnPlateau(factor=0.5, patience=2, cooldown=1, threshold=1e-3, min_lr=1e-4),
-        lambda opt: lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=2, cooldown=1, threshold=1e-3,
-                                                   min_lr=1e-4),
-    ),
-}
-# The other schedules, built on the torch side by lrsched_fused.torch_reference
-# (the stock torch scheduler for each of ours; two stepped by hand for warmup
-# then plateau).
-OTHER_SCHEDULES = {
-    "warmup-cosine": lambda: schedules.SequentialLR(
-        [schedules.LinearLR(start_factor=0.1, total_iters=5), schedules.CosineAnnealingLR(T_max=40)], [5]),
-    "warmup-plateau": lambda: schedules.SequentialLR(
-        [schedules.LinearLR(start_factor=0.1, total_iters=5),
-         schedules.ReduceLROnPlateau(factor=0.5, patience=2, cooldown=1, threshold=1e-3, min_lr=1e-4)], [5]),
-    "chained": lambda: schedules.ChainedScheduler(
-        [schedules.ConstantLR(factor=0.5, total_iters=7), schedules.ExponentialLR(gamma=0.97),
-         schedules.MultiStepLR([20, 50, 50], gamma=0.5)]),
-    "restarts": lambda: schedules.CosineAnnealingWarmRestarts(T_0=5, T_mult=2, eta_min=1e-4),
-    "polynomial": lambda: schedules.PolynomialLR(total_iters=80, power=2.0),
-    "onecycle": lambda: schedules.OneCycleLR(max_lr=0.05, total_steps=EPOCHS, three_phase=True),
-    "cyclic": lambda: schedules.CyclicLR(1e-3, 0.05, step_size_up=7, step_size_down=4, mode="exp_range", gamma=0.99),
-    # transformers' WSD (transformers' own LambdaLR on the torch side); min_lr_ratio keeps 1 + cos from cancelling
-    "transformers-wsd": lambda: schedules.get_scheduler(
-        "warmup_stable_decay", num_warmup_steps=5, num_training_steps=EPOCHS - 5,
-        scheduler_specific_kwargs={"num_decay_steps": 20, "warmup_type": "cosine", "min_lr_ratio": 0.1}),
-}
-for _name, _make in OTHER_SCHEDULES.items():
-    SCHEDULES[_name] = (_make, lambda opt, _make=_make: torch_reference.torch_scheduler(_make(), opt))
+assert SCHEDULES["onecycle"]["kwargs"]["total_steps"] == EPOCHS
 
 
 def plateau_metric(epoch: int) -> float:
@@ -131,17 +96,8 @@ def plateau_metric(epoch: int) -> float:
     return 0.03 - 2e-4 * (epoch - 60)
 
 
-@contextlib.contextmanager
 def no_sync_allowed():
-    """Any host sync inside raises (torch.cuda.set_sync_debug_mode('error'))."""
-    if DEVICE.type != "cuda":
-        yield
-        return
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        yield
-    finally:
-        torch.cuda.set_sync_debug_mode(0)
+    return torch_pair.no_sync_allowed(DEVICE)
 
 
 def make_params(dtype, seed=0, shapes=SHAPES):
@@ -193,49 +149,40 @@ def state_names(opt_name, kwargs):
     return ["momentum_buffer"] if kwargs.get("momentum", 0) != 0 else []
 
 
-def compare_run(opt_name, sched_name, dtype, extra=None, interval="epoch", ref_kwargs=None, grad_scale=None):
+def device_grads(seed, skip=(NO_GRAD,), factors=(1.0,)):
+    """run_pair's grads: float32 normal on the device, in the parameter's dtype, none for `skip`."""
+    gen = torch.Generator(device=DEVICE).manual_seed(seed)
+
+    def grads(step, index, param):
+        if index in skip:
+            return None
+        g = torch.randn(param.shape, generator=gen, device=DEVICE, dtype=torch.float32)
+        return (g * factors[step % len(factors)]).to(param.dtype)
+
+    return grads
+
+
+def compare_run(opt_name, sched_name, dtype, extra=None, interval="epoch", torch_impl="fused", grad_scale=None):
     """300 steps of ours against the torch pair; with `grad_scale`, both get
     grads scaled by it and unscale them in the kernel (GradScaler's protocol:
     the optimizer's grad_scale and found_inf attributes)."""
-    ours_cls, ref_cls, kwargs = OPTIMIZERS[opt_name]
+    kind, kwargs = OPTIMIZERS[opt_name]
     kwargs = {**kwargs, **(extra or {})}
-    ref_kwargs = ref_kwargs or {"fused": True}
-    make_ours, make_ref = SCHEDULES[sched_name]
-    ours_params, ref_params = twin_params(dtype)
-    ours = ours_cls(ours_params, schedule=make_ours(), schedule_interval=interval, **kwargs)
-    ref = ref_cls(ref_params, **ref_kwargs, **kwargs)
-    sched = make_ref(ref)
-    gen = torch.Generator(device=DEVICE).manual_seed(1)
-    if grad_scale is not None:
-        for opt in (ours, ref):
-            opt.grad_scale = torch.tensor(grad_scale, device=DEVICE)
-            opt.found_inf = torch.tensor(0.0, device=DEVICE)
+    pair = build_pair(kind, kwargs, spec=SCHEDULES[sched_name], values=[make_params(dtype)], interval=interval,
+                      device=DEVICE.type, torch_impl=torch_impl)
     tol = TOLERANCES[dtype]
-    if ref_kwargs.get("fused") and DEVICE.type == "cuda" and dtype == torch.float32 and (
+    if torch_impl == "fused" and DEVICE.type == "cuda" and dtype == torch.float32 and (
             opt_name == "adamw" or kwargs.get("decoupled_weight_decay")) and kwargs.get("weight_decay", 1) != 0:
         tol = ADAMW_FP32_VS_FUSED_CUDA
     errors = []
-    for epoch in range(EPOCHS):
-        for _ in range(STEPS_PER_EPOCH):
-            set_grads(ours_params, ref_params, gen, scale=grad_scale)
-            with no_sync_allowed():
-                ours.step()
-            ref.step()
-            if interval == "step":
-                sched.step()
-            errors.append(rel_err(ours_params, ref_params))
-        if interval == "epoch":
-            if "plateau" in sched_name:
-                metric = torch.tensor(plateau_metric(epoch), device=DEVICE)
-                with no_sync_allowed():
-                    ours.schedule_step(metric)
-                sched.step(metric)
-            else:
-                with no_sync_allowed():
-                    ours.schedule_step()
-                sched.step()
-        assert_lrs_equal(ours, ref, epoch)
+    run = run_pair(pair, epochs=EPOCHS, steps_per_epoch=STEPS_PER_EPOCH, grads=device_grads(1), grad_scale=grad_scale,
+                   metric=plateau_metric, metric_as="float32 tensor", no_sync=True,
+                   after_step=lambda p, step: errors.append(rel_err(p.our_params, p.torch_params)))
+    assert_lr_sequences_close(run.torch_lrs, run.our_lrs, "lr", f"cuda tests {DEVICE.type}", rtol=LR_RTOL,
+                              count_run=False)
     assert_small(errors, tol, f"{opt_name}/{sched_name}/{DTYPE_IDS[dtype]} params")
+    record_worst(f"cuda tests {DEVICE.type} {DTYPE_IDS[dtype]}", param=float(torch.stack(errors).max()))
+    ours, ref, ours_params, ref_params = pair.our_opt, pair.torch_opt, pair.our_params, pair.torch_params
     with_grad = [(a, b) for i, (a, b) in enumerate(zip(ours_params, ref_params)) if i != NO_GRAD]
     assert ours.state.get(ours_params[NO_GRAD], {}) == {}
     assert torch.equal(ours_params[NO_GRAD], ref_params[NO_GRAD])
@@ -261,7 +208,7 @@ def test_matches_torch_fused(opt_name, sched_name, dtype):
 def test_adamw_matches_torch_single_tensor(sched_name):
     """fp32 AdamW to 1e-6 against torch's single-tensor AdamW, whose decay is
     written like ours (see ADAMW_FP32_VS_FUSED_CUDA)."""
-    compare_run("adamw", sched_name, torch.float32, ref_kwargs={"foreach": False})
+    compare_run("adamw", sched_name, torch.float32, torch_impl="for-loop")
 
 
 OPTION_CONFIGS = {
@@ -1218,51 +1165,33 @@ MASTER_STEPS = 40
 
 
 def _master_run(opt_name, sched_name, dtype, extra=None, grad_scale=None):
-    ours_cls, ref_cls, kwargs = OPTIMIZERS[opt_name]
+    kind, kwargs = OPTIMIZERS[opt_name]
     kwargs = {**kwargs, **(extra or {})}
-    make_ours, make_ref = SCHEDULES[sched_name]
     torch.manual_seed(5)
-    values = [(torch.randn(s, dtype=torch.float64) * 0.5).to(dtype).to(DEVICE) for s in SHAPES]
-    low = [v.clone().requires_grad_() for v in values]
-    reference = [v.float().requires_grad_() for v in values]
-    groups = lambda ps: [{"params": ps[:5]}, {"params": ps[5:], "lr": kwargs["lr"] * 0.5}]  # noqa: E731
-    ours = ours_cls(groups(low), schedule=make_ours(), master_weights=True, **kwargs)
-    ref = ref_cls(groups(reference), fused=True, **kwargs)
-    ref_sched = make_ref(ref)
-    plateau = isinstance(ours.schedule, schedules.ReduceLROnPlateau) or sched_name == "warmup-plateau"
+    values = [(torch.randn(s, dtype=torch.float64) * 0.5).to(dtype) for s in SHAPES]
+    pair = build_pair(kind, kwargs, spec=SCHEDULES[sched_name], values=[values[:5], values[5:]], device=DEVICE.type,
+                      master_weights=True)
     tol = ADAMW_FP32_VS_FUSED_CUDA if opt_name == "adamw" and not ON_CPU else TOLERANCES[torch.float32]
     gen = torch.Generator().manual_seed(6)
+
+    def grads(step, index, param):
+        if index == NO_GRAD or (index == 0 and step % 4 == 1):
+            return None
+        return (torch.randn(param.shape, generator=gen, dtype=torch.float64) * 0.3).to(dtype)
+
+    def check_masters(pair, step):
+        with_master = masters_and_references(pair)
+        errors.append(rel_err([m for m, _ in with_master], [r for _, r in with_master]))
+
     errors = []
-    for step in range(MASTER_STEPS):
-        for i, (p, r) in enumerate(zip(low, reference)):
-            if i == NO_GRAD or (i == 0 and step % 4 == 1):
-                p.grad, r.grad = None, None
-                continue
-            grad = (torch.randn(p.shape, generator=gen, dtype=torch.float64) * 0.3).to(dtype).to(DEVICE)
-            r.grad = grad.float()
-            p.grad = grad * grad_scale if grad_scale else grad
-        if grad_scale:
-            ours.grad_scale = torch.tensor(grad_scale, device=DEVICE)
-            ours.found_inf = torch.zeros((), device=DEVICE)
-        ours.step()
-        ref.step()
-        with_master = [(p, r) for p, r in zip(low, reference) if "master_param" in ours.state[p]]
-        for p, _ in with_master:
-            master = ours.state[p]["master_param"]
-            assert master.dtype == torch.float32
-            assert torch.equal(p.detach(), master.to(dtype)), f"step {step}: a parameter is not its master rounded"
-        errors.append(rel_err([ours.state[p]["master_param"] for p, _ in with_master],
-                              [r.detach() for _, r in with_master]))
-        if step % STEPS_PER_EPOCH == STEPS_PER_EPOCH - 1:
-            if plateau:
-                metric = plateau_metric(step // STEPS_PER_EPOCH)
-                ref_sched.step(metric)
-                ours.schedule_step(torch.tensor(metric, dtype=torch.float64, device=DEVICE))
-            else:
-                ref_sched.step()
-                ours.schedule_step()
-            assert_lrs_equal(ours, ref, step)
+    run = run_pair(pair, epochs=math.ceil(MASTER_STEPS / STEPS_PER_EPOCH), steps_per_epoch=STEPS_PER_EPOCH,
+                   total_steps=MASTER_STEPS, grads=grads, grad_scale=grad_scale, metric=plateau_metric,
+                   after_step=check_masters)
+    assert_lr_sequences_close(run.torch_lrs, run.our_lrs, "lr", f"cuda tests {DEVICE.type}", rtol=LR_RTOL,
+                              count_run=False)
     assert_small(errors, tol, f"{opt_name} master weights vs torch fused fp32")
+    record_worst(f"cuda tests {DEVICE.type} master weights", param=float(torch.stack(errors).max()))
+    ours, low = pair.our_opt, pair.our_params
     assert ours.state.get(low[NO_GRAD], {}) == {}
     for p in low[:NO_GRAD]:
         for key, value in ours.state[p].items():

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from lrsched_fused import FusedAdam, FusedAdamW, FusedSGD, schedules
-from torch_pair import TORCH_OPTIMIZERS, build_pair, relative_error
+from schedule_specs import EDGE_SCHEDULES as SCHEDULES
+from torch_pair import (TORCH_OPTIMIZERS, assert_lr_sequences_close, build_pair, default_grads, relative_error,
+                        run_pair)
 
 # One option mix per optimizer that touches every state tensor.
 PAIR_OPTIONS = {
@@ -14,36 +16,14 @@ PAIR_OPTIONS = {
     "adam": {"lr": 0.01, "amsgrad": True, "weight_decay": 0.1},
     "adamw": {"lr": 0.01, "amsgrad": True},
 }
-SCHEDULE_KWARGS = {
-    "StepLR": {"step_size": 2, "gamma": 0.5},
-    "CosineAnnealingLR": {"T_max": 3, "eta_min": 1e-3},
-    "ReduceLROnPlateau": {"patience": 0, "cooldown": 1, "factor": 0.5},
-}
-
-
-def drive(torch_opt, torch_sched, our_opt, torch_params, our_params, epochs, grad=None, metric=None,
-          rtol=1e-6):
+def drive(pair, epochs, grad=None, metric=None, rtol=1e-6):
     """Steps both sides with the same grads (grad(epoch, i, param) -> Tensor or
-    None), one schedule step per epoch; asserts lrs every epoch and params at the end."""
-    gen = torch.Generator().manual_seed(3)
-    for epoch in range(epochs):
-        for i, (a, b) in enumerate(zip(torch_params, our_params)):
-            g = grad(epoch, i, a) if grad else torch.randn(a.shape, generator=gen, dtype=a.dtype)
-            a.grad, b.grad = (None, None) if g is None else (g.clone(), g.clone())
-        torch_opt.step()
-        our_opt.step()
-        if torch_sched is not None:
-            if isinstance(our_opt.schedule, schedules.ReduceLROnPlateau):
-                value = metric(epoch) if metric else [1.0, 2.0, 0.5, 0.6, 0.7, 0.3][epoch % 6]
-                torch_sched.step(value)
-                our_opt.schedule_step(torch.tensor(value, dtype=torch.float64))
-            else:
-                torch_sched.step()
-                our_opt.schedule_step()
-        assert our_opt.get_last_lr() == pytest.approx([float(g["lr"]) for g in torch_opt.param_groups],
-                                                      rel=1e-12, abs=0), f"epoch {epoch}"
-    for a, b in zip(our_params, torch_params):
-        assert_close_tensors(a.detach(), b.detach(), rtol)
+    None), one step and one schedule step per epoch; asserts lrs every epoch and params at the end."""
+    run = run_pair(pair, epochs=epochs, grads=grad or default_grads(seed=3, none_grad_every=0),
+                   metric=metric or (lambda epoch: [1.0, 2.0, 0.5, 0.6, 0.7, 0.3][epoch % 6]))
+    assert_lr_sequences_close(run.torch_lrs, run.our_lrs, "lr", "edge cases", zero_atol=0.0, count_run=False)
+    for a, b in zip(run.our_params, run.torch_params):
+        assert_close_tensors(a, b, rtol)
 
 
 def assert_close_tensors(ours, reference, rtol):
@@ -77,7 +57,7 @@ def test_sgd_momentum_buffer_starts_at_the_first_grad_of_each_param():
         assert relative_error(a, b) <= 1e-6
 
 
-@pytest.mark.parametrize("schedule", list(SCHEDULE_KWARGS))
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
 def test_add_param_group_during_training(schedule):
     """A group added after the schedule started joins it with its own lr as
     its base lr. torch's chainable StepLR and ReduceLROnPlateau (float min_lr)
@@ -86,17 +66,17 @@ def test_add_param_group_during_training(schedule):
     (t - 1 - T_max) % (2 T_max) == 0 (shown below); ours is torch's with that done."""
     torch.manual_seed(0)
     values = [[torch.randn(4), torch.randn(6)]]
-    torch_opt, torch_sched, our_opt, torch_params, our_params = pair_over("adam", values, schedule=schedule)
-    drive(torch_opt, torch_sched, our_opt, torch_params, our_params, epochs=3)
+    pair = pair_over("adam", values, schedule=schedule)
+    drive(pair, epochs=3)
     late = torch.randn(3)
-    torch_params.append(late.clone().requires_grad_())
-    our_params.append(late.clone().requires_grad_())
-    torch_opt.add_param_group({"params": [torch_params[-1]], "lr": 0.02})
-    our_opt.add_param_group({"params": [our_params[-1]], "lr": 0.02})
+    pair.torch_params.append(late.clone().requires_grad_())
+    pair.our_params.append(late.clone().requires_grad_())
+    pair.torch_opt.add_param_group({"params": [pair.torch_params[-1]], "lr": 0.02})
+    pair.our_opt.add_param_group({"params": [pair.our_params[-1]], "lr": 0.02})
     if schedule == "CosineAnnealingLR":
-        torch_sched.base_lrs.append(0.02)
-    drive(torch_opt, torch_sched, our_opt, torch_params, our_params, epochs=9)
-    assert len(our_opt.get_last_lr()) == 2
+        pair.torch_sched.base_lrs.append(0.02)
+    drive(pair, epochs=9)
+    assert len(pair.our_opt.get_last_lr()) == 2
 
 
 def test_torch_cosine_fails_on_a_late_group_without_base_lrs():
@@ -110,17 +90,16 @@ def test_torch_cosine_fails_on_a_late_group_without_base_lrs():
             sched.step()
 
 
-@pytest.mark.parametrize("schedule", [None] + list(SCHEDULE_KWARGS))
+@pytest.mark.parametrize("schedule", [None] + list(SCHEDULES))
 @pytest.mark.parametrize("kind", list(PAIR_OPTIONS))
 def test_lr_zero_as_in_torch(kind, schedule):
     """lr = 0: parameters stay (but for nothing: weight decay is scaled by the
     lr too), state moves; a cosine with eta_min > 0 lifts the lr off 0 as torch's does."""
-    pair = build_pair(kind, dict(PAIR_OPTIONS[kind], lr=0.0), "single", torch.float32, schedule,
-                      SCHEDULE_KWARGS.get(schedule, {}))
-    init = [p.detach().clone() for p in pair[4]]
-    drive(*pair, epochs=6)
+    pair = build_pair(kind, dict(PAIR_OPTIONS[kind], lr=0.0), layout="single", spec=SCHEDULES.get(schedule))
+    init = [p.detach().clone() for p in pair.our_params]
+    drive(pair, epochs=6)
     if schedule != "CosineAnnealingLR":
-        assert all(torch.equal(p, q) for p, q in zip(pair[4], init))
+        assert all(torch.equal(p, q) for p, q in zip(pair.our_params, init))
 
 
 @pytest.mark.parametrize("kind", list(PAIR_OPTIONS))
@@ -135,10 +114,10 @@ def test_nan_and_inf_gradients_propagate_as_in_torch(kind):
         return g
     # The for-loop reference: torch's fused CPU amsgrad max drops a NaN in the
     # scalar tail of a tensor only (NOTE: [NaN in amsgrad's max], csrc/update_math.h).
-    pair = build_pair(kind, PAIR_OPTIONS[kind], "single", torch.float32, None, {}, torch_impl="for-loop")
-    drive(*pair, epochs=4, grad=grad)
-    assert any(p.isnan().any() for p in pair[4]), "the NaN must reach the parameters"
-    assert_same_state(pair[0], pair[2])
+    pair = build_pair(kind, PAIR_OPTIONS[kind], layout="single", torch_impl="for-loop")
+    drive(pair, epochs=4, grad=grad)
+    assert any(p.isnan().any() for p in pair.our_params), "the NaN must reach the parameters"
+    assert_same_state(pair.torch_opt, pair.our_opt)
 
 
 def assert_same_state(torch_opt, our_opt, rtol=1e-6):
@@ -152,22 +131,9 @@ def assert_same_state(torch_opt, our_opt, rtol=1e-6):
             assert_close_tensors(our_state[index][key].to(value.dtype), value, rtol)
 
 
-def pair_over(kind, values, *, schedule=None, torch_impl="fused", **options):
-    """(torch opt, torch sched, our opt, torch params, our params) over one
-    group per list in ``values``; the second group at half the lr."""
-    opts = dict(PAIR_OPTIONS[kind], **options)
-    sides = []
-    for make in (lambda g: TORCH_OPTIMIZERS[kind](g, **opts, **({"fused": True} if torch_impl == "fused"
-                                                                 else {"foreach": False})),
-                 lambda g: {"sgd": FusedSGD, "adam": FusedAdam, "adamw": FusedAdamW}[kind](
-                     g, **opts, schedule=getattr(schedules, schedule)(**SCHEDULE_KWARGS[schedule]) if schedule else None)):
-        params = [[v.clone().requires_grad_() for v in group] for group in values]
-        groups = [{"params": group, **({"lr": opts["lr"] / 2} if i else {})} for i, group in enumerate(params)]
-        sides.append((make(groups), [p for group in params for p in group]))
-    (torch_opt, torch_params), (our_opt, our_params) = sides
-    torch_sched = (getattr(torch.optim.lr_scheduler, schedule)(torch_opt, **SCHEDULE_KWARGS[schedule])
-                   if schedule else None)
-    return torch_opt, torch_sched, our_opt, torch_params, our_params
+def pair_over(kind, values, *, schedule=None, torch_impl="fused"):
+    """The pair over one group per list in ``values``; the second group at half the lr."""
+    return build_pair(kind, PAIR_OPTIONS[kind], values=values, spec=SCHEDULES.get(schedule), torch_impl=torch_impl)
 
 
 @pytest.mark.parametrize("kind", list(PAIR_OPTIONS))
@@ -176,8 +142,8 @@ def test_zero_size_parameters(kind):
     state is created for them as torch does, and the rest matches."""
     values = [[torch.randn(3, 2), torch.empty(0), torch.empty(2, 0)], [torch.empty(0, 5)]]
     pair = pair_over(kind, values, schedule="CosineAnnealingLR")
-    drive(*pair, epochs=4)
-    assert_same_state(pair[0], pair[2])
+    drive(pair, epochs=4)
+    assert_same_state(pair.torch_opt, pair.our_opt)
 
 
 @pytest.mark.parametrize("kind", list(PAIR_OPTIONS))
@@ -186,11 +152,11 @@ def test_none_grads_on_some_steps(kind):
     as in torch (the step counts are compared per parameter)."""
     values = [[torch.randn(4), torch.randn(3, 3)], [torch.randn(5)]]
     pair = pair_over(kind, values, schedule="StepLR", torch_impl="for-loop")
-    drive(*pair, epochs=7, grad=lambda epoch, i, p: None if (epoch + i) % 3 == 0 else torch.full(
+    drive(pair, epochs=7, grad=lambda epoch, i, p: None if (epoch + i) % 3 == 0 else torch.full(
         p.shape, 0.1 * (epoch + 1) * (i + 1)) * torch.linspace(-1, 1, p.numel()).view(p.shape))
-    assert_same_state(pair[0], pair[2])
+    assert_same_state(pair.torch_opt, pair.our_opt)
     if kind != "sgd":
-        assert len({float(s["step"]) for s in pair[2].state.values()}) > 1, "the step counts must differ"
+        assert len({float(s["step"]) for s in pair.our_opt.state.values()}) > 1, "the step counts must differ"
 
 
 @pytest.mark.parametrize("kind", list(PAIR_OPTIONS))
@@ -247,12 +213,12 @@ def test_channels_last_parameter(kind, grad_layout):
     torch.manual_seed(0)
     value = torch.randn(3, 4, 2, 5).to(memory_format=torch.channels_last)
     pair = pair_over(kind, [[value]], schedule="StepLR", torch_impl="for-loop")
-    assert not pair[4][0].is_contiguous() and pair[4][0].is_contiguous(memory_format=torch.channels_last)
+    assert not pair.our_params[0].is_contiguous() and pair.our_params[0].is_contiguous(memory_format=torch.channels_last)
     def grad(epoch, i, p):
         g = torch.randn(p.shape)
         return g.to(memory_format=torch.channels_last) if grad_layout == "param's strides" else g
-    drive(*pair, epochs=5, grad=grad)
-    assert pair[4][0].is_contiguous(memory_format=torch.channels_last)
+    drive(pair, epochs=5, grad=grad)
+    assert pair.our_params[0].is_contiguous(memory_format=torch.channels_last)
 
 
 @pytest.mark.parametrize("threshold_mode", ["rel", "abs"])

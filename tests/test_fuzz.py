@@ -14,7 +14,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from torch_pair import OUR_OPTIMIZERS, TORCH_OPTIMIZERS, our_schedule, torch_scheduler
+from schedule_specs import leaf
+from torch_pair import OUR_OPTIMIZERS, assert_lr_sequences_close, compare
 
 NAN, INF = math.nan, math.inf
 TOLERANCE = {torch.float32: 1e-6, torch.float64: 1e-12}
@@ -108,12 +109,6 @@ def cases(draw):
     }
 
 
-def make_ours(case, groups):
-    schedule = our_schedule(case["schedule"], case["schedule_kwargs"]) if case["schedule"] else None
-    return OUR_OPTIMIZERS[case["kind"]](groups, schedule=schedule, schedule_interval=case["interval"],
-                                        **case["options"])
-
-
 def assert_close(ours, reference, dtype, what):
     tol = TOLERANCE[dtype]
     finite = reference[torch.isfinite(reference)]
@@ -125,54 +120,25 @@ def check_against_torch(case):
     gen = torch.Generator().manual_seed(case["seed"])
     values = [[torch.randn(s, generator=gen, dtype=torch.float64).mul_(0.5).to(case["dtype"]) for s in group]
               for group in case["shapes"]]
-    lr = case["options"]["lr"]
 
-    def groups(params):
-        return [{"params": params[0]}, {"params": params[1], "lr": lr * case["group1_lr_scale"]}]
+    def grads(step, index, param):
+        # every parameter has a grad on the first step: torch's fused SGD starts
+        # all momentum buffers of a group on its first step (see test_edge_cases)
+        if step > 0 and torch.rand((), generator=gen).item() < case["none_grad_rate"]:
+            return None
+        return torch.randn(param.shape, generator=gen, dtype=torch.float64).to(case["dtype"])
 
-    torch_params = [[v.clone().requires_grad_() for v in group] for group in values]
-    our_params = [[v.clone().requires_grad_() for v in group] for group in values]
-    torch_opt = TORCH_OPTIMIZERS[case["kind"]](groups(torch_params), fused=True, **case["options"])
-    torch_sched = torch_scheduler(case["schedule"], torch_opt, case["schedule_kwargs"]) if case["schedule"] else None
-    our_opt = make_ours(case, groups(our_params))
-    pairs = list(zip([p for g in torch_params for p in g], [p for g in our_params for p in g]))
-
-    step = 0
-    for epoch in range(case["epochs"]):
-        for _ in range(case["steps_per_epoch"]):
-            for a, b in pairs:
-                # every parameter has a grad on the first step: torch's fused SGD starts
-                # all momentum buffers of a group on its first step (see test_edge_cases)
-                if step > 0 and torch.rand((), generator=gen).item() < case["none_grad_rate"]:
-                    a.grad = b.grad = None
-                    continue
-                g = torch.randn(a.shape, generator=gen, dtype=torch.float64).to(case["dtype"])
-                a.grad, b.grad = g.clone(), g.clone()
-            torch_opt.step()
-            our_opt.step()
-            if case["interval"] == "step" and torch_sched is not None:
-                torch_sched.step()
-            step += 1
-        if case["interval"] == "epoch" and torch_sched is not None:
-            if case["schedule"] in METRIC_SCHEDULES:
-                value = case["metrics"][epoch]
-                metric = {"float": value, "float64 tensor": torch.tensor(value, dtype=torch.float64),
-                          "float32 tensor": torch.tensor(value, dtype=torch.float32)}[case["metric_as"]]
-                torch_sched.step(metric)  # the same object: a float32 tensor reaches both sides rounded
-                our_opt.schedule_step(metric)
-            else:
-                torch_sched.step()
-                our_opt.schedule_step()
-        expected = [float(g["lr"]) for g in torch_opt.param_groups]
-        got = our_opt.get_last_lr()
-        for group, (e, o) in enumerate(zip(expected, got)):
-            assert abs(o - e) <= LR_RTOL * abs(e), f"epoch {epoch} group {group}: torch lr {e!r}, ours {o!r}"
-        for i, (a, b) in enumerate(pairs):
+    def check_epoch(pair, epoch):
+        for i, (a, b) in enumerate(zip(pair.torch_params, pair.our_params)):
             assert_close(b.detach(), a.detach(), case["dtype"], f"epoch {epoch} param {i}")
-        if epoch == case["reload_after_epoch"]:  # resume into a fresh optimizer mid-run
-            saved = copy.deepcopy(our_opt.state_dict())
-            our_opt = make_ours(case, groups(our_params))
-            our_opt.load_state_dict(saved)
+
+    spec = leaf(case["schedule"], **case["schedule_kwargs"]) if case["schedule"] else None
+    run = compare(case["kind"], case["options"], spec=spec, values=values, interval=case["interval"],
+                  group1_lr_scale=case["group1_lr_scale"], epochs=case["epochs"],
+                  steps_per_epoch=case["steps_per_epoch"], grads=grads, metric=lambda epoch: case["metrics"][epoch],
+                  metric_as=case["metric_as"], after_epoch=check_epoch,
+                  reload_after_epoch=case["reload_after_epoch"])
+    assert_lr_sequences_close(run.torch_lrs, run.our_lrs, "lr", "fuzz", rtol=LR_RTOL, zero_atol=0.0)
 
 
 FUZZ_SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

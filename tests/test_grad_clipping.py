@@ -19,8 +19,9 @@ import pytest
 import torch
 
 from lrsched_fused import FusedAdam, FusedAdamW, FusedSGD, _ops, schedules
-from torch_pair import (EXTRA_OPTIMIZER_INPUTS, TORCH_OPTIMIZER_INPUTS, WORST_SEEN, relative_error, run_pair,
-                        worst_lr_error, worst_param_error)
+from schedule_specs import PAIR_SCHEDULES as SCHEDULES
+from torch_pair import (DTYPE_NAMES, EXTRA_OPTIMIZER_INPUTS, TORCH_OPTIMIZER_INPUTS, compare, default_grads,
+                        record_worst, relative_error, worst_lr_error, worst_param_error)
 
 PARAM_RTOL = {torch.float32: 1e-6, torch.float64: 1e-12, torch.bfloat16: 5e-3, torch.float16: 1e-4}
 NORM_RTOL = {torch.float32: 1e-6, torch.float64: 1e-12, torch.bfloat16: 2 ** -7, torch.float16: 2 ** -10}
@@ -28,13 +29,6 @@ MAX_NORM = 20.0
 # Step k's grads are scaled by GRAD_FACTORS[k % 3]: total norms of about 3, 26
 # and 265 on the "mixed" layout, so some steps are clipped and some are not.
 GRAD_FACTORS = (0.01, 0.1, 1.0)
-
-SCHEDULES = {
-    "StepLR": ("StepLR", {"step_size": 7, "gamma": 0.5}, 25, 12),
-    "CosineAnnealingLR": ("CosineAnnealingLR", {"T_max": 10, "eta_min": 1e-4}, 25, 12),
-    "ReduceLROnPlateau": ("ReduceLROnPlateau", {"factor": 0.5, "patience": 2, "cooldown": 1}, 30, 10),
-    "constant": (None, {}, 3, 100),
-}
 
 CONFIGS = [
     pytest.param(kind, kwargs, id=f"{kind}-{desc}")
@@ -45,30 +39,26 @@ CONFIGS = [
 
 
 def clipped_run(kind, kwargs, schedule, dtype, *, norm_type=2.0, layout="mixed", max_norm=MAX_NORM):
-    name, schedule_kwargs, epochs, steps = SCHEDULES[schedule]
-    return run_pair(kind, kwargs, schedule_name=name, schedule_kwargs=schedule_kwargs, epochs=epochs,
-                    steps_per_epoch=steps, dtype=dtype, layout=layout, grad_factors=GRAD_FACTORS,
-                    clipping={"max_grad_norm": max_norm, "grad_norm_type": norm_type})
+    return compare(kind, kwargs, spec=SCHEDULES[schedule], dtype=dtype, layout=layout,
+                   grads=default_grads(grad_factors=GRAD_FACTORS),
+                   clipping={"max_grad_norm": max_norm, "grad_norm_type": norm_type})
 
 
 def check(run, dtype, max_norm=MAX_NORM):
-    """Parameters, lrs and every step's norm against torch's recipe; both
-    clipped and unclipped steps happened."""
+    """Parameters and lrs against torch's recipe, every step's norm against
+    the exact one; both clipped and unclipped steps happened."""
     lr_error, param_error = worst_lr_error(run), worst_param_error(run)
-    norm_error = max(relative_error(o, t) for o, t in zip(run.our_norms, run.torch_norms))
     exact = [torch.tensor(e, dtype=torch.float64) for e in run.exact_norms]
     ours_vs_exact = max(relative_error(o, e) for o, e in zip(run.our_norms, exact))
     torch_vs_exact = max(relative_error(t, e) for t, e in zip(run.torch_norms, exact))
     assert all(o.dtype == t.dtype for o, t in zip(run.our_norms, run.torch_norms))
     clipped = sum(float(t) > max_norm for t in run.torch_norms)
     assert 0 < clipped < len(run.torch_norms), "the run must have steps above and below max_grad_norm"
-    # their own lines in the summary (tests/conftest.py): torch's fp32 norm for p != 2 is less exact
-    name = {torch.float32: "fp32", torch.float64: "fp64", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
-    for tally, error in ((f"grad clipping {name}", param_error), ("grad clipping: the norm", norm_error)):
-        seen = WORST_SEEN.setdefault(tally, {"lr": 0.0, "param": 0.0, "runs": 0})
-        seen["lr"] = max(seen["lr"], lr_error)
-        seen["param"] = max(seen["param"], error)
-        seen["runs"] += 1
+    name = DTYPE_NAMES[dtype]
+    record_worst(f"grad clipping {name}", lr=lr_error, param=param_error)
+    record_worst(f"grad clipping {name}: ours' norm vs float64", param=ours_vs_exact)
+    record_worst(f"grad clipping {name}: torch's norm vs float64 (not asserted)", param=torch_vs_exact)
+    norm_error = max(relative_error(o, t) for o, t in zip(run.our_norms, run.torch_norms))
     assert lr_error <= 1e-12
     assert norm_error <= max(NORM_RTOL[dtype], 2 * torch_vs_exact)
     assert ours_vs_exact <= max(NORM_RTOL[dtype], torch_vs_exact)

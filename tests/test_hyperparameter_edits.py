@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from lrsched_fused import FusedAdam, FusedSGD, schedules
-from torch_pair import record_worst, run_pair, worst_lr_error, worst_param_error
+from schedule_specs import leaf
+from torch_pair import compare, record_worst, worst_lr_error, worst_param_error
 
 # (optimizer, starting kwargs, key, value it is set to): each value differs
 # enough from the start to move the parameters far past the tolerance.
@@ -28,37 +29,34 @@ EDITS = [
 ]
 
 PARAM_RTOL = 1e-12  # float64, as tests/test_against_torch.py (measured: 0 to 4e-16)
-EDIT_AT = 7
+EDIT_AT = 7  # the step after which the edit is made
+STEP_LR = leaf("StepLR", step_size=2, gamma=0.7)
 
 
-def edit_at(step_index, key, value, groups=(1,)):
-    def after_step(step, torch_opt, our_opt):
+def edit_after(step_index, key, value, sides=("torch_opt", "our_opt"), group=1):
+    """after_step(pair, step) that sets param_groups[group][key] = value on the given sides."""
+    def after_step(pair, step):
         if step == step_index:
-            for opt in (torch_opt, our_opt):
-                for i in groups:
-                    opt.param_groups[i][key] = value
+            for side in sides:
+                getattr(pair, side).param_groups[group][key] = value
     return after_step
+
+
+def run_with_edit(kind, kwargs, after_step, **options):
+    return compare(kind, kwargs, spec=STEP_LR, epochs=5, steps_per_epoch=4, dtype=torch.float64,
+                   after_step=after_step, **options)
 
 
 @pytest.mark.parametrize("kind,kwargs,key,value", EDITS,
                          ids=[f"{k}-{key}={v}" for k, _, key, v in EDITS])
 def test_edit_mid_run_matches_torch(kind, kwargs, key, value):
-    run = run_pair(kind, kwargs, schedule_name="StepLR", schedule_kwargs={"step_size": 2, "gamma": 0.7},
-                   epochs=5, steps_per_epoch=4, dtype=torch.float64, after_step=edit_at(EDIT_AT, key, value))
+    run = run_with_edit(kind, kwargs, edit_after(EDIT_AT, key, value))
     assert worst_lr_error(run) <= 1e-12
     assert worst_param_error(run) <= PARAM_RTOL
-    record_worst(torch.float64, worst_lr_error(run), worst_param_error(run))
-    # The check can fail: the same run with the edit on one side only is far off.
-    unedited = run_pair(kind, kwargs, schedule_name="StepLR", schedule_kwargs={"step_size": 2, "gamma": 0.7},
-                        epochs=5, steps_per_epoch=4, dtype=torch.float64,
-                        after_step=lambda step, torch_opt, our_opt: edit_at(EDIT_AT, key, value)(step, torch_opt,
-                                                                                               _Neither()))
-    assert worst_param_error(unedited) > 1e3 * PARAM_RTOL
-
-
-class _Neither:
-    """An optimizer stand-in whose groups take edits and drop them."""
-    param_groups = [{}, {}]
+    record_worst(torch.float64, lr=worst_lr_error(run), param=worst_param_error(run))
+    # The check can fail: the same run with the edit on torch's side only is far off.
+    one_sided = run_with_edit(kind, kwargs, edit_after(EDIT_AT, key, value, sides=("torch_opt",)))
+    assert worst_param_error(one_sided) > 1e3 * PARAM_RTOL
 
 
 def test_after_a_capture_an_edit_reaches_the_block_at_once(monkeypatch):
@@ -116,12 +114,13 @@ def test_edit_of_a_plain_dict_group_is_written_at_the_next_step():
 def test_cycled_momentum_is_left_to_the_schedule():
     """With cycle_momentum the schedule owns beta1's slot: an edit of beta2
     writes beta2 only, and beta1 keeps cycling as torch's OneCycleLR moves it."""
-    run = run_pair("adam", {"lr": 0.01}, schedule_name="OneCycleLR",
-                   schedule_kwargs={"max_lr": 0.1, "total_steps": 30}, epochs=6, steps_per_epoch=4,
-                   interval="step", dtype=torch.float64,
-                   after_step=lambda step, torch_opt, our_opt: [
-                       opt.param_groups[1].__setitem__("betas", (opt.param_groups[1]["betas"][0], 0.9))
-                       for opt in (torch_opt, our_opt)] if step == EDIT_AT else None)
+    def edit_beta2(pair, step):
+        if step == EDIT_AT:
+            for opt in (pair.torch_opt, pair.our_opt):
+                opt.param_groups[1]["betas"] = (opt.param_groups[1]["betas"][0], 0.9)
+
+    run = compare("adam", {"lr": 0.01}, spec=leaf("OneCycleLR", max_lr=0.1, total_steps=30), epochs=6,
+                  steps_per_epoch=4, total_steps=24, interval="step", dtype=torch.float64, after_step=edit_beta2)
     assert worst_lr_error(run) <= 1e-12
     assert worst_param_error(run) <= PARAM_RTOL
     assert schedules.OneCycleLR(0.1, 30).cycles_momentum

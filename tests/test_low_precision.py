@@ -16,7 +16,8 @@ checks it is under half the spread it measures in the same run.
 import pytest
 import torch
 
-from torch_pair import record_worst, relative_error, run_pair, worst_lr_error, worst_param_error
+from schedule_specs import LOW_PRECISION_SCHEDULES as SCHEDULES
+from torch_pair import compare, record_worst, relative_error, worst_lr_error, worst_param_error
 
 PARAM_RTOL = {torch.bfloat16: 5e-3, torch.float16: 1e-4}
 
@@ -29,19 +30,15 @@ CONFIGS = [
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
-@pytest.mark.parametrize("schedule,schedule_kwargs,epochs,steps", [
-    ("CosineAnnealingLR", {"T_max": 10}, 25, 12),
-    ("ReduceLROnPlateau", {"patience": 1, "factor": 0.5}, 30, 10),
-], ids=["cosine", "plateau"])
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
 @pytest.mark.parametrize("kind,kwargs", CONFIGS, ids=[f"{k}-{i}" for i, (k, _) in enumerate(CONFIGS)])
-def test_low_precision_within_torch_spread(kind, kwargs, schedule, schedule_kwargs, epochs, steps, dtype):
-    fused = run_pair(kind, kwargs, schedule_name=schedule, schedule_kwargs=schedule_kwargs, epochs=epochs,
-                     steps_per_epoch=steps, dtype=dtype)
-    loop = run_pair(kind, kwargs, schedule_name=schedule, schedule_kwargs=schedule_kwargs, epochs=epochs,
-                    steps_per_epoch=steps, dtype=dtype, torch_impl="for-loop")
+def test_low_precision_within_torch_spread(kind, kwargs, schedule, dtype):
+    spec = SCHEDULES[schedule]
+    fused = compare(kind, kwargs, spec=spec, dtype=dtype)
+    loop = compare(kind, kwargs, spec=spec, dtype=dtype, torch_impl="for-loop")
     spread = max(relative_error(a, b) for a, b in zip(loop.torch_params, fused.torch_params))
     ours = worst_param_error(fused)
-    record_worst(dtype, worst_lr_error(fused), ours)
+    record_worst(dtype, lr=worst_lr_error(fused), param=ours)
     assert worst_lr_error(fused) <= 1e-12
     assert ours <= PARAM_RTOL[dtype]
     assert ours <= 0.5 * spread, f"ours {ours:.2e} vs torch's own spread {spread:.2e}"

@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from lrsched_fused import FusedAdam, FusedAdamW, FusedSGD
-from schedule_specs import chained, describe, leaf, needs_metric, ours, sequential, torchs
-from torch_pair import (OUR_OPTIMIZERS, TORCH_OPTIMIZERS, WORST_SEEN, make_params, plateau_metric,
-                        relative_error)
+from schedule_specs import MASTER_SCHEDULES as SCHEDULES
+from torch_pair import (OUR_OPTIMIZERS, TORCH_OPTIMIZERS, assert_lr_sequences_close, compare,
+                        masters_and_references, record_worst, relative_error)
 
 # Worst measured on these tables (CPU, ATEN_CPU_CAPABILITY=default): 0.0, the
 # master follows torch's fused fp32 kernel bit for bit (both compute in float32
@@ -40,75 +40,36 @@ CONFIGS = [
     ("adamw", {"lr": 0.01, "amsgrad": True, "maximize": True, "weight_decay": 0.05}),
 ]
 
-SCHEDULES = {
-    "constant": None,
-    "step": leaf("StepLR", step_size=3, gamma=0.5),
-    "cosine": leaf("CosineAnnealingLR", T_max=5, eta_min=1e-4),
-    "plateau": leaf("ReduceLROnPlateau", patience=1, factor=0.5, cooldown=1),
-    "onecycle": leaf("OneCycleLR", max_lr=0.05, total_steps=20),  # per step, cycles momentum / beta1
-    "sequential": sequential([leaf("LinearLR", start_factor=0.1, total_iters=3),
-                              leaf("ExponentialLR", gamma=0.8)], [3]),
-    "chained": chained([leaf("StepLR", step_size=2, gamma=0.7), leaf("ExponentialLR", gamma=0.95)]),
-}
-
-
 def master_pair(kind, kwargs, spec, dtype, *, epochs=8, steps_per_epoch=2, layout="mixed",
                 check_every_step=True):
     """Runs the pair; asserts after every step. Returns the worst master error seen."""
-    values = make_params(layout, dtype)
-    low = [[v.clone().requires_grad_() for v in group] for group in values]
-    reference = [[v.float().requires_grad_() for v in group] for group in values]
-    groups = lambda ps: [{"params": ps[0]}] + [{"params": g, "lr": kwargs["lr"] * 0.5} for g in ps[1:]]  # noqa: E731
-    per_step = spec is not None and spec["name"] == "OneCycleLR"
-    torch_opt = TORCH_OPTIMIZERS[kind](groups(reference), fused=True, **kwargs)
-    our_opt = OUR_OPTIMIZERS[kind](groups(low), schedule=ours(spec) if spec else None, master_weights=True,
-                                   schedule_interval="step" if per_step else "epoch", **kwargs)
-    torch_sched = torchs(spec, torch_opt) if spec else None
-    flat_low = [p for g in low for p in g]
-    flat_ref = [p for g in reference for p in g]
+    worst = 0.0
+
+    def check_masters(pair, step):
+        nonlocal worst
+        if not check_every_step and step < (epochs - 1) * steps_per_epoch:
+            return
+        for i, (master, reference) in enumerate(masters_and_references(pair)):
+            error = relative_error(master, reference)
+            assert error <= MASTER_RTOL, f"param {i} at step {step}: master off the reference by {error:.2e}"
+            worst = max(worst, error)
+
+    def grads(step, index, param):
+        if index == 0 and step % 3 == 1:
+            return None
+        return (torch.randn(param.shape, generator=gen, dtype=torch.float64) * 0.3).to(dtype)
+
     gen = torch.Generator().manual_seed(1)
-    worst, step = 0.0, 0
-    for epoch in range(epochs):
-        for _ in range(steps_per_epoch):
-            for i, (p, r) in enumerate(zip(flat_low, flat_ref)):
-                if i == 0 and step % 3 == 1:
-                    p.grad, r.grad = None, None
-                    continue
-                grad = (torch.randn(p.shape, generator=gen, dtype=torch.float64) * 0.3).to(dtype)
-                p.grad, r.grad = grad, grad.float()
-            torch_opt.step()
-            our_opt.step()
-            if per_step:
-                torch_sched.step()
-            step += 1
-            if check_every_step or (epoch == epochs - 1):
-                for i, (p, r) in enumerate(zip(flat_low, flat_ref)):
-                    state = our_opt.state[p]
-                    if "master_param" not in state:  # no step with a grad yet
-                        assert torch.equal(p.float(), r.detach()), f"param {i} moved without a step"
-                        continue
-                    master = state["master_param"]
-                    assert master.dtype == torch.float32
-                    assert torch.equal(p.detach(), master.to(dtype)), f"param {i} at step {step} != master rounded"
-                    error = relative_error(master, r.detach())
-                    assert error <= MASTER_RTOL, f"param {i} at step {step}: master off the reference by {error:.2e}"
-                    worst = max(worst, error)
-        if torch_sched is not None and not per_step:
-            if needs_metric(spec):
-                metric = plateau_metric(epoch)
-                torch_sched.step(metric)
-                our_opt.schedule_step(torch.tensor(metric, dtype=torch.float64))
-            else:
-                torch_sched.step()
-                our_opt.schedule_step()
-        assert our_opt.get_last_lr() == pytest.approx([g["lr"] for g in torch_opt.param_groups], rel=1e-12)
-    for p in flat_low:
-        for key, value in our_opt.state[p].items():
+    per_step = spec is not None and spec["name"] == "OneCycleLR"
+    run = compare(kind, kwargs, spec=spec, layout=layout, dtype=dtype, master_weights=True,
+                  interval="step" if per_step else "epoch", epochs=epochs, steps_per_epoch=steps_per_epoch,
+                  grads=grads, after_step=check_masters)
+    assert_lr_sequences_close(run.torch_lrs, run.our_lrs, "lr", "master weights", count_run=False)
+    for p in run.pair.our_params:
+        for key, value in run.pair.our_opt.state[p].items():
             if key != "step":
                 assert value.dtype == torch.float32, key
-    seen = WORST_SEEN.setdefault("master weights", {"lr": 0.0, "param": 0.0, "runs": 0})
-    seen["param"] = max(seen["param"], worst)
-    seen["runs"] += 1
+    record_worst("master weights", param=worst)
     return worst
 
 
