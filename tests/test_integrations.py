@@ -67,7 +67,7 @@ def test_the_view_stepped_like_hf_trainer_matches_the_torch_pair(schedule_name):
         assert (view.best, view.num_bad_epochs, view.cooldown_counter, view.in_cooldown) == (
             ref_sched.best, ref_sched.num_bad_epochs, ref_sched.cooldown_counter, ref_sched.in_cooldown)
     worst = max(relative_error(a, b) for a, b in zip(ours.parameters(), model.parameters()))
-    record_worst(torch.float32, 0.0, worst)
+    record_worst(torch.float32, param=worst)
     assert worst <= 1e-6
 
 

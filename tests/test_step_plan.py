@@ -81,7 +81,7 @@ def run(name: str, scenario: Callable[[int, Pair], None], *, replace_grads=True,
             worst[t.dtype] = max(worst.get(t.dtype, 0.0), error)
             assert error <= TOLERANCE[t.dtype], f"step {step}: {error:.3e} on a {tuple(t.shape)} parameter"
     for dtype, error in worst.items():
-        record_worst(dtype, 0.0, error)
+        record_worst(dtype, param=error)
     return pair
 
 
