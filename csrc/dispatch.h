@@ -9,10 +9,12 @@
 // structural flags (Adam: amsgrad, decoupled weight decay; SGD: momentum).
 // Everything else is a runtime value that is the same for the whole call
 // (weight decay on or off, a GradScaler's unscale, clipping, maximize,
-// nesterov), tested in the loop: the compiler unswitches the CPU loops on
-// them and a GPU warp takes the same branch on every lane. So Adam has 6 x 4
-// instantiations per device and instruction set, SGD 6 x 2 (torch templates
-// its fused kernels on the same things: dtype, mode, amsgrad).
+// nesterov): a GPU warp takes the same branch on every lane. So Adam has
+// 6 x 4 kernel instantiations per device and instruction set, SGD 6 x 2
+// (torch templates its fused kernels on the same things: dtype, mode,
+// amsgrad). The CPU kernels still compile their element loop once per
+// combination of unscale, clip and weight decay inside (NOTE: [CPU loop
+// specialization] in csrc/cpu/cpu_loops.h, with the figures that ask for it).
 #include <ATen/Dispatch.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>

@@ -120,14 +120,16 @@ C10_HOST_DEVICE inline AdamCoefficients<opmath_t> make_adam_coefficients(
 // old max when v is NaN. We follow torch.maximum, the documented semantics,
 // the same for every element on every device.
 
-// The grad an update uses: unscaled in place (so the caller can store it
-// back when o.unscale, as torch's fused kernels do), then, when o.clip, multiplied
+// The grad an update uses: unscaled in place when o.unscale (so the caller can
+// store it back, as torch's fused kernels do), then, when o.clip, multiplied
 // by the clip coefficient and rounded to the grad's storage type, as
 // clip_grad_norm_ leaves it (NOTE: [grad norm]); `grad` itself is not clipped.
 // Then signed for maximize.
 template <typename T, typename GradStorage>
 C10_HOST_DEVICE inline T grad_to_apply(T& grad, const GradOptions<T>& o) {
-  grad = grad / o.grad_scale;  // 1 without a GradScaler: exact, and no branch
+  if (o.unscale) {
+    grad = grad / o.grad_scale;
+  }
   const T g = o.clip ? static_cast<T>(static_cast<GradStorage>(grad * o.clip_coef)) : grad;
   return g * o.sign;
 }

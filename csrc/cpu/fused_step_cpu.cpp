@@ -30,26 +30,26 @@ template <typename scalar_t, bool kMaster, bool kAmsgrad, bool kDecoupled>
 struct AdamElements {
   using opmath_t = at::opmath_type<scalar_t>;
   using state_t = state_type<scalar_t, kMaster>;
+  // The loop for each combination of the call's options and lerp form
+  // (NOTE: [CPU loop specialization]).
   static LRSCHED_FUSED_ALWAYS_INLINE void run(
       scalar_t* __restrict__ param, scalar_t* __restrict__ grad, state_t* __restrict__ exp_avg,
       state_t* __restrict__ exp_avg_sq, state_t* __restrict__ max_exp_avg_sq, state_t* __restrict__ master,
-      int64_t n, const AdamCoefficients<opmath_t>& coefficients) {
-    // A local copy (the stores cannot alias it) whose lerp form is a constant
-    // in each loop, so the loops carry no select on it.
-    AdamCoefficients<opmath_t> c = coefficients;
-    if (c.lerp_weight_is_small) {
-      c.lerp_weight_is_small = true;
-      loop(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, master, n, c);
-    } else {
-      c.lerp_weight_is_small = false;
-      loop(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, master, n, c);
-    }
+      int64_t n, const AdamCoefficients<opmath_t>& c) {
+    const std::array<bool, 4> flags{c.grad.unscale, c.grad.clip, c.has_weight_decay, c.lerp_weight_is_small};
+    run_pinned<AdamElements>(flags, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, master, n, c);
   }
 
+  template <bool kUnscale, bool kClip, bool kWeightDecay, bool kLerpSmall>
   static LRSCHED_FUSED_ALWAYS_INLINE void loop(
       scalar_t* __restrict__ param, scalar_t* __restrict__ grad, state_t* __restrict__ exp_avg,
       state_t* __restrict__ exp_avg_sq, state_t* __restrict__ max_exp_avg_sq, state_t* __restrict__ master,
-      int64_t n, const AdamCoefficients<opmath_t>& c) {
+      int64_t n, const AdamCoefficients<opmath_t>& coefficients) {
+    AdamCoefficients<opmath_t> c = coefficients;  // a local copy: the stores cannot alias it
+    c.grad.unscale = kUnscale;
+    c.grad.clip = kClip;
+    c.has_weight_decay = kWeightDecay;
+    c.lerp_weight_is_small = kLerpSmall;
     for (int64_t i = 0; i < n; ++i) {
       opmath_t p = kMaster ? opmath_t(master[i]) : opmath_t(param[i]);
       opmath_t g = grad[i];
@@ -80,7 +80,19 @@ struct SgdElements {
   static LRSCHED_FUSED_ALWAYS_INLINE void run(
       scalar_t* __restrict__ param, scalar_t* __restrict__ grad, state_t* __restrict__ momentum_buffer,
       state_t* __restrict__ master, int64_t n, bool first_step, const SgdCoefficients<opmath_t>& coefficients) {
-    const SgdCoefficients<opmath_t> c = coefficients;
+    const std::array<bool, 3> flags{coefficients.grad.unscale, coefficients.grad.clip,
+                                    coefficients.has_weight_decay};
+    run_pinned<SgdElements>(flags, param, grad, momentum_buffer, master, n, first_step, coefficients);
+  }
+
+  template <bool kUnscale, bool kClip, bool kWeightDecay>
+  static LRSCHED_FUSED_ALWAYS_INLINE void loop(
+      scalar_t* __restrict__ param, scalar_t* __restrict__ grad, state_t* __restrict__ momentum_buffer,
+      state_t* __restrict__ master, int64_t n, bool first_step, const SgdCoefficients<opmath_t>& coefficients) {
+    SgdCoefficients<opmath_t> c = coefficients;  // a local copy: the stores cannot alias it
+    c.grad.unscale = kUnscale;
+    c.grad.clip = kClip;
+    c.has_weight_decay = kWeightDecay;
     for (int64_t i = 0; i < n; ++i) {
       opmath_t p = kMaster ? opmath_t(master[i]) : opmath_t(param[i]);
       opmath_t g = grad[i];
