@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -137,8 +138,16 @@ def run_ranks(rank: int, init_file: str, names: List[str], out_dir: str) -> None
         for name in names:
             torch.save(_run_scenario(SCENARIOS[name], rank), os.path.join(out_dir, f"{name}.rank{rank}.pt"))
         torch.save(_mismatched_grad_error(), os.path.join(out_dir, f"mismatched-grad.rank{rank}.pt"))
+        dist.barrier()  # neither rank tears down while the other still talks to it
     finally:
         dist.destroy_process_group()
+    # Every result is on disk. Leave without the interpreter's finalization:
+    # gloo's worker threads may still hold work objects whose tensors are freed
+    # while the interpreter is torn down, which aborts the process (CI saw
+    # rank 1 end with SIGABRT after both ranks had saved every result).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _build(scenario: Scenario, model_state: Optional[dict] = None):

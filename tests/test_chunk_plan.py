@@ -1,5 +1,5 @@
 """The CUDA launcher's chunk plan (csrc/cuda/chunk_plan.h) against brute
-force, on any machine: lrsched_fused._C._chunk_plan runs the same
+force, on any machine: lrsched_fused._C.testing.chunk_plan runs the same
 C10_HOST_DEVICE functions the kernels call (the chunk index each block reads,
 the part of its tensor each block updates) and the host's upload batching.
 
@@ -45,7 +45,7 @@ CASES = {
 
 @pytest.mark.parametrize("numels", list(CASES.values()), ids=list(CASES))
 def test_every_block_gets_its_tensor_and_range(numels):
-    plan = _C._chunk_plan(numels, _C.UPLOAD_WORDS_LARGE)
+    plan = _C.testing.chunk_plan(numels, _C.UPLOAD_WORDS_LARGE)
     expected = brute_force_blocks(numels)
     assert plan["num_chunks"] == len(expected)
     assert blocks_of(plan) == expected
@@ -57,16 +57,16 @@ def test_every_block_gets_its_tensor_and_range(numels):
 
 
 def test_no_tensors():
-    plan = _C._chunk_plan([], _C.UPLOAD_WORDS_LARGE)
+    plan = _C.testing.chunk_plan([], _C.UPLOAD_WORDS_LARGE)
     assert plan["num_chunks"] == 0 and plan["blocks"] == [] and plan["layout_batches"] == []
 
 
 def test_a_call_that_needs_more_blocks_than_a_grid_holds_is_refused():
     too_many = (2**31 - 1) * CHUNK + 1  # 2**31 chunks
     with pytest.raises(RuntimeError, match="more than a CUDA grid holds; split the param group"):
-        _C._chunk_plan([too_many], _C.UPLOAD_WORDS_LARGE)
+        _C.testing.chunk_plan([too_many], _C.UPLOAD_WORDS_LARGE)
     with pytest.raises(RuntimeError, match="more than a CUDA grid holds"):
-        _C._chunk_plan([too_many // 2, too_many // 2 + 1], _C.UPLOAD_WORDS_LARGE)
+        _C.testing.chunk_plan([too_many // 2, too_many // 2 + 1], _C.UPLOAD_WORDS_LARGE)
 
 
 def expected_batches(words, capacity):
@@ -78,7 +78,7 @@ def expected_batches(words, capacity):
 def test_uploads_cover_the_table_once_in_few_launches(tensors, capacity):
     """A layout's entries are 8 words per tensor, a grad array 1; each launch
     carries at most `capacity` words, and consecutive launches tile the buffer."""
-    plan = _C._chunk_plan([1] * tensors, capacity)
+    plan = _C.testing.chunk_plan([1] * tensors, capacity)
     for key, words in (("layout_batches", 8 * tensors), ("grad_batches", tensors)):
         batches = [tuple(b) for b in plan[key]]
         assert batches == expected_batches(words, capacity)

@@ -361,7 +361,7 @@ def count_kernels(fn) -> list:
 def cache_stats() -> dict:
     """Counts of the CUDA tensor-table cache (NOTE: [device tensor table])."""
     from lrsched_fused import _C
-    return _C._cuda_table_cache_stats()
+    return _C.testing.cuda_table_cache_stats()
 
 
 @needs_cuda
@@ -1002,7 +1002,7 @@ def test_grad_norm_partial_is_sync_free_and_allocates_nothing_after_the_first_ca
 def grad_table_stats() -> dict:
     """Counts of the CUDA grad-table cache and the grad norm scratch (NOTE: [grad table])."""
     from lrsched_fused import _C
-    return _C._cuda_grad_table_cache_stats()
+    return _C.testing.cuda_grad_table_cache_stats()
 
 
 @needs_cuda

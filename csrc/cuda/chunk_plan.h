@@ -4,7 +4,7 @@
 // updates, and how the table's words are cut into upload launches. Plain
 // C10_HOST_DEVICE code with no CUDA header, so the CPU build compiles it too
 // and tests/test_chunk_plan.py checks it against brute force on any machine
-// (through lrsched_fused._C._chunk_plan).
+// (through lrsched_fused._C.testing.chunk_plan).
 #include <c10/macros/Macros.h>
 #include <c10/util/Exception.h>
 
