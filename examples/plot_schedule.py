@@ -19,7 +19,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from lrsched_fused import schedules, torch_reference  # noqa: E402
+from lrsched_fused import schedules  # noqa: E402
+from lrsched_fused.testing import torch_reference  # noqa: E402
 
 
 def synthetic_metrics(steps: int, seed: int = 0):

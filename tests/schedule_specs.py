@@ -12,7 +12,8 @@ from typing import List
 
 import torch
 
-from lrsched_fused import schedules, torch_reference
+from lrsched_fused import schedules
+from lrsched_fused.testing import torch_reference
 
 
 def leaf(name: str, **kwargs) -> dict:
@@ -43,7 +44,7 @@ def ours(spec: dict) -> schedules.Schedule:
 
 def torchs(spec: dict, optimizer):
     """torch's scheduler for the spec on `optimizer`: built from the spec's own
-    arguments for a plain torch schedule, by lrsched_fused.torch_reference for
+    arguments for a plain torch schedule, by lrsched_fused.testing.torch_reference for
     a composite or a transformers schedule (transformers' LambdaLR)."""
     if "schedulers" not in spec and hasattr(torch.optim.lr_scheduler, spec["name"]):
         return getattr(torch.optim.lr_scheduler, spec["name"])(optimizer, **spec["kwargs"])

@@ -128,7 +128,7 @@ def test_bad_input_is_refused_with_a_clear_error():
 def test_the_view_of_warmup_then_plateau_reads_the_plateau_counters():
     """A composite with a ReduceLROnPlateau is a plateau view; its counters
     are the plateau leaf's, equal to torch's two schedulers stepped by hand."""
-    from lrsched_fused import torch_reference
+    from lrsched_fused.testing import torch_reference
     from torch_pair import plateau_metric
 
     schedule = schedules.SequentialLR(
@@ -175,3 +175,18 @@ def test_a_torch_scheduler_stepping_our_lr_views_matches_the_torch_pair():
         ref_sched.step()
         assert ours.get_last_lr() == [float(g["lr"]) for g in ref.param_groups]
     torch.testing.assert_close(ours_p, ref_p, rtol=0, atol=0)
+
+
+def test_the_old_torch_reference_path_warns_and_gives_the_moved_module():
+    """lrsched_fused.torch_reference moved to lrsched_fused.testing; the old
+    import still works (the README named it) and says where it went."""
+    import importlib
+    import sys
+
+    from lrsched_fused.testing import torch_reference
+
+    sys.modules.pop("lrsched_fused.torch_reference", None)
+    with pytest.warns(DeprecationWarning, match="lrsched_fused.testing.torch_reference"):
+        old = importlib.import_module("lrsched_fused.torch_reference")
+    assert old.torch_scheduler is torch_reference.torch_scheduler
+    assert old.ByHand is torch_reference.ByHand

@@ -11,7 +11,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 
 import schedule_specs
-from lrsched_fused import FusedAdam, FusedAdamW, FusedSGD, torch_reference
+from lrsched_fused import FusedAdam, FusedAdamW, FusedSGD
+from lrsched_fused.testing import torch_reference
 
 TORCH_OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 OUR_OPTIMIZERS = {"sgd": FusedSGD, "adam": FusedAdam, "adamw": FusedAdamW}

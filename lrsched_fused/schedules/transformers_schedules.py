@@ -18,7 +18,7 @@ from .torch_schedules import ReduceLROnPlateau
 # Like any LambdaLR they restart from lr_lambda(0) at a SequentialLR milestone
 # and overwrite the lr from initial_lr in a ChainedScheduler.
 # `transformers_function` names the transformers.optimization function whose
-# lr_lambda each one is (lrsched_fused.torch_reference builds the twin with it).
+# lr_lambda each one is (lrsched_fused.testing.torch_reference builds the twin with it).
 
 _STEPS = _Int(0)
 
