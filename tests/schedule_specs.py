@@ -8,7 +8,7 @@ A spec is a dict: {"name": "StepLR", "kwargs": {...}} for a plain schedule,
 """
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
 import torch
 
@@ -34,7 +34,10 @@ def needs_metric(spec: dict) -> bool:
     return spec["name"] == "ReduceLROnPlateau"
 
 
-def ours(spec: dict) -> schedules.Schedule:
+def ours(spec: Optional[dict]) -> Optional[schedules.Schedule]:
+    """Our schedule of a spec (None: no schedule)."""
+    if spec is None:
+        return None
     if spec["name"] == "SequentialLR":
         return schedules.SequentialLR([ours(s) for s in spec["schedulers"]], spec["milestones"])
     if spec["name"] == "ChainedScheduler":
@@ -218,6 +221,45 @@ EVERY_SCHEDULE = {name: run_for(spec, horizon) for name, (spec, horizon) in {
     "ChainedScheduler: exponential, plateau": (
         chained([leaf("ExponentialLR", gamma=0.99), leaf("ReduceLROnPlateau", patience=2, min_lr=0.01)]), 35),
 }.items()}
+
+# tests/test_no_sync.py: one of each kind of device work (None: no schedule)
+NO_SYNC_SCHEDULES = {
+    "none": None,
+    "step": leaf("StepLR", step_size=2),
+    "cosine": leaf("CosineAnnealingLR", T_max=3),
+    "plateau": leaf("ReduceLROnPlateau", patience=0),
+    "warmup then plateau": sequential([leaf("LinearLR", start_factor=0.1, total_iters=2),
+                                       leaf("ReduceLROnPlateau", patience=0)], [2]),
+    "one cycle (momentum on the device)": leaf("OneCycleLR", max_lr=0.1, total_steps=10),
+    "cyclic": leaf("CyclicLR", base_lr=0.01, max_lr=0.1, step_size_up=2, mode="exp_range", gamma=0.9),
+    "chained": chained([leaf("ConstantLR"), leaf("ExponentialLR", gamma=0.9)]),
+    "warm restarts": leaf("CosineAnnealingWarmRestarts", T_0=2, T_mult=2),
+}
+
+# tests/test_memory.py: (spec, schedule_interval)
+MEMORY_SCHEDULES = {
+    "none": (None, "epoch"),
+    "StepLR": (leaf("StepLR", step_size=1, gamma=0.9), "epoch"),
+    "StepLR per step": (leaf("StepLR", step_size=1, gamma=0.9), "step"),
+    "Cosine": (leaf("CosineAnnealingLR", T_max=2), "epoch"),
+    "Cosine per step": (leaf("CosineAnnealingLR", T_max=2), "step"),
+    "Plateau, tensor metric": (leaf("ReduceLROnPlateau", patience=0), "epoch"),
+    "Plateau, float metric": (leaf("ReduceLROnPlateau", patience=0), "epoch"),
+}
+
+# tests/test_state_dict.py
+STATE_DICT_SCHEDULES = {
+    "step": leaf("StepLR", step_size=3, gamma=0.5),
+    "cosine": leaf("CosineAnnealingLR", T_max=4, eta_min=1e-3),
+    "plateau": leaf("ReduceLROnPlateau", patience=1, cooldown=2, factor=0.5),
+}
+
+# tests/test_integrations.py (as_lr_scheduler driven as transformers' Trainer drives a scheduler)
+INTEGRATION_SCHEDULES = {
+    "StepLR": leaf("StepLR", step_size=3, gamma=0.5),
+    "CosineAnnealingLR": leaf("CosineAnnealingLR", T_max=5, eta_min=1e-3),
+    "ReduceLROnPlateau": leaf("ReduceLROnPlateau", factor=0.5, patience=1, cooldown=1),
+}
 
 # tests/test_cuda.py (100 epochs of 3 steps)
 CUDA_SCHEDULES = {

@@ -7,13 +7,10 @@ import pytest
 import torch
 
 from lrsched_fused import FusedAdam, FusedSGD, PlateauScheduleView, ScheduleView, as_lr_scheduler, schedules
+import schedule_specs
 from torch_pair import record_worst, relative_error
 
-SCHEDULES = {
-    "StepLR": {"step_size": 3, "gamma": 0.5},
-    "CosineAnnealingLR": {"T_max": 5, "eta_min": 1e-3},
-    "ReduceLROnPlateau": {"factor": 0.5, "patience": 1, "cooldown": 1},
-}
+SCHEDULES = schedule_specs.INTEGRATION_SCHEDULES
 # one per evaluation: improvements, plateaus, a rise, a NaN (a bad epoch)
 METRICS = [1.0, 0.9, 0.9, 0.95, 0.9, 0.5, 0.5, 0.5, float("nan"), 0.5, 0.4, 0.4, 0.4, 0.4]
 
@@ -24,10 +21,10 @@ def make_pair(schedule_name, seed=0):
     model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 2))
     ours = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 2))
     ours.load_state_dict(model.state_dict())
-    kwargs = SCHEDULES[schedule_name]
+    spec = SCHEDULES[schedule_name]
     ref_opt = torch.optim.Adam(model.parameters(), lr=0.01, weight_decay=0.01, fused=True)
-    ref_sched = getattr(torch.optim.lr_scheduler, schedule_name)(ref_opt, **kwargs)
-    opt = FusedAdam(ours.parameters(), lr=0.01, weight_decay=0.01, schedule=getattr(schedules, schedule_name)(**kwargs))
+    ref_sched = schedule_specs.torchs(spec, ref_opt)
+    opt = FusedAdam(ours.parameters(), lr=0.01, weight_decay=0.01, schedule=schedule_specs.ours(spec))
     return model, ref_opt, ref_sched, ours, opt, as_lr_scheduler(opt)
 
 

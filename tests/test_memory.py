@@ -12,7 +12,8 @@ import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from lrsched_fused import FusedAdam, FusedAdamW, FusedSGD, schedules
+from lrsched_fused import FusedAdam, FusedAdamW, FusedSGD
+import schedule_specs
 
 OPTIMIZERS = {
     "sgd": lambda ps, **kw: FusedSGD(ps, lr=0.1, momentum=0.9, nesterov=True, **kw),
@@ -23,15 +24,9 @@ OPTIMIZERS = {
     "sgd clipped, p=3": lambda ps, **kw: FusedSGD(ps, lr=0.1, momentum=0.9, max_grad_norm=0.5, grad_norm_type=3.0,
                                                   **kw),
 }
-SCHEDULES = {
-    "none": (lambda: None, "epoch", None),
-    "StepLR": (lambda: schedules.StepLR(step_size=1, gamma=0.9), "epoch", None),
-    "StepLR per step": (lambda: schedules.StepLR(step_size=1, gamma=0.9), "step", None),
-    "Cosine": (lambda: schedules.CosineAnnealingLR(T_max=2), "epoch", None),
-    "Cosine per step": (lambda: schedules.CosineAnnealingLR(T_max=2), "step", None),
-    "Plateau, tensor metric": (lambda: schedules.ReduceLROnPlateau(patience=0), "epoch", lambda: torch.tensor(2.0)),
-    "Plateau, float metric": (lambda: schedules.ReduceLROnPlateau(patience=0), "epoch", lambda: 2.0),
-}
+SCHEDULES = schedule_specs.MEMORY_SCHEDULES
+# the plateau schedules' metric, as a tensor or as a float
+METRICS = {"Plateau, tensor metric": lambda: torch.tensor(2.0), "Plateau, float metric": lambda: 2.0}
 
 
 def allocations(fn):
@@ -63,14 +58,14 @@ def backward(params):
 @pytest.mark.parametrize("schedule", list(SCHEDULES))
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
 def test_steps_after_the_first_allocate_nothing(optimizer, schedule):
-    make_schedule, interval, make_metric = SCHEDULES[schedule]
+    spec, interval = SCHEDULES[schedule]
     params = model_params()
-    opt = OPTIMIZERS[optimizer](params, schedule=make_schedule(), schedule_interval=interval)
-    metric = make_metric() if make_metric else None
+    opt = OPTIMIZERS[optimizer](params, schedule=schedule_specs.ours(spec), schedule_interval=interval)
+    metric = METRICS[schedule]() if schedule in METRICS else None
 
     def one_step():
         opt.step()
-        if interval == "epoch" and make_schedule() is not None:
+        if interval == "epoch" and spec is not None:
             opt.schedule_step(metric) if metric is not None else opt.schedule_step()
 
     backward(params)
@@ -89,10 +84,11 @@ def test_steps_after_the_first_allocate_nothing(optimizer, schedule):
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
 def test_master_weights_allocate_nothing_after_the_first_step(optimizer, schedule, dtype):
     """master_weights=True: the fp32 masters and states are created at the first step, and only then."""
-    make_schedule, interval, make_metric = SCHEDULES[schedule]
+    spec, interval = SCHEDULES[schedule]
     params = model_params(dtype)
-    opt = OPTIMIZERS[optimizer](params, schedule=make_schedule(), schedule_interval=interval, master_weights=True)
-    metric = make_metric() if make_metric else None
+    opt = OPTIMIZERS[optimizer](params, schedule=schedule_specs.ours(spec), schedule_interval=interval,
+                                master_weights=True)
+    metric = METRICS[schedule]() if schedule in METRICS else None
 
     def one_step():
         opt.step()

@@ -5,6 +5,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from lrsched_fused import FusedAdam, FusedAdamW, FusedSGD, schedules
+import schedule_specs
 
 FORBIDDEN = {"_local_scalar_dense", "item", "equal", "is_nonzero"}
 
@@ -39,18 +40,7 @@ OPTIMIZERS = {
     "sgd clipped, inf norm": lambda ps, **kw: FusedSGD(ps, lr=0.1, momentum=0.9, max_grad_norm=0.5,
                                                        grad_norm_type=float("inf"), **kw),
 }
-SCHEDULES = {
-    "none": lambda: None,
-    "step": lambda: schedules.StepLR(step_size=2),
-    "cosine": lambda: schedules.CosineAnnealingLR(T_max=3),
-    "plateau": lambda: schedules.ReduceLROnPlateau(patience=0),
-    "warmup then plateau": lambda: schedules.SequentialLR(
-        [schedules.LinearLR(start_factor=0.1, total_iters=2), schedules.ReduceLROnPlateau(patience=0)], [2]),
-    "one cycle (momentum on the device)": lambda: schedules.OneCycleLR(max_lr=0.1, total_steps=10),
-    "cyclic": lambda: schedules.CyclicLR(0.01, 0.1, step_size_up=2, mode="exp_range", gamma=0.9),
-    "chained": lambda: schedules.ChainedScheduler([schedules.ConstantLR(), schedules.ExponentialLR(0.9)]),
-    "warm restarts": lambda: schedules.CosineAnnealingWarmRestarts(T_0=2, T_mult=2),
-}
+SCHEDULES = schedule_specs.NO_SYNC_SCHEDULES
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
@@ -60,7 +50,7 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 def test_step_and_schedule_step_do_not_read_device_values(optimizer, schedule, device):
     params = [torch.randn(5, 3, device=device, requires_grad=True), torch.randn(70000, device=device,
                                                                                    requires_grad=True)]
-    opt = OPTIMIZERS[optimizer](params, schedule=SCHEDULES[schedule]())
+    opt = OPTIMIZERS[optimizer](params, schedule=schedule_specs.ours(SCHEDULES[schedule]))
     metric = torch.tensor(1.0, device=device)
     detector = HostReadDetector()
     for epoch in range(4):
@@ -83,7 +73,7 @@ def test_step_and_schedule_step_do_not_read_device_values(optimizer, schedule, d
 def test_master_weights_do_not_read_device_values(optimizer, schedule, device):
     params = [torch.randn(5, 3, device=device, dtype=torch.bfloat16, requires_grad=True),
               torch.randn(70000, device=device, dtype=torch.float16, requires_grad=True)]
-    opt = OPTIMIZERS[optimizer](params, schedule=SCHEDULES[schedule](), master_weights=True)
+    opt = OPTIMIZERS[optimizer](params, schedule=schedule_specs.ours(SCHEDULES[schedule]), master_weights=True)
     metric = torch.tensor(1.0, device=device)
     detector = HostReadDetector()
     for _ in range(3):

@@ -7,17 +7,14 @@ import pytest
 import torch
 
 from lrsched_fused import FusedAdam, FusedAdamW, FusedSGD, schedules
+import schedule_specs
 
 OPTIMIZERS = {
     "sgd": lambda ps, s: FusedSGD(ps, lr=0.1, momentum=0.9, schedule=s),
     "adam": lambda ps, s: FusedAdam(ps, lr=0.01, amsgrad=True, weight_decay=0.1, schedule=s),
     "adamw": lambda ps, s: FusedAdamW(ps, lr=0.01, schedule=s),
 }
-SCHEDULES = {
-    "step": lambda: schedules.StepLR(step_size=3, gamma=0.5),
-    "cosine": lambda: schedules.CosineAnnealingLR(T_max=4, eta_min=1e-3),
-    "plateau": lambda: schedules.ReduceLROnPlateau(patience=1, cooldown=2, factor=0.5),
-}
+SCHEDULES = schedule_specs.STATE_DICT_SCHEDULES
 
 
 def train(opt, params, epochs, start_epoch=0):
@@ -40,18 +37,18 @@ def test_resume_is_bit_identical(optimizer, schedule):
     torch.manual_seed(0)
     init = [torch.randn(4, 3), torch.randn(50000)]
     straight = [t.clone().requires_grad_() for t in init]
-    opt = OPTIMIZERS[optimizer](straight, SCHEDULES[schedule]())
+    opt = OPTIMIZERS[optimizer](straight, schedule_specs.ours(SCHEDULES[schedule]))
     train(opt, straight, 12)
 
     first = [t.clone().requires_grad_() for t in init]
-    opt_a = OPTIMIZERS[optimizer](first, SCHEDULES[schedule]())
+    opt_a = OPTIMIZERS[optimizer](first, schedule_specs.ours(SCHEDULES[schedule]))
     train(opt_a, first, 5)  # stops mid-cooldown / mid-cycle
     buffer = io.BytesIO()
     torch.save({"params": [p.detach() for p in first], "optimizer": opt_a.state_dict()}, buffer)
     buffer.seek(0)
     checkpoint = torch.load(buffer)
     resumed = [t.clone().requires_grad_() for t in checkpoint["params"]]
-    opt_b = OPTIMIZERS[optimizer](resumed, SCHEDULES[schedule]())
+    opt_b = OPTIMIZERS[optimizer](resumed, schedule_specs.ours(SCHEDULES[schedule]))
     opt_b.load_state_dict(checkpoint["optimizer"])
     train(opt_b, resumed, 7, start_epoch=5)
 
