@@ -200,8 +200,9 @@ class Bucket:
         return grads
 
 
-class _GroupPlan:
-    """The buckets of one param group and what they were built from."""
+class _PlannedGroup:
+    """The buckets of one param group and what they were built from (its
+    `native` is the C++ half, `_C.GroupPlan`, once handed over)."""
 
     __slots__ = ("params", "missing", "buckets", "native")
 
@@ -229,7 +230,7 @@ class StepPlan:
         self._hyperparameters_of = hyperparameters_of
         self._check_group = check_group
         self._fill_states = fill_states
-        self._groups: List[Optional[_GroupPlan]] = []
+        self._groups: List[Optional[_PlannedGroup]] = []
         self._checked: List[tuple] = []  # each group's hyperparameters when last checked
         self._param_groups = None  # what the plan was built for: optimizer.param_groups,
         self._states = None        # optimizer.state
@@ -310,7 +311,7 @@ class StepPlan:
                 self._hand_to_native(plan)
         self._states_version = states.version
 
-    def _hand_to_native(self, plan: _GroupPlan) -> None:
+    def _hand_to_native(self, plan: _PlannedGroup) -> None:
         native = _C.GroupPlan(list(plan.params), self.update_op)
         for bucket in plan.buckets:
             bucket.native = native
@@ -320,7 +321,7 @@ class StepPlan:
         assert position < 0, "the grads were checked before"
         plan.native = native
 
-    def _new_group_plan(self, index: int, group: Dict[str, Any], grads: List) -> _GroupPlan:
+    def _new_group_plan(self, index: int, group: Dict[str, Any], grads: List) -> _PlannedGroup:
         params = group["params"]
         by_dtype: Dict[torch.dtype, List[int]] = defaultdict(list)
         for position, (p, g) in enumerate(zip(params, grads)):
@@ -332,7 +333,7 @@ class StepPlan:
             bucket.take_grads(grads)
             buckets.append(bucket)
         self.has_dtensors = self.has_dtensors or any(map(is_dtensor, params))
-        return _GroupPlan(params, grads, buckets)
+        return _PlannedGroup(params, grads, buckets)
 
     def _check_grads(self, bucket: Bucket) -> None:
         """Every grad of the bucket fits its parameter (one C++ loop), else the

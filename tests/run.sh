@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
 # The test command: sets up a fresh machine, builds the extension in place
 # (tests/build.sh) and runs the suite. `bash tests/run.sh [pytest args]`.
+# Without a GPU, tests/test_cuda.py then runs a second time with
+# LRSCHED_FUSED_CUDA_TESTS_ON_CPU=1: its comparisons on the CPU against
+# torch's fused CPU kernels, so the CUDA tests' logic is checked everywhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
 bash tests/build.sh
 # A basetemp of its own: pytest's default one is shared by every pytest run
 # of the user, and a concurrent run's cleanup may remove a live directory
 # (tests/test_distributed.py's ranks meet through a file in it).
 basetemp=$(mktemp -d "${TMPDIR:-/tmp}/lrsched_fused-tests.XXXXXX")
-exec "${PYTHON:-python3}" -m pytest -q -p no:cacheprovider --basetemp "$basetemp" tests "$@"
+"$PY" -m pytest -q -p no:cacheprovider --basetemp "$basetemp/suite" tests "$@"
+if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  echo "-- tests/test_cuda.py with LRSCHED_FUSED_CUDA_TESTS_ON_CPU=1 (no GPU here: its test logic on the CPU) --"
+  LRSCHED_FUSED_CUDA_TESTS_ON_CPU=1 "$PY" -m pytest -q -p no:cacheprovider --basetemp "$basetemp/cuda-on-cpu" \
+    tests/test_cuda.py "$@"
+fi
