@@ -536,7 +536,7 @@ class FusedSGD(FusedOptimizer):
     first grad, as torch's for-loop SGD does.
 
     Args:
-        params: An iterable of floating-point dense tensors, of
+        params (Iterable): An iterable of floating-point dense tensors, of
             ``(name, tensor)`` pairs, or of param-group dicts, all on one
             device.
         lr: The initial lr of every group (a float or a one-element tensor,
@@ -634,7 +634,7 @@ class FusedAdam(FusedOptimizer):
     float64 step count, amsgrad, maximize, L2 or decoupled weight decay).
 
     Args:
-        params: An iterable of floating-point dense tensors, of
+        params (Iterable): An iterable of floating-point dense tensors, of
             ``(name, tensor)`` pairs, or of param-group dicts, all on one
             device.
         lr: The initial lr of every group (a float or a one-element tensor,
