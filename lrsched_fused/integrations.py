@@ -24,7 +24,20 @@ def as_lr_scheduler(optimizer: FusedOptimizer) -> "ScheduleView":
     """The scheduler-shaped view of ``optimizer``'s schedule: a
     ``PlateauScheduleView`` (a ``ReduceLROnPlateau`` to trainers, stepped
     with the monitored metric) for ``schedules.ReduceLROnPlateau``, a
-    ``ScheduleView`` (an ``LRScheduler``) otherwise."""
+    ``ScheduleView`` (an ``LRScheduler``) otherwise.
+
+    Raises:
+        TypeError: ``optimizer`` is not a ``FusedSGD``/``FusedAdam``/``FusedAdamW``.
+        ValueError: the optimizer was built with ``schedule_interval="step"``
+            (the trainer would advance the schedule a second time).
+
+    Example:
+        ```python
+        def configure_optimizers(self):   # PyTorch Lightning
+            opt = FusedAdam(self.parameters(), lr=1e-3, schedule=schedules.StepLR(step_size=10))
+            return {"optimizer": opt, "lr_scheduler": as_lr_scheduler(opt)}
+        ```
+    """
     plateau = getattr(getattr(optimizer, "schedule", None), "requires_metric", False)
     return PlateauScheduleView(optimizer) if plateau else ScheduleView(optimizer)
 
@@ -67,6 +80,7 @@ class ScheduleView(LRScheduler):
         self.optimizer.schedule_step()
 
     def get_last_lr(self) -> List[float]:
+        """The optimizer's current lr per group (reads the device: syncs on CUDA)."""
         return self.optimizer.get_last_lr()
 
     @property
@@ -76,6 +90,7 @@ class ScheduleView(LRScheduler):
 
     @property
     def base_lrs(self) -> List[float]:
+        """Each group's initial lr, as torch's ``scheduler.base_lrs``."""
         return self.optimizer.device_schedule.base_lrs
 
     def state_dict(self) -> Dict[str, Any]:
@@ -110,12 +125,15 @@ class PlateauScheduleView(ScheduleView, ReduceLROnPlateau):
 
     @property
     def best(self) -> float:
+        """The best metric so far, as torch's ``ReduceLROnPlateau.best``."""
         return self.optimizer.device_schedule.plateau_value(_C.PLATEAU_BEST)
 
     @property
     def num_bad_epochs(self) -> int:
+        """Epochs since the last improvement (torch's counter)."""
         return int(self.optimizer.device_schedule.plateau_value(_C.PLATEAU_BAD_EPOCHS))
 
     @property
     def cooldown_counter(self) -> int:
+        """Epochs of cooldown left (torch's counter)."""
         return int(self.optimizer.device_schedule.plateau_value(_C.PLATEAU_COOLDOWN))

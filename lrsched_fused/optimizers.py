@@ -305,6 +305,7 @@ class FusedOptimizer(Optimizer):
     # ---------------------------------------------------------- schedule
     @property
     def schedule(self) -> Schedule:
+        """The schedule specification this optimizer was built with (fixed)."""
         return self.device_schedule.schedule
 
     @property
@@ -527,10 +528,56 @@ class FusedOptimizer(Optimizer):
 
 
 class FusedSGD(FusedOptimizer):
-    """torch.optim.SGD (momentum, dampening, nesterov, weight decay, maximize)
-    with the lr schedule on the device; see the package docs for ``schedule``.
-    ``master_weights=True``: bf16/fp16 parameters are stepped through fp32
-    master weights (``state["master_param"]``) with an fp32 momentum buffer."""
+    """``torch.optim.SGD`` with the lr schedule computed on the device,
+    inside the step.
+
+    The update is torch's fused SGD's (momentum, dampening, nesterov, L2
+    weight decay, maximize); a parameter's momentum buffer starts at its
+    first grad, as torch's for-loop SGD does.
+
+    Args:
+        params (Iterable): An iterable of floating-point dense tensors, of
+            ``(name, tensor)`` pairs, or of param-group dicts, all on one
+            device.
+        lr: The initial lr of every group (a float or a one-element tensor,
+            read once).
+        momentum: Momentum factor (``0``: plain SGD).
+        dampening: Dampening of the momentum.
+        weight_decay: L2 penalty, added to the grad.
+        nesterov: Nesterov momentum (needs ``momentum > 0`` and
+            ``dampening == 0``).
+        maximize: Maximize the objective instead of minimizing it.
+        schedule: The lr schedule, a ``lrsched_fused.schedules`` object
+            (``None``: a constant lr). ``LambdaLR`` and ``MultiplicativeLR``
+            are refused (a Python callable cannot run on the device).
+        schedule_interval: ``"epoch"``: the schedule advances at each
+            ``schedule_step()``; ``"step"``: inside every ``step()``
+            (refused for ``ReduceLROnPlateau``, which needs a metric).
+        skip_schedule_on_overflow: With ``"step"``, hold the schedule still
+            on a step that ``GradScaler`` skips for an overflow.
+        max_grad_norm: Clip the grads' total norm to this inside ``step()``,
+            as ``torch.nn.utils.clip_grad_norm_`` would, without writing
+            ``p.grad`` (``None``: no clipping). Fixed at construction.
+        grad_norm_type: The p of the norm: any p > 0, or ``inf``.
+        master_weights: Step bf16/fp16 parameters through fp32 master
+            weights (``state["master_param"]``) with fp32 state; fp32/fp64
+            parameters are not affected.
+
+    Raises:
+        ValueError: An invalid hyperparameter (negative lr, betas outside
+            [0, 1), ...), a parameter listed twice, parameters on several
+            devices, complex or integer parameters; before anything changes.
+        TypeError: An argument of the wrong type, or a refused schedule.
+
+    Example:
+        ```python
+        opt = FusedSGD(model.parameters(), lr=0.1, momentum=0.9,
+                       schedule=schedules.StepLR(step_size=30, gamma=0.1))
+        for epoch in range(90):
+            train_one_epoch(model, opt)   # opt.step() per batch
+            opt.schedule_step()           # scheduler.step(), on the device
+        ```
+    """
 
     update_op = "sgd_step_"
     momentum_field = MomentumField("momentum")
@@ -580,11 +627,58 @@ class FusedSGD(FusedOptimizer):
 
 
 class FusedAdam(FusedOptimizer):
-    """torch.optim.Adam (amsgrad, maximize, L2 or decoupled weight decay) with
-    the lr schedule on the device; see the package docs for ``schedule``.
-    ``master_weights=True``: bf16/fp16 parameters are stepped through fp32
-    master weights (``state["master_param"]``) with fp32 ``exp_avg``,
-    ``exp_avg_sq`` and ``max_exp_avg_sq``; fp32/fp64 parameters as without."""
+    """``torch.optim.Adam`` with the lr schedule computed on the device,
+    inside the step.
+
+    The update is torch's fused Adam's (bias corrections in float64 from a
+    float64 step count, amsgrad, maximize, L2 or decoupled weight decay).
+
+    Args:
+        params (Iterable): An iterable of floating-point dense tensors, of
+            ``(name, tensor)`` pairs, or of param-group dicts, all on one
+            device.
+        lr: The initial lr of every group (a float or a one-element tensor,
+            read once).
+        betas: ``(beta1, beta2)``, each in [0, 1) (floats or one-element
+            tensors).
+        eps: Added to the denominator, after dividing by the square root of
+            the bias correction, as torch does.
+        weight_decay: The weight decay (an L2 penalty added to the grad, or
+            decoupled as in AdamW with ``decoupled_weight_decay=True``).
+        amsgrad: Keep the maximum of the second moments (``max_exp_avg_sq``).
+        maximize: Maximize the objective instead of minimizing it.
+        decoupled_weight_decay: AdamW's weight decay (``FusedAdamW`` sets it).
+        schedule: The lr schedule, a ``lrsched_fused.schedules`` object
+            (``None``: a constant lr). ``LambdaLR`` and ``MultiplicativeLR``
+            are refused (a Python callable cannot run on the device).
+        schedule_interval: ``"epoch"``: the schedule advances at each
+            ``schedule_step()``; ``"step"``: inside every ``step()``
+            (refused for ``ReduceLROnPlateau``, which needs a metric).
+        skip_schedule_on_overflow: With ``"step"``, hold the schedule still
+            on a step that ``GradScaler`` skips for an overflow.
+        max_grad_norm: Clip the grads' total norm to this inside ``step()``,
+            as ``torch.nn.utils.clip_grad_norm_`` would, without writing
+            ``p.grad`` (``None``: no clipping). Fixed at construction.
+        grad_norm_type: The p of the norm: any p > 0, or ``inf``.
+        master_weights: Step bf16/fp16 parameters through fp32 master
+            weights (``state["master_param"]``) with fp32 state; fp32/fp64
+            parameters are not affected.
+
+    Raises:
+        ValueError: An invalid hyperparameter (negative lr, betas outside
+            [0, 1), ...), a parameter listed twice, parameters on several
+            devices, complex or integer parameters; before anything changes.
+        TypeError: An argument of the wrong type, or a refused schedule.
+
+    Example:
+        ```python
+        opt = FusedAdam(model.parameters(), lr=1e-3,
+                        schedule=schedules.ReduceLROnPlateau(patience=2))
+        for epoch in range(epochs):
+            train_one_epoch(model, opt)
+            opt.schedule_step(val_loss)   # a 0-dim tensor, read on its device
+        ```
+    """
 
     update_op = "adam_step_"
     momentum_field = MomentumField("betas", 0)
@@ -620,8 +714,23 @@ class FusedAdam(FusedOptimizer):
 
 
 class FusedAdamW(FusedAdam):
-    """torch.optim.AdamW: FusedAdam with decoupled weight decay and AdamW's
-    default weight_decay=1e-2."""
+    """``torch.optim.AdamW``: ``FusedAdam`` with decoupled weight decay and
+    AdamW's default ``weight_decay=1e-2``. Takes the arguments of
+    [`FusedAdam`][lrsched_fused.FusedAdam] except ``decoupled_weight_decay``;
+    loading an Adam state_dict keeps decoupled weight decay, as torch's AdamW
+    does.
+
+    Example:
+        ```python
+        opt = FusedAdamW(model.parameters(), lr=3e-4, max_grad_norm=1.0, schedule_interval="step",
+                         schedule=schedules.get_scheduler("cosine", num_warmup_steps=100,
+                                                          num_training_steps=10_000))
+        for x, y in loader:
+            loss_fn(model(x), y).backward()
+            opt.step()        # clip + AdamW step + scheduler.step(), no host sync
+            opt.zero_grad()
+        ```
+    """
 
     def __init__(self, params, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,

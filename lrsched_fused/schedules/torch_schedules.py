@@ -356,4 +356,10 @@ _COMPOSABLE = ("ConstantLR, LinearLR, ExponentialLR, StepLR, MultiStepLR, Polyno
                "CosineAnnealingWarmRestarts, the transformers schedules (get_scheduler: warmup + linear, cosine, "
                "polynomial, inverse sqrt, warmup-stable-decay, ...), combined with SequentialLR or ChainedScheduler")
 LambdaLR = _refuse_callable("LambdaLR", _COMPOSABLE)
+"""Refused: constructing it raises ``TypeError``. torch's ``LambdaLR`` calls a
+Python function every step, which cannot run on the device; compose the
+schedules above (``SequentialLR``, ``ChainedScheduler``) or use
+``get_scheduler`` for transformers' LambdaLR schedules."""
 MultiplicativeLR = _refuse_callable("MultiplicativeLR", "ExponentialLR (a constant factor) or " + _COMPOSABLE)
+"""Refused: constructing it raises ``TypeError`` (a Python callable per step).
+A constant factor is ``ExponentialLR(gamma)``."""

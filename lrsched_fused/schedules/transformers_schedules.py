@@ -254,6 +254,8 @@ class WarmupStableDecay(_TransformersSchedule):
 TRANSFORMERS_SCHEDULER_NAMES = (
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt",
     "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay", "greedy")
+"""The names of transformers' ``SchedulerType`` that ``get_scheduler`` knows
+(``"greedy"`` is refused with a ``ValueError`` saying why)."""
 
 # name -> (schedule, the scheduler_specific_kwargs it takes, what it needs besides them)
 _TRANSFORMERS = {
