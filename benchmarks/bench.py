@@ -611,44 +611,51 @@ def summary(rows: Sequence[dict]) -> List[str]:
 
 
 def plot(rows: Sequence[dict], path: str, title: str) -> Optional[str]:
+    """One panel per workload: ms per step of each implementation for each
+    (dtype, optimizer, schedule), log scale, and a black line where the
+    optimizer's bytes (NOTE: [byte model]) at the add_ ceiling's bandwidth
+    would put it."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not importable: no plot"
-    panels = sorted({(r["workload"], r["dtype"]) for r in rows}, key=lambda k: (list(WORKLOADS).index(k[0]), k[1]))
+    workloads = sorted({r["workload"] for r in rows}, key=list(WORKLOADS).index)
     impls = [i for i in dict.fromkeys(r["impl"] for r in rows) if i != CEILING]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(13, 3.2 * len(panels)), squeeze=False)
-    for ax, (workload, dtype) in zip(axes[:, 0], panels):
-        mine = [r for r in rows if r["workload"] == workload and r["dtype"] == dtype and "median_ms" in r]
-        groups = list(dict.fromkeys((r["optimizer"], r["schedule"]) for r in mine))
+    fig, axes = plt.subplots(len(workloads), 1, figsize=(13, 3.4 * len(workloads)), squeeze=False,
+                             layout="constrained")
+    for ax, workload in zip(axes[:, 0], workloads):
+        mine = [r for r in rows if r["workload"] == workload and "median_ms" in r]
+        groups = list(dict.fromkeys((r["dtype"], r["optimizer"], r["schedule"]) for r in mine))
+        of_group = lambda g, impl: [r for r in mine if (r["dtype"], r["optimizer"], r["schedule"]) == g  # noqa: E731
+                                    and (impl is None or r["impl"] == impl)]
         width = 0.8 / max(len(impls), 1)
         for k, impl in enumerate(impls):
             xs, ys = [], []
-            for g, (opt_name, sched) in enumerate(groups):
-                hit = [r for r in mine if r["impl"] == impl and r["optimizer"] == opt_name and r["schedule"] == sched]
+            for g, group in enumerate(groups):
+                hit = of_group(group, impl)
                 if hit:
                     xs.append(g + (k - (len(impls) - 1) / 2) * width)
                     ys.append(hit[0]["median_ms"])
             ax.bar(xs, ys, width=width, label=impl)
-        for g, (opt_name, sched) in enumerate(groups):
-            ceiling = [r for r in mine if r["impl"] == CEILING and r["optimizer"] == opt_name and r["schedule"] == sched]
-            optimizer_rows = [r for r in mine if r["impl"] != CEILING and r["optimizer"] == opt_name
-                              and r["schedule"] == sched]
+        for g, group in enumerate(groups):
+            ceiling = of_group(group, CEILING)
+            optimizer_rows = [r for r in of_group(group, None) if r["impl"] != CEILING]
             if ceiling and optimizer_rows:  # the time the ceiling's bandwidth would need for the optimizer's bytes
                 c = ceiling[0]
                 ideal = c["params"] * optimizer_rows[0]["bytes_per_param"] / (c["gbps"] * 1e9) * 1e3
                 ax.plot([g - 0.4, g + 0.4], [ideal, ideal], color="black", linewidth=1,
                         label="bytes / add_ bandwidth" if g == 0 else None)
+        first = mine[0] if mine else {}
         ax.set_yscale("log")
         ax.set_ylabel("ms / step")
-        ax.set_title(f"{workload} {dtype}")
+        ax.set_title(f"{workload}: {first.get('tensors', '?')} tensors, {first.get('params', 0) / 1e6:.2f}M parameters",
+                     fontsize=9)
         ax.set_xticks(range(len(groups)))
-        ax.set_xticklabels([f"{o}\n{s}" for o, s in groups], fontsize=8)
+        ax.set_xticklabels([f"{o}\n{s}\n{d}" for d, o, s in groups], fontsize=7)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     fig.savefig(path, dpi=90)
     return None
 

@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
 # The benchmark command: sets up a fresh machine (tests/build.sh, plus
 # matplotlib for the plot), builds the extension in place and runs
-# benchmarks/bench.py (on the CPU by default; `--device cuda` times on a GPU
-# with CUDA events and adds a CUDA-graph variant). Arguments go to the
-# benchmark, e.g.
-#   bash benchmarks/run.sh --quick --out benchmarks/out
+# benchmarks/bench.py on the CPU.
+#   bash benchmarks/run.sh              the representative set (bench.py --quick: every optimizer on few
+#                                       large and many small tensors, StepLR/Plateau, bf16+master, +clip,
+#                                       the host-cost rows), a few minutes on 2 cores; table and PNG in
+#                                       benchmarks/results/
+#   bash benchmarks/run.sh --full       every configuration (about half an hour on 2 cores)
+#   bash benchmarks/run.sh ARGS...      anything else goes to bench.py as it is, e.g. --device cuda
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/build.sh matplotlib
+if [ $# -eq 0 ]; then
+  set -- --quick --out benchmarks/results
+elif [ "$1" = "--full" ]; then
+  shift
+  set -- --out benchmarks/results "$@"
+fi
 exec "${PYTHON:-python3}" benchmarks/bench.py "$@"
