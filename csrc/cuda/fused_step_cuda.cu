@@ -106,7 +106,7 @@ struct SlotVectors {
 // element by element, kILP per thread in flight. Both are coalesced across
 // the block.
 template <typename scalar_t, bool kMaster, int kDepth, typename Update>
-__device__ __forceinline__ void apply_to_chunk(const ChunkSlots<scalar_t, kMaster, kDepth>& at, int count,
+__device__ __forceinline__ void apply_to_chunk(const ChunkSlots<scalar_t, kMaster, kDepth>& chunk, int count,
                                                unsigned store_mask, const Update& update) {
   using opmath_t = at::opmath_type<scalar_t>;
   using Vectors = SlotVectors<scalar_t, kMaster, kDepth>;
@@ -115,21 +115,22 @@ __device__ __forceinline__ void apply_to_chunk(const ChunkSlots<scalar_t, kMaste
   constexpr int kSize = Vectors::kSize;
   constexpr int kILP = 4;
   const auto stored = [&](int s) { return ((store_mask >> s) & 1u) != 0; };
-  bool aligned = is_vector_aligned<Narrow>(at.grad) && (!kMaster || is_vector_aligned<Narrow>(at.rounded_param));
+  bool aligned =
+      is_vector_aligned<Narrow>(chunk.grad) && (!kMaster || is_vector_aligned<Narrow>(chunk.rounded_param));
 #pragma unroll
   for (int s = 0; s < kDepth; ++s) {
-    aligned = aligned && (s == kGrad || is_vector_aligned<Wide>(at.wide[s]));
+    aligned = aligned && (s == kGrad || is_vector_aligned<Wide>(chunk.wide[s]));
   }
   int scalar_begin = 0;
   if (aligned) {
     const int vectors = count / kSize;
     for (int v = threadIdx.x; v < vectors; v += kBlockThreads) {
       Vectors loaded;
-      loaded.grad = reinterpret_cast<const Narrow*>(at.grad)[v];
+      loaded.grad = reinterpret_cast<const Narrow*>(chunk.grad)[v];
 #pragma unroll
       for (int s = 0; s < kDepth; ++s) {
         if (s != kGrad) {
-          loaded.wide[s] = reinterpret_cast<const Wide*>(at.wide[s])[v];
+          loaded.wide[s] = reinterpret_cast<const Wide*>(chunk.wide[s])[v];
         }
       }
       Narrow rounded;
@@ -148,16 +149,16 @@ __device__ __forceinline__ void apply_to_chunk(const ChunkSlots<scalar_t, kMaste
         rounded.values[k] = static_cast<scalar_t>(values[kParam]);
       }
       if (stored(kGrad)) {
-        reinterpret_cast<Narrow*>(at.grad)[v] = loaded.grad;
+        reinterpret_cast<Narrow*>(chunk.grad)[v] = loaded.grad;
       }
 #pragma unroll
       for (int s = 0; s < kDepth; ++s) {
         if (s != kGrad && stored(s)) {
-          reinterpret_cast<Wide*>(at.wide[s])[v] = loaded.wide[s];
+          reinterpret_cast<Wide*>(chunk.wide[s])[v] = loaded.wide[s];
         }
       }
       if constexpr (kMaster) {
-        reinterpret_cast<Narrow*>(at.rounded_param)[v] = rounded;
+        reinterpret_cast<Narrow*>(chunk.rounded_param)[v] = rounded;
       }
     }
     scalar_begin = vectors * kSize;
@@ -170,7 +171,7 @@ __device__ __forceinline__ void apply_to_chunk(const ChunkSlots<scalar_t, kMaste
       if (i < count) {
 #pragma unroll
         for (int s = 0; s < kDepth; ++s) {
-          values[k][s] = at.load(s, i);
+          values[k][s] = chunk.load(s, i);
         }
       }
     }
@@ -182,11 +183,11 @@ __device__ __forceinline__ void apply_to_chunk(const ChunkSlots<scalar_t, kMaste
 #pragma unroll
         for (int s = 0; s < kDepth; ++s) {
           if (stored(s)) {
-            at.store(s, i, values[k][s]);
+            chunk.store(s, i, values[k][s]);
           }
         }
         if constexpr (kMaster) {
-          at.rounded_param[i] = static_cast<scalar_t>(values[k][kParam]);
+          chunk.rounded_param[i] = static_cast<scalar_t>(values[k][kParam]);
         }
       }
     }
