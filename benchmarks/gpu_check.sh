@@ -4,8 +4,8 @@
 #   1. builds the extension in place (FORCE_CUDA=1 when nvcc is found),
 #   2. runs the CUDA tests: tests/test_cuda.py (against torch's fused CUDA
 #      optimizers, sync-debug mode, CUDA-graph capture and replay, launch
-#      counts, the table cache, bf16/fp16 with master weights), plus the CUDA
-#      cases of tests/test_ops.py and tests/test_no_sync.py,
+#      counts, calls of several launches, bf16/fp16 with master weights),
+#      plus the CUDA cases of tests/test_ops.py and tests/test_no_sync.py,
 #   3. runs the GPU benchmark: benchmarks/bench.py --gpu-check (GPT-2 small's
 #      124M parameters and 2000 small tensors, fp32/bf16/bf16 with master
 #      weights, Adam and SGD; torch

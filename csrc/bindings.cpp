@@ -6,6 +6,7 @@
 
 #include <map>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "cuda/chunk_plan.h"
@@ -16,36 +17,34 @@
 namespace lrsched_fused {
 namespace testing {
 
-// The CUDA launcher's chunk plan for tensors of `numels`, run on the host
-// (tests/test_chunk_plan.py): each tensor's first block, and per block the
-// tensor, first element and element count a kernel block derives from the
-// table; the upload batches of a layout's entries and of a grad array (one
-// word per tensor) at `upload_words` words per launch.
-pybind11::dict chunk_plan_of(const std::vector<int64_t>& numels, int upload_words) {
+// The CUDA launcher's plan for tensors of `numels` at `tensors_per_launch`
+// tensors per launch, run on the host (tests/test_chunk_plan.py): the
+// launches, each tensor's first block within its launch, and per block of
+// every launch, in launch order, the tensor (its index in the call), first
+// element and element count a kernel block derives from its launch's
+// entries (NOTE: [tensors in kernel arguments]); with_blocks=False leaves
+// the blocks out (sizes of a grid's blocks).
+pybind11::dict chunk_plan_of(const std::vector<int64_t>& numels, int64_t tensors_per_launch, bool with_blocks) {
   namespace plan = lrsched_fused::chunk_plan;
-  const plan::Plan chunks = plan::plan_chunks(numels);
+  const plan::LaunchPlan launches = plan::plan_launches(numels, tensors_per_launch);
   std::vector<int64_t> blocks;
-  blocks.reserve(3 * chunks.num_chunks);
-  const auto first_chunk = [&](int64_t t) { return chunks.first_chunks[t]; };
-  const int64_t n = static_cast<int64_t>(numels.size());
-  for (int64_t chunk = 0; chunk < chunks.num_chunks; ++chunk) {
-    const int64_t t = plan::owner_of_chunk(first_chunk, n, chunk);
-    const plan::ChunkRef ref = plan::chunk_ref(t, numels[t], chunks.first_chunks[t], chunk);
-    blocks.insert(blocks.end(), {ref.tensor, ref.begin, ref.count});
-  }
-  const auto batches = [&](int64_t words) {
-    std::vector<std::pair<int64_t, int>> out;
-    for (const plan::UploadBatch& b : plan::upload_batches(words, upload_words)) {
-      out.emplace_back(b.offset, b.count);
+  blocks.reserve(with_blocks ? 3 * launches.num_chunks : 0);
+  std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t>> launch_list;
+  for (const plan::Launch& launch : launches.launches) {
+    launch_list.emplace_back(launch.first_tensor, launch.num_tensors, launch.first_chunk, launch.num_chunks);
+    const auto first_chunk = [&](int64_t i) { return launches.first_chunks[launch.first_tensor + i]; };
+    for (int64_t block = 0; with_blocks && block < launch.num_chunks; ++block) {
+      const int64_t i = plan::owner_of_chunk(first_chunk, launch.num_tensors, block);
+      const int64_t t = launch.first_tensor + i;
+      const plan::ChunkRef ref = plan::chunk_ref(i, numels[t], launches.first_chunks[t], block);
+      blocks.insert(blocks.end(), {launch.first_tensor + ref.tensor, ref.begin, ref.count});
     }
-    return out;
-  };
+  }
   pybind11::dict result;
-  result["first_chunks"] = chunks.first_chunks;
-  result["num_chunks"] = chunks.num_chunks;
+  result["launches"] = launch_list;  // (first tensor, tensors, first chunk, chunks) per launch
+  result["first_chunks"] = launches.first_chunks;
+  result["num_chunks"] = launches.num_chunks;
   result["blocks"] = blocks;  // flat (tensor, begin, count) per block
-  result["layout_batches"] = batches(plan::kEntryWords * n);
-  result["grad_batches"] = batches(n);
   return result;
 }
 
@@ -53,8 +52,7 @@ pybind11::dict chunk_plan_of(const std::vector<int64_t>& numels, int upload_word
 
 #ifdef LRSCHED_FUSED_WITH_CUDA
 namespace cuda {
-std::map<std::string, int64_t> table_cache_stats();       // csrc/cuda/fused_step_cuda.cu
-std::map<std::string, int64_t> grad_table_cache_stats();  // csrc/cuda/grad_norm_cuda.cu
+std::map<std::string, int64_t> tensors_per_launch();  // csrc/cuda/fused_step_cuda.cu
 }  // namespace cuda
 #endif
 
@@ -116,8 +114,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.attr("FIRST_LEAF") = layout::kFirstLeaf;
   namespace plan = lrsched_fused::chunk_plan;
   m.attr("CHUNK_ELEMENTS") = plan::kChunkElements;
-  m.attr("UPLOAD_WORDS_SMALL") = plan::kUploadWordsSmall;
-  m.attr("UPLOAD_WORDS_LARGE") = plan::kUploadWordsLarge;
   m.attr("MAX_PROGRAM_SIZE") = lrsched_fused::kMaxProgramSize;
   // Each leaf kind's number, and its field names in program order (NOTE: [schedule fields]).
   using lrsched_fused::ScheduleKind;
@@ -135,13 +131,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 
   // Hooks for the tests, not an API.
   py::module testing = m.def_submodule("testing", "hooks for lrsched_fused's tests only, not an API");
-  testing.def("chunk_plan", &lrsched_fused::testing::chunk_plan_of,
-              "the CUDA launcher's chunk plan, computed on the host");
+  testing.def("chunk_plan", &lrsched_fused::testing::chunk_plan_of, py::arg("numels"),
+              py::arg("tensors_per_launch"), py::arg("with_blocks") = true,
+              "the CUDA launcher's launches and chunk plan, computed on the host");
 #ifdef LRSCHED_FUSED_WITH_CUDA
-  testing.def("cuda_table_cache_stats", &lrsched_fused::cuda::table_cache_stats,
-              "counts of the CUDA tensor-table cache (NOTE: [device tensor table])");
-  testing.def("cuda_grad_table_cache_stats", &lrsched_fused::cuda::grad_table_cache_stats,
-              "counts of the CUDA grad-table cache and grad norm scratch (NOTE: [grad table])");
+  testing.def("cuda_tensors_per_launch", &lrsched_fused::cuda::tensors_per_launch,
+              "the tensors one CUDA launch carries, per kind of launch (NOTE: [tensors in kernel arguments])");
 #endif
 }
 

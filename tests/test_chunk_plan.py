@@ -1,9 +1,10 @@
-"""The CUDA launcher's chunk plan (csrc/cuda/chunk_plan.h) against brute
-force, on any machine: lrsched_fused._C.testing.chunk_plan runs the same
-C10_HOST_DEVICE functions the kernels call (the chunk index each block reads,
-the part of its tensor each block updates) and the host's upload batching.
+"""The CUDA launcher's plan (csrc/cuda/chunk_plan.h) against brute force, on
+any machine: lrsched_fused._C.testing.chunk_plan runs the same host code that
+cuts a call's tensors into launches and the same C10_HOST_DEVICE functions a
+kernel block calls (its tensor by binary search over its launch's first
+chunks, its part of that tensor).
 
-NOTE: [device tensor table] in csrc/cuda/multi_tensor_launcher.cuh.
+NOTE: [tensors in kernel arguments] in csrc/cuda/multi_tensor_launcher.cuh.
 """
 import random
 
@@ -12,6 +13,7 @@ import pytest
 from lrsched_fused import _C
 
 CHUNK = _C.CHUNK_ELEMENTS
+GRID = 2**31 - 1  # blocks a launch may have
 
 
 def brute_force_blocks(numels):
@@ -23,6 +25,10 @@ def brute_force_blocks(numels):
 def blocks_of(plan):
     flat = plan["blocks"]
     return [tuple(flat[i:i + 3]) for i in range(0, len(flat), 3)]
+
+
+def chunks(n):
+    return -(-n // CHUNK)
 
 
 def random_sizes(count, seed):
@@ -41,48 +47,81 @@ CASES = {
     "over 2**31 elements in one tensor": [3, 2**31 + 5, 0, 11],
     "over 2**32 elements in all": [2**31 - 1, 0, 2**31 + 1, CHUNK, 2**32 + 17],
 }
+# 1: every tensor its own launch; 451, 507, 1015: what a launch carries for
+# Adam with amsgrad, Adam, the grad norm (_C.testing.cuda_tensors_per_launch).
+CAPACITIES = [1, 2, 7, 451, 507, 1015]
 
 
+def check_launches(plan, numels, capacity):
+    """The launches tile the tensors in order, each with at most `capacity`
+    tensors and a grid's blocks, the chunks likewise; each tensor's first
+    block counts from its launch's first."""
+    launches = [tuple(x) for x in plan["launches"]]
+    tensor, chunk = 0, 0
+    for first_tensor, count, first_chunk, num_chunks in launches:
+        assert first_tensor == tensor and first_chunk == chunk
+        assert 0 < count <= capacity and 0 <= num_chunks <= GRID
+        local = 0
+        for t in range(first_tensor, first_tensor + count):
+            assert plan["first_chunks"][t] == local
+            local += chunks(numels[t])
+        assert local == num_chunks
+        tensor += count
+        chunk += num_chunks
+    assert tensor == len(numels) and chunk == plan["num_chunks"] == sum(chunks(n) for n in numels)
+    return launches
+
+
+@pytest.mark.parametrize("capacity", CAPACITIES)
 @pytest.mark.parametrize("numels", list(CASES.values()), ids=list(CASES))
-def test_every_block_gets_its_tensor_and_range(numels):
-    plan = _C.testing.chunk_plan(numels, _C.UPLOAD_WORDS_LARGE)
-    expected = brute_force_blocks(numels)
-    assert plan["num_chunks"] == len(expected)
-    assert blocks_of(plan) == expected
-    first_chunks, chunk = [], 0
-    for n in numels:
-        first_chunks.append(chunk)
-        chunk += -(-n // CHUNK)
-    assert plan["first_chunks"] == first_chunks
+def test_every_chunk_is_one_block_of_one_launch(numels, capacity):
+    """Across all launches, in launch order, the blocks are every chunk of
+    every tensor exactly once: none skipped or repeated at a launch boundary."""
+    plan = _C.testing.chunk_plan(numels, capacity)
+    check_launches(plan, numels, capacity)
+    assert blocks_of(plan) == brute_force_blocks(numels)
 
 
-def test_no_tensors():
-    plan = _C.testing.chunk_plan([], _C.UPLOAD_WORDS_LARGE)
-    assert plan["num_chunks"] == 0 and plan["blocks"] == [] and plan["layout_batches"] == []
+@pytest.mark.parametrize("capacity", CAPACITIES)
+@pytest.mark.parametrize("tensors", [1, 2, 450, 451, 452, 507, 508, 1015, 1016, 3000])
+def test_launches_per_call(tensors, capacity):
+    """Below a grid's blocks, n tensors take ceil(n / capacity) launches."""
+    numels = [(t * 7919) % (3 * CHUNK) for t in range(tensors)]
+    plan = _C.testing.chunk_plan(numels, capacity)
+    launches = check_launches(plan, numels, capacity)
+    assert len(launches) == -(-tensors // capacity)
 
 
-def test_a_call_that_needs_more_blocks_than_a_grid_holds_is_refused():
-    too_many = (2**31 - 1) * CHUNK + 1  # 2**31 chunks
-    with pytest.raises(RuntimeError, match="more than a CUDA grid holds; split the param group"):
-        _C.testing.chunk_plan([too_many], _C.UPLOAD_WORDS_LARGE)
+def test_no_tensors_no_launches():
+    plan = _C.testing.chunk_plan([], 507)
+    assert plan["launches"] == [] and plan["num_chunks"] == 0 and plan["blocks"] == []
+
+
+def test_a_launch_of_zero_size_tensors_has_no_blocks():
+    plan = _C.testing.chunk_plan([0, 0, 0, 5], 3)
+    assert [tuple(x) for x in plan["launches"]] == [(0, 3, 0, 0), (3, 1, 0, 1)]
+    assert blocks_of(plan) == [(3, 0, 5)]
+
+
+def test_a_launch_is_cut_at_a_grid_of_blocks():
+    """Tensors whose chunks together exceed a grid go to separate launches,
+    even below the tensor capacity (no memory is touched: sizes only)."""
+    half = (GRID // 2 + 1) * CHUNK  # a bit over half a grid of chunks
+    numels = [half, half, 5, half]
+    plan = _C.testing.chunk_plan(numels, 507, with_blocks=False)
+    launches = check_launches(plan, numels, 507)
+    assert [(first, count) for first, count, _, _ in launches] == [(0, 1), (1, 2), (3, 1)]
+
+
+def test_a_tensor_that_needs_more_blocks_than_a_grid_holds_is_refused():
+    too_many = GRID * CHUNK + 1
     with pytest.raises(RuntimeError, match="more than a CUDA grid holds"):
-        _C.testing.chunk_plan([too_many // 2, too_many // 2 + 1], _C.UPLOAD_WORDS_LARGE)
+        _C.testing.chunk_plan([too_many], 507, with_blocks=False)
+    plan = _C.testing.chunk_plan([GRID * CHUNK], 507, with_blocks=False)  # exactly a grid: one launch
+    assert [tuple(x) for x in plan["launches"]] == [(0, 1, 0, GRID)]
 
 
-def expected_batches(words, capacity):
-    return [(offset, min(capacity, words - offset)) for offset in range(0, words, capacity)]
-
-
-@pytest.mark.parametrize("capacity", [_C.UPLOAD_WORDS_SMALL, _C.UPLOAD_WORDS_LARGE], ids=["4KB", "32KB"])
-@pytest.mark.parametrize("tensors", [1, 61, 62, 63, 495, 496, 497, 500, 3999, 4000, 4001, 9000])
-def test_uploads_cover_the_table_once_in_few_launches(tensors, capacity):
-    """A layout's entries are 8 words per tensor, a grad array 1; each launch
-    carries at most `capacity` words, and consecutive launches tile the buffer."""
-    plan = _C.testing.chunk_plan([1] * tensors, capacity)
-    for key, words in (("layout_batches", 8 * tensors), ("grad_batches", tensors)):
-        batches = [tuple(b) for b in plan[key]]
-        assert batches == expected_batches(words, capacity)
-        assert sum(count for _, count in batches) == words
-        assert all(0 < count <= capacity for _, count in batches)
-    if capacity == _C.UPLOAD_WORDS_LARGE and tensors <= capacity:
-        assert len(plan["grad_batches"]) == 1  # moved grads: one upload launch
+@pytest.mark.parametrize("capacity", [0, -1])
+def test_a_capacity_below_one_is_refused(capacity):
+    with pytest.raises(RuntimeError, match="tensors per launch"):
+        _C.testing.chunk_plan([1], capacity)

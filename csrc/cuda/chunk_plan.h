@@ -1,7 +1,7 @@
 #pragma once
-// The arithmetic of the CUDA launcher's chunk plan (NOTE: [device tensor
-// table] in multi_tensor_launcher.cuh): which chunk of which tensor each block
-// updates, and how the table's words are cut into upload launches. Plain
+// The arithmetic of the CUDA launcher (NOTE: [tensors in kernel arguments]
+// in multi_tensor_launcher.cuh): how a call's tensors are cut into launches,
+// and which chunk of which tensor each block of a launch updates. Plain
 // C10_HOST_DEVICE code with no CUDA header, so the CPU build compiles it too
 // and tests/test_chunk_plan.py checks it against brute force on any machine
 // (through lrsched_fused._C.testing.chunk_plan).
@@ -17,11 +17,7 @@ namespace chunk_plan {
 
 constexpr int kBlockThreads = 256;
 constexpr int64_t kChunkElements = 16384;  // one block's share of a tensor
-// Words one upload launch carries in its arguments: under the classic 4 KB
-// argument limit, and under the 32 KB one of CUDA >= 12.1 (Volta and later).
-constexpr int kUploadWordsSmall = 496;
-constexpr int kUploadWordsLarge = 4000;
-constexpr int kEntryWords = 8;  // a table entry: one 64-byte line per tensor
+constexpr int64_t kMaxGridBlocks = std::numeric_limits<int32_t>::max();  // gridDim.x
 
 C10_HOST_DEVICE inline int64_t chunks_of(int64_t numel) {
   return (numel + kChunkElements - 1) / kChunkElements;
@@ -62,42 +58,49 @@ C10_HOST_DEVICE inline int64_t owner_of_chunk(const FirstChunk& first_chunk, int
   return lo;
 }
 
-// Each tensor's first block and the number of blocks of a call.
-struct Plan {
+// One launch: tensors [first_tensor, first_tensor + num_tensors) of the
+// call, one block per chunk of them; its chunks are the call's chunks
+// [first_chunk, first_chunk + num_chunks).
+struct Launch {
+  int64_t first_tensor;
+  int64_t num_tensors;
+  int64_t first_chunk;
+  int64_t num_chunks;
+};
+
+// A call's launches, and each tensor's first block within its launch.
+struct LaunchPlan {
+  std::vector<int64_t> numels;
   std::vector<int64_t> first_chunks;
-  int64_t num_chunks = 0;
+  std::vector<Launch> launches;
+  int64_t num_chunks = 0;  // of all launches together
 };
 
-inline Plan plan_chunks(const std::vector<int64_t>& numels) {
-  Plan plan;
+// The tensors of `numels`, in order, cut into launches of at most
+// `tensors_per_launch` tensors and kMaxGridBlocks blocks; a tensor is never
+// split. No tensors: no launches.
+inline LaunchPlan plan_launches(const std::vector<int64_t>& numels, int64_t tensors_per_launch) {
+  TORCH_CHECK(tensors_per_launch > 0, "lrsched_fused: ", tensors_per_launch, " tensors per launch");
+  LaunchPlan plan;
+  plan.numels = numels;
   plan.first_chunks.reserve(numels.size());
-  for (const int64_t numel : numels) {
+  for (size_t t = 0; t < numels.size(); ++t) {
+    const int64_t numel = numels[t];
     TORCH_CHECK(numel >= 0, "lrsched_fused: a tensor of ", numel, " elements");
-    plan.first_chunks.push_back(plan.num_chunks);
-    plan.num_chunks += chunks_of(numel);
+    const int64_t chunks = chunks_of(numel);
+    TORCH_CHECK(chunks <= kMaxGridBlocks, "lrsched_fused: a tensor of ", numel, " elements needs ", chunks,
+                " blocks of ", kChunkElements, " elements, more than a CUDA grid holds");
+    if (plan.launches.empty() || plan.launches.back().num_tensors == tensors_per_launch ||
+        plan.launches.back().num_chunks + chunks > kMaxGridBlocks) {
+      plan.launches.push_back({static_cast<int64_t>(t), 0, plan.num_chunks, 0});
+    }
+    Launch& launch = plan.launches.back();
+    plan.first_chunks.push_back(launch.num_chunks);
+    launch.num_tensors += 1;
+    launch.num_chunks += chunks;
+    plan.num_chunks += chunks;
   }
-  // A grid holds 2^31 - 1 blocks; chunk indices are stored as int32.
-  TORCH_CHECK(plan.num_chunks <= std::numeric_limits<int32_t>::max(), "lrsched_fused: one call would need ",
-              plan.num_chunks, " blocks of ", kChunkElements,
-              " elements, more than a CUDA grid holds; split the param group");
   return plan;
-}
-
-// An upload of `count` words at word `offset` of a table buffer, one launch.
-struct UploadBatch {
-  int64_t offset;
-  int count;
-};
-
-// `words` words cut into launches of at most `capacity` words each.
-inline std::vector<UploadBatch> upload_batches(int64_t words, int capacity) {
-  TORCH_CHECK(capacity > 0, "lrsched_fused: upload capacity ", capacity);
-  std::vector<UploadBatch> batches;
-  for (int64_t offset = 0; offset < words; offset += capacity) {
-    const int64_t left = words - offset;
-    batches.push_back({offset, static_cast<int>(left < capacity ? left : capacity)});
-  }
-  return batches;
 }
 
 }  // namespace chunk_plan

@@ -1,7 +1,7 @@
 // CUDA kernels of adam_step_, sgd_step_ and schedule_step_, and their
 // registration. The per-element math and the schedule are the shared headers'
 // (csrc/update_math.h, csrc/schedule_math.h); the chunking is the launcher's
-// (NOTE: [device tensor table]).
+// (NOTE: [tensors in kernel arguments]).
 //
 // Each update kernel reads the group's lr and hyperparameters from
 // schedule_state (NOTE: [hyperparameters on the device]), and grad_scale,
@@ -10,24 +10,30 @@
 // captured in a CUDA graph. With found_inf != 0 the kernels return before
 // writing anything, step counters included.
 //
-// Launches per call, whatever the number of tensors: adam_step_ 2 (the step
-// counters and per-tensor terms, then the update), sgd_step_ 2 with momentum
-// (likewise) and 1 without, schedule_step_ 1. A call whose grads moved adds
-// one upload of their addresses; the first call with new parameters or
-// states builds their layout (NOTE: [device tensor table]).
+// Launches per call of n tensors, with B = ceil(n / tensors per launch)
+// (NOTE: [tensors in kernel arguments]): adam_step_ 2B (per launch of
+// tensors the update, then one thread per tensor advances its step counter),
+// sgd_step_ 2B with momentum (likewise) and B without, schedule_step_ 1. The
+// update reads the step counter before the step: Adam's bias corrections of
+// step + 1 and SGD's "the momentum buffer is new" (step == 0) are computed
+// by thread 0 of each block, in float64, as the CPU kernels compute them.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <map>
+#include <string>
 #include <type_traits>
+#include <vector>
 
 #include "../dispatch.h"
 #include "../op_checks.h"
 #include "../schedule_math.h"
 #include "../update_math.h"
 #include "../update_ops.h"
+#include "aligned_vector.cuh"
 #include "device_scalar.cuh"
 #include "multi_tensor_launcher.cuh"
 
@@ -35,62 +41,127 @@ namespace lrsched_fused {
 namespace cuda {
 namespace {
 
-// kDepth slot values of 16 bytes' worth of consecutive elements.
-template <typename scalar_t>
-struct alignas(16) Vector16 {
-  static constexpr int kSize = 16 / sizeof(scalar_t);
-  scalar_t values[kSize];
+constexpr int kParam = 0;
+constexpr int kGrad = 1;
+constexpr int kExpAvg = 2;          // Adam
+constexpr int kExpAvgSq = 3;        // Adam
+constexpr int kMaxExpAvgSq = 4;     // Adam with amsgrad
+constexpr int kMomentumBuffer = 2;  // SGD with momentum
+
+// Where a chunk's values live. The grad is in scalar_t; every other slot in
+// wide_t: scalar_t, or with master weights (NOTE: [master weights]) float,
+// where the param's values are the master's and `rounded_param` (the param)
+// receives them rounded to nearest (c10's float -> bfloat16 and float ->
+// half conversions round to nearest even).
+template <typename scalar_t, bool kMaster, int kDepth>
+struct ChunkSlots {
+  using wide_t = state_type<scalar_t, kMaster>;
+  using opmath_t = at::opmath_type<scalar_t>;
+  wide_t* wide[kDepth];  // every slot but kGrad
+  scalar_t* grad;
+  scalar_t* rounded_param;  // with master weights; nullptr without
+
+  __device__ __forceinline__ opmath_t load(int s, int i) const {
+    return s == kGrad ? static_cast<opmath_t>(grad[i]) : static_cast<opmath_t>(wide[s][i]);
+  }
+  __device__ __forceinline__ void store(int s, int i, opmath_t value) const {
+    if (s == kGrad) {
+      grad[i] = static_cast<scalar_t>(value);
+    } else {
+      wide[s][i] = static_cast<wide_t>(value);
+    }
+  }
 };
 
-// Applies `update` to every element of a chunk (in opmath_t) and stores the
-// slots whose bit is set in store_mask (the same for the whole call, so a
-// warp takes one branch). When every slot pointer is 16-byte
-// aligned (a chunk starts kChunkElements elements into its tensor, so this is
-// the tensors' own alignment), each thread moves 16-byte vectors, one per
-// slot in flight per loop; the last count % kSize elements, or the whole chunk
-// of a misaligned tensor, go element by element, kILP per thread in flight.
-// Both are coalesced across the block.
-template <typename scalar_t, int kDepth, typename Update>
-__device__ __forceinline__ void apply_to_chunk(scalar_t* const (&slots)[kDepth], int count, unsigned store_mask,
-                                               const Update& update) {
+// The values of kSize consecutive elements of every slot, in registers.
+template <typename scalar_t, bool kMaster, int kDepth>
+struct SlotVectors {
+  using wide_t = state_type<scalar_t, kMaster>;
   using opmath_t = at::opmath_type<scalar_t>;
-  using Vector = Vector16<scalar_t>;
+  static constexpr int kSize = 16 / sizeof(wide_t);  // 16-byte accesses to the widest slots
+  using Wide = AlignedVector<wide_t, kSize>;
+  using Narrow = AlignedVector<scalar_t, kSize>;
+  Wide wide[kDepth];  // every slot but kGrad
+  Narrow grad;
+
+  __device__ __forceinline__ opmath_t get(int s, int k) const {
+    return s == kGrad ? static_cast<opmath_t>(grad.values[k]) : static_cast<opmath_t>(wide[s].values[k]);
+  }
+  __device__ __forceinline__ void set(int s, int k, opmath_t value) {
+    if (s == kGrad) {
+      grad.values[k] = static_cast<scalar_t>(value);
+    } else {
+      wide[s].values[k] = static_cast<wide_t>(value);
+    }
+  }
+};
+
+// Applies `update` to every element of a chunk of `count` elements (in
+// opmath_t) and stores the slots whose bit is set in store_mask (the same
+// for the whole call, so a warp takes one branch), and with master weights
+// the param. When every slot is aligned to its vector (a chunk starts
+// kChunkElements elements into its tensor, so this is the tensors' own
+// alignment), each thread moves one vector per slot per loop; the last
+// count % kSize elements, or the whole chunk of a misaligned tensor, go
+// element by element, kILP per thread in flight. Both are coalesced across
+// the block.
+template <typename scalar_t, bool kMaster, int kDepth, typename Update>
+__device__ __forceinline__ void apply_to_chunk(const ChunkSlots<scalar_t, kMaster, kDepth>& chunk, int count,
+                                               unsigned store_mask, const Update& update) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  using Vectors = SlotVectors<scalar_t, kMaster, kDepth>;
+  using Wide = typename Vectors::Wide;
+  using Narrow = typename Vectors::Narrow;
+  constexpr int kSize = Vectors::kSize;
   constexpr int kILP = 4;
-  uintptr_t addresses = 0;
+  const auto stored = [&](int s) { return ((store_mask >> s) & 1u) != 0; };
+  bool aligned =
+      is_vector_aligned<Narrow>(chunk.grad) && (!kMaster || is_vector_aligned<Narrow>(chunk.rounded_param));
 #pragma unroll
   for (int s = 0; s < kDepth; ++s) {
-    addresses |= reinterpret_cast<uintptr_t>(slots[s]);
+    aligned = aligned && (s == kGrad || is_vector_aligned<Wide>(chunk.wide[s]));
   }
   int scalar_begin = 0;
-  if (addresses % sizeof(Vector) == 0) {
-    const int vectors = count / Vector::kSize;
+  if (aligned) {
+    const int vectors = count / kSize;
     for (int v = threadIdx.x; v < vectors; v += kBlockThreads) {
-      Vector loaded[kDepth];
+      Vectors loaded;
+      loaded.grad = reinterpret_cast<const Narrow*>(chunk.grad)[v];
 #pragma unroll
       for (int s = 0; s < kDepth; ++s) {
-        loaded[s] = reinterpret_cast<const Vector*>(slots[s])[v];
+        if (s != kGrad) {
+          loaded.wide[s] = reinterpret_cast<const Wide*>(chunk.wide[s])[v];
+        }
       }
+      Narrow rounded;
 #pragma unroll
-      for (int k = 0; k < Vector::kSize; ++k) {
+      for (int k = 0; k < kSize; ++k) {
         opmath_t values[kDepth];
 #pragma unroll
         for (int s = 0; s < kDepth; ++s) {
-          values[s] = static_cast<opmath_t>(loaded[s].values[k]);
+          values[s] = loaded.get(s, k);
         }
         update(values);
 #pragma unroll
         for (int s = 0; s < kDepth; ++s) {
-          loaded[s].values[k] = static_cast<scalar_t>(values[s]);
+          loaded.set(s, k, values[s]);
         }
+        rounded.values[k] = static_cast<scalar_t>(values[kParam]);
+      }
+      if (stored(kGrad)) {
+        reinterpret_cast<Narrow*>(chunk.grad)[v] = loaded.grad;
       }
 #pragma unroll
       for (int s = 0; s < kDepth; ++s) {
-        if ((store_mask >> s) & 1u) {
-          reinterpret_cast<Vector*>(slots[s])[v] = loaded[s];
+        if (s != kGrad && stored(s)) {
+          reinterpret_cast<Wide*>(chunk.wide[s])[v] = loaded.wide[s];
         }
       }
+      if constexpr (kMaster) {
+        reinterpret_cast<Narrow*>(chunk.rounded_param)[v] = rounded;
+      }
     }
-    scalar_begin = vectors * Vector::kSize;
+    scalar_begin = vectors * kSize;
   }
   for (int start = scalar_begin; start < count; start += kBlockThreads * kILP) {
     opmath_t values[kILP][kDepth];
@@ -100,7 +171,7 @@ __device__ __forceinline__ void apply_to_chunk(scalar_t* const (&slots)[kDepth],
       if (i < count) {
 #pragma unroll
         for (int s = 0; s < kDepth; ++s) {
-          values[k][s] = static_cast<opmath_t>(slots[s][i]);
+          values[k][s] = chunk.load(s, i);
         }
       }
     }
@@ -111,66 +182,17 @@ __device__ __forceinline__ void apply_to_chunk(scalar_t* const (&slots)[kDepth],
         update(values[k]);
 #pragma unroll
         for (int s = 0; s < kDepth; ++s) {
-          if ((store_mask >> s) & 1u) {
-            slots[s][i] = static_cast<scalar_t>(values[k][s]);
+          if (stored(s)) {
+            chunk.store(s, i, values[k][s]);
           }
+        }
+        if constexpr (kMaster) {
+          chunk.rounded_param[i] = static_cast<scalar_t>(values[k][kParam]);
         }
       }
     }
   }
 }
-
-// With master weights (NOTE: [master weights]): params and grads in
-// scalar_t, the states and the master in float. The update runs on the
-// values of apply_to_chunk's slots, the master in the param's place; the
-// param is stored as the master rounded to nearest (c10's float -> bfloat16
-// and float -> half conversions round to nearest even). Element by element,
-// kILP per thread in flight, coalesced across the block.
-template <typename scalar_t, int kDepth, typename Update>
-__device__ __forceinline__ void apply_to_master_chunk(scalar_t* param, scalar_t* grad, float* const (&wide)[kDepth],
-                                                      int count, unsigned store_mask, const Update& update) {
-  constexpr int kILP = 4;
-  constexpr int kParamSlot = 0;
-  for (int start = 0; start < count; start += kBlockThreads * kILP) {
-    float values[kILP][kDepth];
-#pragma unroll
-    for (int k = 0; k < kILP; ++k) {
-      const int i = start + k * kBlockThreads + static_cast<int>(threadIdx.x);
-      if (i < count) {
-#pragma unroll
-        for (int s = 0; s < kDepth; ++s) {
-          values[k][s] = s == kGradSlot ? static_cast<float>(grad[i]) : wide[s][i];
-        }
-      }
-    }
-#pragma unroll
-    for (int k = 0; k < kILP; ++k) {
-      const int i = start + k * kBlockThreads + static_cast<int>(threadIdx.x);
-      if (i < count) {
-        update(values[k]);
-#pragma unroll
-        for (int s = 0; s < kDepth; ++s) {
-          if ((store_mask >> s) & 1u) {
-            if (s == kGradSlot) {
-              grad[i] = static_cast<scalar_t>(values[k][s]);
-            } else {
-              wide[s][i] = values[k][s];
-            }
-          }
-        }
-        param[i] = static_cast<scalar_t>(values[k][kParamSlot]);
-      }
-    }
-  }
-}
-
-constexpr int kParam = 0;
-constexpr int kGrad = 1;
-constexpr int kExpAvg = 2;          // Adam
-constexpr int kExpAvgSq = 3;        // Adam
-constexpr int kMaxExpAvgSq = 4;     // Adam with amsgrad
-constexpr int kMomentumBuffer = 2;  // SGD with momentum
-static_assert(kGrad == kGradSlot, "the launcher keeps the grads apart");
 
 // NOTE: [launch bounds]
 // 256 threads per block, and at least kMinBlocksPerSm blocks resident per SM,
@@ -196,93 +218,74 @@ struct StepInputs {
   DeviceScalar clip_coef;  // gradient clipping's coefficient (NOTE: [grad norm]); data == nullptr without
 };
 
-// One thread per tensor, before the update kernel of the same step: advances
-// the tensor's step counter (not on a skipped step) and writes the tensor's
-// terms with terms_of(step before, inputs, terms), so that a block reads them
-// instead of computing them once per chunk.
-template <typename TermsOf>
-__global__ void advance_steps_kernel(TensorTable table, StepInputs in, TermsOf terms_of) {
+// One thread per tensor of a launch, after its update kernel: advances the
+// tensor's step counter, not on a skipped step.
+template <typename Entry>
+__global__ void advance_steps_kernel(const LRSCHED_FUSED_GRID_CONSTANT TensorBatch<Entry> batch,
+                                     DeviceScalar found_inf) {
   const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (t >= table.num_tensors || is_set(in.found_inf)) {
-    return;
+  if (t < batch.num_tensors && !is_set(found_inf)) {
+    *batch.entries[t].step += 1.0;
   }
-  double* step = table.entries[t].step;
-  const double before = *step;
-  *step = before + 1.0;
-  terms_of(before, in, table.tensor_terms + kTermsPerTensor * t);
 }
 
-// A block's work: its tensor's slots, its chunk and what make() derived.
-template <typename Values>
+// A block's work: its chunk's slots, its element count and what make() derived.
+template <typename scalar_t, bool kMaster, int kDepth, typename Values>
 struct BlockPlan {
-  void* slots[kMaxSlots];
-  void* master;  // the fp32 master weights (NOTE: [master weights]); nullptr without
-  int64_t begin;
+  ChunkSlots<scalar_t, kMaster, kDepth> slots;
   int count;
   Values values;
 };
 
-// Thread 0 finds the block's tensor (one load), reads its table entry and
-// terms and computes make(terms, grad_scale, clip_coef) (float64); every
-// thread then reads the plan from shared memory. nullptr: found_inf is set,
-// the step is skipped.
-template <typename Values, typename Make>
-__device__ const BlockPlan<Values>* plan_block(const TensorTable& table, const StepInputs& in, const Make& make) {
+// Thread 0 finds the block's tensor and chunk, its slots from the chunk's
+// first element, and computes make(step before this step (0 without a
+// counter), grad_scale, clip_coef) (float64); every thread then reads the
+// plan from shared memory. nullptr: found_inf is set, the step is skipped.
+template <typename scalar_t, bool kMaster, int kDepth, typename Values, typename Make>
+__device__ const BlockPlan<scalar_t, kMaster, kDepth, Values>* plan_block(
+    const TensorBatch<UpdateEntry<kDepth>>& batch, const StepInputs& in, const Make& make) {
+  using wide_t = state_type<scalar_t, kMaster>;
   __shared__ bool skipped;
-  __shared__ BlockPlan<Values> plan;
+  __shared__ BlockPlan<scalar_t, kMaster, kDepth, Values> plan;
   if (threadIdx.x == 0) {
     skipped = is_set(in.found_inf);
     if (!skipped) {
-      const int64_t t = table.chunk_tensors[blockIdx.x];
-      const TensorEntry& entry = table.entries[t];
-      const chunk_plan::ChunkRef chunk = chunk_plan::chunk_ref(t, entry.numel, entry.first_chunk, blockIdx.x);
+      const chunk_plan::ChunkRef chunk = block_chunk(batch);
+      const UpdateEntry<kDepth>& entry = batch.entries[chunk.tensor];
 #pragma unroll
-      for (int s = 0; s < kMaxSlots; ++s) {
-        plan.slots[s] = s == kGradSlot ? table.grads[t] : entry.slots[s];
+      for (int s = 0; s < kDepth; ++s) {
+        void* base = kMaster && s == kParam ? static_cast<void*>(entry.master) : entry.slots[s];
+        plan.slots.wide[s] = s == kGrad ? nullptr : static_cast<wide_t*>(base) + chunk.begin;
       }
-      plan.master = entry.slots[kGradSlot];
-      plan.begin = chunk.begin;
+      plan.slots.grad = static_cast<scalar_t*>(entry.slots[kGrad]) + chunk.begin;
+      plan.slots.rounded_param = kMaster ? static_cast<scalar_t*>(entry.slots[kParam]) + chunk.begin : nullptr;
       plan.count = chunk.count;
+      const double step_before = entry.step != nullptr ? *entry.step : 0.0;
       const double scale = in.grad_scale.data != nullptr ? load_scalar(in.grad_scale) : 1.0;
       const double clip = in.clip_coef.data != nullptr ? load_scalar(in.clip_coef) : 1.0;
-      plan.values = make(table.tensor_terms + kTermsPerTensor * t, scale, clip);
+      plan.values = make(step_before, scale, clip);
     }
   }
   __syncthreads();
   return skipped ? nullptr : &plan;
 }
 
-// The chunk's slot pointers: slot s of the block's tensor, from the chunk's first element.
-template <typename scalar_t, int kDepth, typename Values>
-__device__ void chunk_slots(const BlockPlan<Values>& plan, scalar_t* (&slots)[kDepth]) {
+// Runs `update` over the block's chunk (apply_to_chunk), every pointer a global one.
+template <typename scalar_t, bool kMaster, int kDepth, typename Values, typename Update>
+__device__ __forceinline__ void apply_to_block(const BlockPlan<scalar_t, kMaster, kDepth, Values>& plan,
+                                               unsigned store_mask, const Update& update) {
+  ChunkSlots<scalar_t, kMaster, kDepth> slots = plan.slots;
 #pragma unroll
   for (int s = 0; s < kDepth; ++s) {
-    slots[s] = static_cast<scalar_t*>(plan.slots[s]) + plan.begin;
-    __builtin_assume(__isGlobal(slots[s]));  // tensor memory: global loads and stores, not generic ones
-  }
-}
-
-// Runs `update` over the block's chunk: every slot in scalar_t, or with
-// kMaster the params and grads in scalar_t and the states and master in float
-// (the master takes the param's place among the values).
-template <typename scalar_t, bool kMaster, int kDepth, typename Values, typename Update>
-__device__ __forceinline__ void apply_to_block(const BlockPlan<Values>& plan, unsigned store_mask,
-                                               const Update& update) {
-  if constexpr (kMaster) {
-    float* wide[kDepth];
-#pragma unroll
-    for (int s = 0; s < kDepth; ++s) {
-      void* base = s == kParam ? plan.master : plan.slots[s];
-      wide[s] = s == kGrad ? nullptr : static_cast<float*>(base) + plan.begin;
+    if (s != kGrad) {
+      __builtin_assume(__isGlobal(slots.wide[s]));  // tensor memory: global loads and stores, not generic ones
     }
-    apply_to_master_chunk<scalar_t, kDepth>(static_cast<scalar_t*>(plan.slots[kParam]) + plan.begin,
-                                            static_cast<scalar_t*>(plan.slots[kGrad]) + plan.begin, wide,
-                                            plan.count, store_mask, update);
-  } else {
-    scalar_t* slot_pointers[kDepth];
-    chunk_slots<scalar_t, kDepth>(plan, slot_pointers);
-    apply_to_chunk<scalar_t, kDepth>(slot_pointers, plan.count, store_mask, update);
   }
+  __builtin_assume(__isGlobal(slots.grad));
+  if constexpr (kMaster) {
+    __builtin_assume(__isGlobal(slots.rounded_param));
+  }
+  apply_to_chunk<scalar_t, kMaster, kDepth>(slots, plan.count, store_mask, update);
 }
 
 // The slots a kernel stores: its own, and the grads when they were unscaled in place.
@@ -295,35 +298,26 @@ struct AdamArgs {
   bool maximize;
 };
 
-// Adam's tensor terms: the bias corrections of the new step.
-struct AdamTermsOf {
-  __device__ void operator()(double step_before, const StepInputs& in, double* terms) const {
-    const AdamStepTerms step_terms =
-        adam_step_terms(adam_group_values(in.schedule_state, in.group_index), step_before + 1.0);
-    terms[0] = step_terms.step_size;
-    terms[1] = step_terms.bias_correction2_sqrt;
-  }
-};
-
 template <typename scalar_t, bool kMaster, bool kAmsgrad, bool kDecoupled>
-__global__ void __launch_bounds__(kBlockThreads, kMinBlocksPerSm) adam_chunk_kernel(TensorTable table,
-                                                                                    AdamArgs args) {
+__global__ void __launch_bounds__(kBlockThreads, kMinBlocksPerSm)
+    adam_chunk_kernel(const LRSCHED_FUSED_GRID_CONSTANT TensorBatch<UpdateEntry<kAmsgrad ? 5 : 4>> batch,
+                      AdamArgs args) {
   using opmath_t = at::opmath_type<scalar_t>;
   constexpr int kDepth = kAmsgrad ? 5 : 4;
   const unsigned store_mask = store_mask_of(
       (1u << kParam) | (1u << kExpAvg) | (1u << kExpAvgSq) | (kAmsgrad ? 1u << kMaxExpAvgSq : 0u), args.in);
-  const auto* plan = plan_block<AdamCoefficients<opmath_t>>(
-      table, args.in, [&](const double* terms, double scale, double clip) {
+  const auto* plan = plan_block<scalar_t, kMaster, kDepth, AdamCoefficients<opmath_t>>(
+      batch, args.in, [&](double step_before, double scale, double clip) {
+        const AdamGroupValues group = adam_group_values(args.in.schedule_state, args.in.group_index);
         const GradOptions<opmath_t> grad = make_grad_options<opmath_t>(
             args.maximize, args.in.grad_scale.data != nullptr, scale, args.in.clip_coef.data != nullptr, clip);
-        return make_adam_coefficients<opmath_t>(adam_group_values(args.in.schedule_state, args.in.group_index),
-                                                grad, AdamStepTerms{terms[0], terms[1]});
+        return make_adam_coefficients<opmath_t>(group, grad, adam_step_terms(group, step_before + 1.0));
       });
   if (plan == nullptr) {
     return;
   }
   const AdamCoefficients<opmath_t> c = plan->values;
-  apply_to_block<scalar_t, kMaster, kDepth>(*plan, store_mask, [&](opmath_t(&v)[kDepth]) {
+  apply_to_block(*plan, store_mask, [&](opmath_t(&v)[kDepth]) {
     if constexpr (kAmsgrad) {
       adam_update<opmath_t, true, kDecoupled, scalar_t>(v[kParam], v[kGrad], v[kExpAvg], v[kExpAvgSq],
                                                         v[kMaxExpAvgSq], c);
@@ -341,14 +335,6 @@ struct SgdArgs {
   bool maximize;
 };
 
-// SGD's tensor term: whether the momentum buffer has no history yet (the
-// step counter is still 0: every earlier step was skipped or none ran).
-struct SgdTermsOf {
-  __device__ void operator()(double step_before, const StepInputs&, double* terms) const {
-    terms[0] = step_before == 0.0 ? 1.0 : 0.0;
-  }
-};
-
 template <typename opmath_t>
 struct SgdBlockValues {
   SgdCoefficients<opmath_t> coefficients;
@@ -356,26 +342,29 @@ struct SgdBlockValues {
 };
 
 template <typename scalar_t, bool kMaster, bool kMomentum>
-__global__ void __launch_bounds__(kBlockThreads, kMinBlocksPerSm) sgd_chunk_kernel(TensorTable table,
-                                                                                   SgdArgs args) {
+__global__ void __launch_bounds__(kBlockThreads, kMinBlocksPerSm)
+    sgd_chunk_kernel(const LRSCHED_FUSED_GRID_CONSTANT TensorBatch<UpdateEntry<kMomentum ? 3 : 2>> batch,
+                     SgdArgs args) {
   using opmath_t = at::opmath_type<scalar_t>;
   constexpr int kDepth = kMomentum ? 3 : 2;
   const unsigned store_mask = store_mask_of((1u << kParam) | (kMomentum ? 1u << kMomentumBuffer : 0u), args.in);
-  const auto* plan = plan_block<SgdBlockValues<opmath_t>>(
-      table, args.in, [&](const double* terms, double scale, double clip) {
+  const auto* plan = plan_block<scalar_t, kMaster, kDepth, SgdBlockValues<opmath_t>>(
+      batch, args.in, [&](double step_before, double scale, double clip) {
         const GradOptions<opmath_t> grad = make_grad_options<opmath_t>(
             args.maximize, args.in.grad_scale.data != nullptr, scale, args.in.clip_coef.data != nullptr, clip);
+        // The momentum buffer has no history yet: the step counter is still 0
+        // (every earlier step was skipped or none ran).
         return SgdBlockValues<opmath_t>{
             make_sgd_coefficients<opmath_t>(sgd_group_values(args.in.schedule_state, args.in.group_index),
                                             args.nesterov, grad),
-            kMomentum && terms[0] != 0.0};  // without momentum there are no terms
+            kMomentum && step_before == 0.0};
       });
   if (plan == nullptr) {
     return;
   }
   const SgdCoefficients<opmath_t> c = plan->values.coefficients;
   const bool first_step = plan->values.first_step;
-  apply_to_block<scalar_t, kMaster, kDepth>(*plan, store_mask, [&](opmath_t(&v)[kDepth]) {
+  apply_to_block(*plan, store_mask, [&](opmath_t(&v)[kDepth]) {
     if constexpr (kMomentum) {
       sgd_update<opmath_t, true, scalar_t>(v[kParam], v[kGrad], v[kMomentumBuffer], first_step, c);
     } else {
@@ -413,53 +402,79 @@ __global__ void schedule_step_kernel(double* schedule_state, int64_t num_groups,
   advance_schedule(schedule_state, num_groups, Program{program.values}, metric_value);
 }
 
-void run_step(const UpdateCall<AdamStepOp>& call, const StepInputs& in, c10::cuda::CUDAStream stream) {
+// Launches `kernel` (taking a TensorBatch<UpdateEntry<kDepth>> and `args`)
+// over the tensors of `slots` (param, grad, then the states, in the kernel's
+// slot order), with their master weights and step counters when given; after
+// each update launch, with step counters, the launch that advances them
+// (NOTE: [tensors in kernel arguments]).
+template <int kDepth, typename Args>
+void launch_update(void (*kernel)(TensorBatch<UpdateEntry<kDepth>>, Args), const std::vector<at::TensorList>& slots,
+                   at::TensorList masters, at::TensorList steps, const Args& args, cudaStream_t stream) {
+  using Entry = UpdateEntry<kDepth>;
+  static_assert(fits_in_arguments<Entry, Args>(), "an update launch's arguments fit");
+  TORCH_INTERNAL_ASSERT(slots.size() == static_cast<size_t>(kDepth));
+  std::vector<int64_t> numels;
+  numels.reserve(slots[kParam].size());
+  for (const at::Tensor& param : slots[kParam]) {
+    numels.push_back(param.numel());
+  }
+  const auto fill = [&](Entry& entry, int64_t t) {
+    for (int s = 0; s < kDepth; ++s) {
+      entry.slots[s] = slots[s][t].mutable_data_ptr();
+    }
+    entry.master = masters.empty() ? nullptr : masters[t].mutable_data_ptr<float>();
+    entry.step = steps.empty() ? nullptr : steps[t].mutable_data_ptr<double>();
+  };
+  for_each_launch<Entry>(launches_of<Entry>(numels), fill, [&](const TensorBatch<Entry>& batch,
+                                                               const chunk_plan::Launch& launch) {
+    if (launch.num_chunks > 0) {
+      kernel<<<static_cast<unsigned int>(launch.num_chunks), kBlockThreads, 0, stream>>>(batch, args);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+    if (!steps.empty()) {
+      const int64_t blocks = (launch.num_tensors + kBlockThreads - 1) / kBlockThreads;
+      advance_steps_kernel<Entry>
+          <<<static_cast<unsigned int>(blocks), kBlockThreads, 0, stream>>>(batch, args.in.found_inf);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+  });
+}
+
+void run_step(const UpdateCall<AdamStepOp>& call, const StepInputs& in, cudaStream_t stream) {
   using Op = AdamStepOp;
   const bool amsgrad = call.has(Op::kAmsgrad);
-  TableSpec spec;
-  spec.slots = {call.params, call.grads, call.slots[Op::kExpAvg], call.slots[Op::kExpAvgSq]};
+  std::vector<at::TensorList> slots{call.params, call.grads, call.slots[Op::kExpAvg], call.slots[Op::kExpAvgSq]};
   if (amsgrad) {
-    spec.slots.push_back(call.slots[Op::kMaxExpAvgSq]);
+    slots.push_back(call.slots[Op::kMaxExpAvgSq]);
   }
-  spec.steps = call.slots[Op::kStep];
-  spec.masters = call.slots[Op::kMasterParam];
-  const TensorTable table = TensorTableCache::instance().get(spec, call.schedule_state.device().index(), stream);
   const AdamArgs args{in, call.has(Op::kMaximize)};
-  launch_per_tensor(&advance_steps_kernel<AdamTermsOf>, table, stream.stream(), in, AdamTermsOf{});
   dispatch_update_types(call.params[0].scalar_type(), call.has(Op::kMasterWeights), [&](auto scalar,
                                                                                        auto master_flag) {
     using scalar_t = decltype(scalar);
     with_bool(amsgrad, [&](auto amsgrad_flag) {
       with_bool(call.has(Op::kDecoupledWeightDecay), [&](auto decoupled_flag) {
-        launch_per_chunk(&adam_chunk_kernel<scalar_t, decltype(master_flag)::value, decltype(amsgrad_flag)::value,
-                                            decltype(decoupled_flag)::value>,
-                         table, stream.stream(), args);
+        launch_update(&adam_chunk_kernel<scalar_t, decltype(master_flag)::value, decltype(amsgrad_flag)::value,
+                                         decltype(decoupled_flag)::value>,
+                      slots, call.slots[Op::kMasterParam], call.slots[Op::kStep], args, stream);
       });
     });
   });
 }
 
-void run_step(const UpdateCall<SgdStepOp>& call, const StepInputs& in, c10::cuda::CUDAStream stream) {
+void run_step(const UpdateCall<SgdStepOp>& call, const StepInputs& in, cudaStream_t stream) {
   using Op = SgdStepOp;
   const bool has_momentum = call.has(Op::kMomentum);
-  TableSpec spec;
-  spec.slots = {call.params, call.grads};
+  std::vector<at::TensorList> slots{call.params, call.grads};
   if (has_momentum) {
-    spec.slots.push_back(call.slots[Op::kMomentumBuffer]);
-    spec.steps = call.slots[Op::kStep];
+    slots.push_back(call.slots[Op::kMomentumBuffer]);
   }
-  spec.masters = call.slots[Op::kMasterParam];
-  const TensorTable table = TensorTableCache::instance().get(spec, call.schedule_state.device().index(), stream);
   const SgdArgs args{in, call.has(Op::kNesterov), call.has(Op::kMaximize)};
-  if (has_momentum) {
-    launch_per_tensor(&advance_steps_kernel<SgdTermsOf>, table, stream.stream(), in, SgdTermsOf{});
-  }
   dispatch_update_types(call.params[0].scalar_type(), call.has(Op::kMasterWeights), [&](auto scalar,
                                                                                        auto master_flag) {
     using scalar_t = decltype(scalar);
     with_bool(has_momentum, [&](auto momentum_flag) {
-      launch_per_chunk(&sgd_chunk_kernel<scalar_t, decltype(master_flag)::value, decltype(momentum_flag)::value>,
-                       table, stream.stream(), args);
+      launch_update(&sgd_chunk_kernel<scalar_t, decltype(master_flag)::value, decltype(momentum_flag)::value>,
+                    slots, call.slots[Op::kMasterParam], call.slots[Op::kStep], args, stream);
     });
   });
 }
@@ -478,7 +493,7 @@ void update_step_cuda(at::TensorList params, at::TensorList grads, at::TensorLis
     return;
   }
   const c10::cuda::CUDAGuard guard(schedule_state.device());
-  run_step(call, in, c10::cuda::getCurrentCUDAStream(schedule_state.device().index()));
+  run_step(call, in, c10::cuda::getCurrentCUDAStream(schedule_state.device().index()).stream());
 }
 
 void schedule_step_cuda(
@@ -504,8 +519,14 @@ void schedule_step_cuda(
 
 }  // namespace
 
-std::map<std::string, int64_t> table_cache_stats() {
-  return TensorTableCache::instance().stats();
+// The tensors one launch carries, per kind of launch (tests/test_cuda.py,
+// through lrsched_fused._C.testing.cuda_tensors_per_launch).
+std::map<std::string, int64_t> tensors_per_launch() {
+  return {{"sgd", TensorBatch<UpdateEntry<2>>::kCapacity},
+          {"sgd_momentum", TensorBatch<UpdateEntry<3>>::kCapacity},
+          {"adam", TensorBatch<UpdateEntry<4>>::kCapacity},
+          {"adam_amsgrad", TensorBatch<UpdateEntry<5>>::kCapacity},
+          {"grad_norm", TensorBatch<GradEntry>::kCapacity}};
 }
 
 }  // namespace cuda

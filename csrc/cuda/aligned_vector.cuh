@@ -1,0 +1,23 @@
+#pragma once
+// The one vector type of the CUDA kernels: kSize consecutive elements that a
+// thread loads or stores as one access (16 bytes, or 8 for a narrow slot
+// beside float slots), aligned to its own size.
+#include <cstdint>
+
+namespace lrsched_fused {
+namespace cuda {
+
+template <typename T, int kCount = 16 / sizeof(T)>
+struct alignas(sizeof(T) * kCount) AlignedVector {
+  static constexpr int kSize = kCount;
+  T values[kCount];
+};
+
+// Whether `p` may be read and written as AlignedVector `Vector`s.
+template <typename Vector>
+__device__ __forceinline__ bool is_vector_aligned(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % sizeof(Vector) == 0;
+}
+
+}  // namespace cuda
+}  // namespace lrsched_fused
