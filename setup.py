@@ -64,7 +64,10 @@ def extension():
     if _want_cuda() and cuda_sources:
         if not torch.cuda.is_available():
             os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
-        nvcc_flags = ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]
+        # -Xfatbin=-compress-all, as torch's own build: the device code is
+        # stored compressed (grad_norm_cuda.o 5.7 MB -> 0.85 MB with nvcc 13.0)
+        # and inflated once when the module loads.
+        nvcc_flags = ["-O3", "--expt-relaxed-constexpr", "-lineinfo", "-Xfatbin=-compress-all"]
         return cpp_extension.CUDAExtension(
             "lrsched_fused._C",
             sources + cuda_sources,
