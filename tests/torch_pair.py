@@ -132,7 +132,7 @@ def build_pair(kind: str, kwargs: dict, *, spec: Optional[dict] = None, layout: 
     Groups after the first get group_lrs[i], or the lr times group1_lr_scale.
     torch_impl: "fused" (the reference) or "for-loop" (torch's single-tensor path).
     clipping: ours gets these arguments (max_grad_norm, grad_norm_type); run_pair
-    clips the reference's grads with clip_grad_norm_(foreach=True) before its step."""
+    clips the reference's grads before its step (clip_reference_grads)."""
     values = make_params(layout, dtype) if values is None else values
     lr = kwargs.get("lr", 1e-3)
 
@@ -152,7 +152,7 @@ def build_pair(kind: str, kwargs: dict, *, spec: Optional[dict] = None, layout: 
     torch_values = [[v.float() if master_weights else v for v in group] for group in values]
     torch_params = [[v.clone().to(device).requires_grad_() for v in group] for group in torch_values]
     our_params = [[v.clone().to(device).requires_grad_() for v in group] for group in values]
-    # The reference pair uses a float lr (DESIGN.md): torch computes a Tensor
+    # The reference pair uses a float lr: torch computes a Tensor
     # lr's schedule in the tensor's dtype (float32 here), ours in float64.
     torch_kwargs = dict(kwargs, **({"fused": True} if torch_impl == "fused" else {"foreach": False}))
     if isinstance(torch_kwargs.get("lr"), torch.Tensor):
@@ -211,6 +211,24 @@ def default_grads(seed: int = 1, none_grad_every: int = 3, grad_factors: Sequenc
     return grads
 
 
+def clip_reference_grads(pair: Pair, run: PairRun) -> None:
+    """torch's recipe, clip_grad_norm_(foreach=True) = get_total_norm +
+    clip_grads_with_norm_, with each grad's norm computed exactly (in float64,
+    then rounded to the grad's dtype as torch rounds its per-grad norms): the
+    reference clips with the exact norm, so the parameters are held to the
+    suite's fixed tolerances. torch's own total norm (its CPU kernels add fp32
+    grads up in fp32) and the float64 norm of the same grads are recorded."""
+    norm_type = pair.clipping.get("grad_norm_type", 2.0)
+    grads = [t.grad for t in pair.torch_params if t.grad is not None]
+    run.torch_norms.append(torch.nn.utils.get_total_norm(grads, norm_type, foreach=True))
+    exact = [torch.linalg.vector_norm(g.double(), norm_type) for g in grads]
+    run.exact_norms.append(float(torch.linalg.vector_norm(torch.stack(exact), norm_type)))
+    dtypes = [g.dtype for g in grads]
+    by_dtype = sorted(range(len(grads)), key=lambda i: dtypes.index(dtypes[i]))  # get_total_norm's order
+    total = torch.linalg.vector_norm(torch.stack([exact[i].to(dtypes[i]) for i in by_dtype]), norm_type)
+    torch.nn.utils.clip_grads_with_norm_(pair.torch_params, pair.clipping["max_grad_norm"], total, foreach=True)
+
+
 def spec_metric_mode(spec: dict) -> str:
     parts = spec.get("schedulers", [spec])
     return next((s["kwargs"].get("mode", "min") for s in parts if s["name"] == "ReduceLROnPlateau"), "min")
@@ -264,12 +282,7 @@ def run_pair(pair: Pair, *, epochs: Optional[int] = None, steps_per_epoch: Optio
                     grad = grad * grad_scale
                 tp.grad, op.grad = grad.to(tp.dtype).clone(), grad.to(op.dtype).clone()
             if pair.clipping:
-                norm_type = pair.clipping.get("grad_norm_type", 2.0)
-                with_grad = [t.grad.double() for t in pair.torch_params if t.grad is not None]
-                run.exact_norms.append(float(torch.linalg.vector_norm(torch.stack(
-                    [torch.linalg.vector_norm(g, norm_type) for g in with_grad]), norm_type)))
-                run.torch_norms.append(torch.nn.utils.clip_grad_norm_(
-                    pair.torch_params, pair.clipping["max_grad_norm"], norm_type, foreach=True))
+                clip_reference_grads(pair, run)
             pair.torch_opt.step()
             with syncs_checked():
                 pair.our_opt.step()
