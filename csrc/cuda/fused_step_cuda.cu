@@ -204,7 +204,8 @@ __device__ __forceinline__ void apply_to_chunk(const ChunkSlots<scalar_t, kMaste
 // compiler shortens live ranges. A memory-bound update needs no more than
 // 50%: 1024 resident threads x 5 vectors x 16 B = 80 KB in flight per SM,
 // several times what an H100/H200 SM needs to cover DRAM latency. `-Xptxas -v`
-// reports no spills at this bound (register counts in the commit message).
+// (nvcc 13.0, sm_90) reports 44 to 64 registers for the update and grad norm
+// kernels at this bound, no spills, 0-byte stack frames.
 constexpr int kMinBlocksPerSm = 4;
 
 // What every update kernel reads besides its tensors: the group's block of
