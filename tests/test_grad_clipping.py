@@ -26,9 +26,12 @@ PARAM_RTOL = {torch.float32: 1e-6, torch.float64: 1e-12, torch.bfloat16: 0.0, to
 NORM_RTOL = {torch.float32: 1e-6, torch.float64: 1e-12, torch.bfloat16: 2 ** -7, torch.float16: 2 ** -10}
 # ours' norm against torch's own (clip_grad_norm_'s get_total_norm), where that
 # differs from NORM_RTOL: torch's CPU norm adds fp32 grads up in fp32, ours in
-# float64. Measured (bash tests/run.sh's summary, "ours' norm vs torch's"):
-# fp32 p=1 5.9e-6, p=2 9.2e-7, p=3 4.8e-6; fp64 <= 1.3e-14; bf16/fp16 0.
-TORCH_NORM_RTOL = {(torch.float32, 1.0): 1.2e-5, (torch.float32, 2.0): 2e-6, (torch.float32, 3.0): 1e-5}
+# float64. Measured ("ours' norm vs torch's" in the worst-error summary):
+# fp32 p=2 9.2e-7; p=1 5.9e-6 and p=3 4.8e-6 with this file alone, 1.12e-5
+# and 1.09e-5 in the whole suite of bash tests/run.sh (torch's fp32 sums
+# depend on how its reduction is split; ours is within 1.1e-7 of float64
+# either way); fp64 <= 1.3e-14; bf16/fp16 0.
+TORCH_NORM_RTOL = {(torch.float32, 1.0): 3e-5, (torch.float32, 2.0): 2e-6, (torch.float32, 3.0): 3e-5}
 MAX_NORM = 20.0
 # Step k's grads are scaled by GRAD_FACTORS[k % 3]: total norms of about 3, 26
 # and 265 on the "mixed" layout, so some steps are clipped and some are not.
