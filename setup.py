@@ -55,8 +55,11 @@ def _openmp_flags():
 
 def extension():
     # The C++ standard is the one torch's headers ask for; hidden visibility as
-    # pybind11 asks of modules (only PyInit__C is exported).
-    cxx_flags = ["-O3", "-fno-math-errno", "-fvisibility=hidden"] + _openmp_flags()
+    # pybind11 asks of modules (only PyInit__C is exported). -fno-trapping-math
+    # lets GCC compute both sides of a select (no value changes, only whether a
+    # floating-point exception flag could be raised): the CPU loops' runtime
+    # options become vector selects (NOTE: [CPU loop specialization]).
+    cxx_flags = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fvisibility=hidden"] + _openmp_flags()
     link_flags = _openmp_flags()
     sources = [os.path.relpath(p, ROOT) for p in sorted(glob.glob(os.path.join(ROOT, "csrc", "**", "*.cpp"), recursive=True))]
     cuda_sources = [os.path.relpath(p, ROOT) for p in sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))]

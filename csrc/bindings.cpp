@@ -12,6 +12,7 @@
 #include "cuda/chunk_plan.h"
 #include "schedule_math.h"
 #include "step_plan_bindings.h"
+#include "stochastic_rounding.h"
 #include "update_ops.h"
 
 namespace lrsched_fused {
@@ -48,6 +49,38 @@ pybind11::dict chunk_plan_of(const std::vector<int64_t>& numels, int64_t tensors
   return result;
 }
 
+// Philox4x32-10 of (counter, key) (NOTE: [stochastic rounding]), for its known-answer test.
+std::vector<int64_t> philox(const std::vector<int64_t>& counter, const std::vector<int64_t>& key) {
+  TORCH_CHECK(counter.size() == 4 && key.size() == 2, "philox: 4 counter words and 2 key words");
+  PhiloxWords c{};
+  for (int i = 0; i < 4; ++i) {
+    c.w[i] = static_cast<uint32_t>(counter[i]);
+  }
+  const PhiloxWords out = philox4x32_10(c, static_cast<uint32_t>(key[0]), static_cast<uint32_t>(key[1]));
+  return {out.w[0], out.w[1], out.w[2], out.w[3]};
+}
+
+// round_stochastic of each float32 value with its random word (int64 holding a uint32), to `dtype`.
+at::Tensor round_stochastic_of(const at::Tensor& values, const at::Tensor& randoms, at::ScalarType dtype) {
+  TORCH_CHECK(values.scalar_type() == at::kFloat && randoms.scalar_type() == at::kLong &&
+                  values.numel() == randoms.numel(), "round_stochastic: float32 values and int64 words, one each");
+  TORCH_CHECK(dtype == at::kBFloat16 || dtype == at::kHalf, "round_stochastic: to bfloat16 or float16");
+  const at::Tensor v = values.contiguous().cpu();
+  const at::Tensor r = randoms.contiguous().cpu();
+  at::Tensor out = at::empty(v.sizes(), v.options().dtype(dtype));
+  const float* value = v.const_data_ptr<float>();
+  const int64_t* random = r.const_data_ptr<int64_t>();
+  for (int64_t i = 0; i < v.numel(); ++i) {
+    const auto word = static_cast<uint32_t>(random[i]);
+    if (dtype == at::kBFloat16) {
+      out.mutable_data_ptr<c10::BFloat16>()[i] = round_stochastic<c10::BFloat16>(value[i], word);
+    } else {
+      out.mutable_data_ptr<c10::Half>()[i] = round_stochastic<c10::Half>(value[i], word);
+    }
+  }
+  return out;
+}
+
 }  // namespace testing
 
 #ifdef LRSCHED_FUSED_WITH_CUDA
@@ -73,6 +106,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   lrsched_fused::bind_step_plan(m);
   namespace layout = lrsched_fused::layout;
   m.attr("LAST_EPOCH") = layout::kLastEpoch;
+  m.attr("ROUNDING_SEED") = layout::kRoundingSeed;
   m.attr("MAX_LEAVES") = layout::kMaxLeaves;
   m.attr("LEAF_STRIDE") = layout::kLeafStride;
   m.attr("HEADER_SIZE") = layout::kHeaderSize;
@@ -134,6 +168,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   testing.def("chunk_plan", &lrsched_fused::testing::chunk_plan_of, py::arg("numels"),
               py::arg("tensors_per_launch"), py::arg("with_blocks") = true,
               "the CUDA launcher's launches and chunk plan, computed on the host");
+  testing.def("philox", &lrsched_fused::testing::philox, py::arg("counter"), py::arg("key"),
+              "Philox4x32-10 of a 4-word counter and a 2-word key (NOTE: [stochastic rounding])");
+  testing.def("round_stochastic", &lrsched_fused::testing::round_stochastic_of, py::arg("values"),
+              py::arg("randoms"), py::arg("dtype"), "float32 values rounded stochastically with the given words");
 #ifdef LRSCHED_FUSED_WITH_CUDA
   testing.def("cuda_tensors_per_launch", &lrsched_fused::cuda::tensors_per_launch,
               "the tensors one CUDA launch carries, per kind of launch (NOTE: [tensors in kernel arguments])");

@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "dispatch.h"
 #include "schedule_math.h"
 #include "update_ops.h"
 
@@ -36,9 +37,9 @@ inline void check_group_index(const at::Tensor& schedule_state, int64_t group_in
 }
 
 // Every tensor of a slot (grads, exp_avgs, ...) must match the parameter it
-// belongs to in device, dtype, shape and strides, and the parameter must be
-// dense so that one flat pass over its storage covers it exactly.
-// With master weights the states and masters are float32 (`dtype`), the rest as before.
+// belongs to in device, shape and strides, and have the parameter's dtype or
+// `dtype` (the states' dtype, float32 masters); the parameter must be dense
+// so that one flat pass over its storage covers it exactly.
 inline void check_slot(at::TensorList params, at::TensorList slot, const char* slot_name,
                        std::optional<at::ScalarType> dtype = std::nullopt) {
   TORCH_CHECK(slot.size() == params.size(), slot_name, " has ", slot.size(), " tensors, expected ",
@@ -58,13 +59,14 @@ inline void check_slot(at::TensorList params, at::TensorList slot, const char* s
 // NOTE: [master weights]
 // With master_params non-empty an update op keeps bfloat16/float16 params
 // on a float32 trajectory: each param has a float32 master copy, the states
-// are float32, the grad is read in the param's dtype and widened, the update
-// of update_math.h runs on the master exactly as on a float32 parameter, and
-// the param is written as the master rounded to nearest (even), in the same
-// pass over the elements. A float32 parameter stepped by torch's fused
-// optimizer with the widened grads follows the same trajectory as the master.
-// The state dtype of an op call: float32 with master weights (params then
-// must be bfloat16 or float16), else the params' dtype.
+// are float32 (or the state_dtype asked for), the grad is read in the param's
+// dtype and widened, the update of update_math.h runs on the master exactly
+// as on a float32 parameter, and the param is written as the master rounded
+// to nearest (even), in the same pass over the elements (never
+// stochastically: the master holds the trajectory). A float32 parameter
+// stepped by torch's fused optimizer with the widened grads follows the same
+// trajectory as the master.
+// With master weights, params must be bfloat16 or float16.
 inline void check_master_dtypes(at::TensorList params) {
   for (size_t i = 0; i < params.size(); ++i) {
     const at::ScalarType dtype = params[i].scalar_type();
@@ -145,24 +147,48 @@ struct UpdateCall {
   at::TensorList params;
   at::TensorList grads;
   std::array<at::TensorList, Op::kNumStates> slots;  // an absent slot is empty
+  at::ScalarType state_dtype;                        // of every SlotKind::State tensor
   const at::Tensor& schedule_state;
   int64_t group_index;
   int64_t flags;
   const std::optional<at::Tensor>& grad_scale;
   const std::optional<at::Tensor>& found_inf;
   const std::optional<at::Tensor>& clip_coef;
+  c10::ArrayRef<int64_t> element_offsets;  // with stochastic rounding; else empty
 
   bool has(int64_t flag) const { return (flags & flag) != 0; }
 };
 
+// The states' dtype of a call: the first state tensor's (float32 by default
+// with master weights, else the params'), one of those update_types takes
+// (csrc/dispatch.h).
+template <typename Op>
+at::ScalarType checked_state_dtype(at::TensorList params, const std::array<at::TensorList, Op::kNumStates>& slots,
+                                   bool master) {
+  at::ScalarType dtype = master || params.empty() ? at::kFloat : params[0].scalar_type();
+  for (size_t s = 0; s < Op::kStates.size(); ++s) {
+    if (Op::kStates[s].kind == SlotKind::State && !slots[s].empty()) {
+      dtype = slots[s][0].scalar_type();
+      break;
+    }
+  }
+  const bool accepted = dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf ||
+                        (!params.empty() && dtype == params[0].scalar_type() && !master);
+  TORCH_CHECK(accepted, Op::kName, ": states of dtype ", dtype, " are not taken; a state dtype is float32, ",
+              "bfloat16, float16 or the params' dtype (not with master weights)");
+  return dtype;
+}
+
 // The arguments of an update op, the same on every device: every tensor of a
-// slot matches its parameter; the states are float32 with master weights.
+// slot matches its parameter; the states share one dtype (above); masters are
+// float32; with stochastic rounding every param has an element offset.
 template <typename Op>
 UpdateCall<Op> check_update_call(at::TensorList params, at::TensorList grads, at::TensorList states,
                                  const at::Tensor& schedule_state, int64_t group_index, int64_t flags,
                                  const std::optional<at::Tensor>& grad_scale,
                                  const std::optional<at::Tensor>& found_inf,
-                                 const std::optional<at::Tensor>& clip_coef) {
+                                 const std::optional<at::Tensor>& clip_coef,
+                                 c10::ArrayRef<int64_t> element_offsets) {
   check_group_index(schedule_state, group_index);
   check_params(params, schedule_state);
   check_slot(params, grads, "grads");
@@ -171,6 +197,7 @@ UpdateCall<Op> check_update_call(at::TensorList params, at::TensorList grads, at
   if (master) {
     check_master_dtypes(params);
   }
+  const at::ScalarType state_dtype = checked_state_dtype<Op>(params, slots, master);
   for (size_t s = 0; s < Op::kStates.size(); ++s) {
     const StateSlot& slot = Op::kStates[s];
     if (slot.needs_flag != 0 && (flags & slot.needs_flag) == 0) {
@@ -178,15 +205,25 @@ UpdateCall<Op> check_update_call(at::TensorList params, at::TensorList grads, at
     }
     if (slot.kind == SlotKind::Step) {
       check_steps(params, slots[s]);
+    } else if (slot.kind == SlotKind::SecondMoment && !params.empty()) {
+      check_slot(params, slots[s], slot.name, second_moment_dtype(params[0].scalar_type(), state_dtype, master));
     } else {
-      const bool wide = master || slot.kind == SlotKind::Master;
-      check_slot(params, slots[s], slot.name, wide ? std::optional<at::ScalarType>(at::kFloat) : std::nullopt);
+      check_slot(params, slots[s], slot.name, slot.kind == SlotKind::Master ? at::kFloat : state_dtype);
     }
   }
   check_scalar_tensor(grad_scale, "grad_scale");
   check_scalar_tensor(found_inf, "found_inf");
   check_scalar_tensor(clip_coef, "clip_coef");
-  return {params, grads, slots, schedule_state, group_index, flags, grad_scale, found_inf, clip_coef};
+  const bool rounds = (flags & Op::kStochasticRounding) != 0;
+  TORCH_CHECK(element_offsets.size() == (rounds ? params.size() : 0), Op::kName, ": element_offsets has ",
+              element_offsets.size(), " values, expected ", rounds ? params.size() : 0,
+              rounds ? " (one per param with stochastic_rounding)" : " (it is for stochastic_rounding)");
+  for (size_t i = 0; i < element_offsets.size(); ++i) {
+    TORCH_CHECK(element_offsets[i] >= 0, Op::kName, ": element_offsets[", i, "] is ", element_offsets[i],
+                ", expected >= 0");
+  }
+  return {params, grads, slots, state_dtype, schedule_state, group_index, flags, grad_scale, found_inf, clip_coef,
+          element_offsets};
 }
 
 // A schedule program (NOTE: [schedule program]) read in full before any state

@@ -17,7 +17,8 @@
 // its index alone:
 //
 //   [0] last_epoch              steps taken by the whole schedule (the outer scheduler's last_epoch)
-//   [1] (unused)
+//   [1] rounding_seed         the key of stochastic rounding's bits (an integer < 2**53;
+//                             NOTE: [stochastic rounding] in csrc/stochastic_rounding.h)
 //   then kMaxLeaves leaf blocks of kLeafStride slots, one per leaf schedule:
 //     [+0] last_epoch           the leaf's own last_epoch
 //     [+1..+3]                  ReduceLROnPlateau: best, num_bad_epochs, cooldown_counter
@@ -47,6 +48,7 @@ namespace lrsched_fused {
 
 namespace layout {
 constexpr int64_t kLastEpoch = 0;
+constexpr int64_t kRoundingSeed = 1;
 constexpr int64_t kFirstLeaf = 2;
 constexpr int64_t kMaxLeaves = 8;
 constexpr int64_t kLeafStride = 4;

@@ -37,9 +37,11 @@ class GroupPlan {
                 .findSchemaOrThrow(("lrsched_fused::" + op_name).c_str(), "")
                 .typed<UpdateStepSignature>()) {}
 
-  // The parameters at `positions` (each with a grad, one dtype) and their
-  // states: the op's `states` argument (NOTE: [update op declaration]).
-  int64_t add_bucket(const std::vector<int64_t>& positions, std::vector<at::Tensor> states) {
+  // The parameters at `positions` (each with a grad, one dtype), their
+  // states and element offsets: the op's `states` and `element_offsets`
+  // arguments (NOTE: [update op declaration]).
+  int64_t add_bucket(const std::vector<int64_t>& positions, std::vector<at::Tensor> states,
+                     std::vector<int64_t> element_offsets) {
     Bucket bucket;
     for (const int64_t position : positions) {
       TORCH_CHECK(position >= 0 && position < static_cast<int64_t>(params_.size()) && !has_grad_[position],
@@ -50,6 +52,7 @@ class GroupPlan {
     bucket.positions = positions;
     bucket.grads.resize(positions.size());
     bucket.states = std::move(states);
+    bucket.element_offsets = std::move(element_offsets);
     buckets_.push_back(std::move(bucket));
     return static_cast<int64_t>(buckets_.size()) - 1;
   }
@@ -92,7 +95,7 @@ class GroupPlan {
             const std::optional<at::Tensor>& clip_coef) {
     Bucket& bucket = bucket_at(bucket_index);
     op_.call(bucket.params, grads_for_op(bucket), bucket.states, schedule_state, group_index, flags, grad_scale,
-             found_inf, clip_coef);
+             found_inf, clip_coef, bucket.element_offsets);
     finish(bucket, grad_scale);
   }
 
@@ -112,6 +115,7 @@ class GroupPlan {
     std::vector<size_t> relayout;  // grads whose strides differ from their parameter's
     std::vector<at::Tensor> relayout_grads;  // grads with those copied to the parameter's layout
     std::vector<at::Tensor> states;
+    std::vector<int64_t> element_offsets;  // NOTE: [stochastic rounding]; empty without
     bool has_grads = false;  // refresh_grads() ran since the last step
   };
 

@@ -19,7 +19,8 @@ inline void bind_step_plan(pybind11::module& m) {
   m.attr("GRAD_APPEARED") = static_cast<int64_t>(Problem::Appeared);
   py::class_<GroupPlan>(m, "GroupPlan", "A param group's op lists, kept across steps (NOTE: [step plan])")
       .def(py::init<std::vector<at::Tensor>, const std::string&>(), py::arg("params"), py::arg("op_name"))
-      .def("add_bucket", &GroupPlan::add_bucket, py::arg("positions"), py::arg("states"))
+      .def("add_bucket", &GroupPlan::add_bucket, py::arg("positions"), py::arg("states"),
+           py::arg("element_offsets"))
       .def("refresh_grads", &GroupPlan::refresh_grads)
       .def("step", &GroupPlan::step, py::arg("bucket"), py::arg("schedule_state"), py::arg("group_index"),
            py::arg("flags"), py::arg("grad_scale"), py::arg("found_inf"), py::arg("clip_coef"),

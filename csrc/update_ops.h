@@ -5,7 +5,7 @@
 //
 //   NAME(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] states, Tensor schedule_state,
 //        int group_index, int flags, Tensor? grad_scale=None, Tensor? found_inf=None,
-//        Tensor? clip_coef=None) -> ()
+//        Tensor? clip_coef=None, int[] element_offsets=[]) -> ()
 //
 // The schema (csrc/ops.cpp), the kernels' C++ signature (UpdateStepSignature),
 // the step plan's call (csrc/step_plan.h), the Autograd kernel and the Python
@@ -13,8 +13,15 @@
 // tells the ops apart is their declaration below: their structural flags (bits
 // of `flags`) and their named state slots. `states` holds the slots that are
 // present, slot after slot in declaration order, one tensor per parameter each
-// (a slot guarded by a flag is present only with that flag). Python reads the
-// declarations from _C.UPDATE_OPS and builds the lists by name.
+// (a slot guarded by flags is present when any of them is set). Python reads
+// the declarations from _C.UPDATE_OPS and builds the lists by name.
+//
+// The states' dtype (every SlotKind::State tensor of a call has one) is the
+// call's state dtype: the params' dtype, float32, bfloat16 or float16 (the
+// optimizers' state_dtype; float32 by default with master weights). With the
+// stochastic_rounding flag, `element_offsets` holds each param's first
+// element's global index (NOTE: [stochastic rounding] in
+// csrc/stochastic_rounding.h); else it is empty.
 //
 // No hyperparameter travels with a call: the kernels read the group's values
 // (lr, betas, eps, weight decay, momentum, dampening) from the group's block
@@ -32,15 +39,18 @@ using UpdateStepSignature = void(at::TensorList params, at::TensorList grads, at
                                  const at::Tensor& schedule_state, int64_t group_index, int64_t flags,
                                  const std::optional<at::Tensor>& grad_scale,
                                  const std::optional<at::Tensor>& found_inf,
-                                 const std::optional<at::Tensor>& clip_coef);
+                                 const std::optional<at::Tensor>& clip_coef,
+                                 c10::ArrayRef<int64_t> element_offsets);
 
 // What a state slot holds, per parameter: a tensor like the parameter (in the
-// states' dtype: float32 with master weights), a step counter (a one-element
-// float64 tensor), or the float32 master weights (NOTE: [master weights]).
-enum class SlotKind { State, Step, Master };
+// call's state dtype), one that holds squares of grads (a second moment: in
+// bfloat16 where the state dtype is float16 by request, NOTE: [float16 second
+// moments] in csrc/dispatch.h), a step counter (a one-element float64 tensor),
+// or the float32 master weights (NOTE: [master weights]).
+enum class SlotKind { State, SecondMoment, Step, Master };
 
-// A state slot: its name (torch's state key), what it holds and the flag bit
-// it needs (0: always present).
+// A state slot: its name (torch's state key), what it holds and the flag bits
+// that make it present (any of them; 0: always present).
 struct StateSlot {
   const char* name;
   SlotKind kind;
@@ -53,12 +63,13 @@ struct AdamStepOp {
   static constexpr int64_t kDecoupledWeightDecay = 1 << 1;
   static constexpr int64_t kMaximize = 1 << 2;
   static constexpr int64_t kMasterWeights = 1 << 3;
-  static constexpr std::array<const char*, 4> kFlagNames{"amsgrad", "decoupled_weight_decay", "maximize",
-                                                        "master_weights"};
+  static constexpr int64_t kStochasticRounding = 1 << 4;  // NOTE: [stochastic rounding]
+  static constexpr std::array<const char*, 5> kFlagNames{"amsgrad", "decoupled_weight_decay", "maximize",
+                                                        "master_weights", "stochastic_rounding"};
   enum State { kExpAvg, kExpAvgSq, kMaxExpAvgSq, kStep, kMasterParam, kNumStates };
   static constexpr std::array<StateSlot, kNumStates> kStates{{{"exp_avg", SlotKind::State, 0},
-                                                              {"exp_avg_sq", SlotKind::State, 0},
-                                                              {"max_exp_avg_sq", SlotKind::State, kAmsgrad},
+                                                              {"exp_avg_sq", SlotKind::SecondMoment, 0},
+                                                              {"max_exp_avg_sq", SlotKind::SecondMoment, kAmsgrad},
                                                               {"step", SlotKind::Step, 0},
                                                               {"master_param", SlotKind::Master, kMasterWeights}}};
 };
@@ -69,13 +80,17 @@ struct SgdStepOp {
   static constexpr int64_t kNesterov = 1 << 1;
   static constexpr int64_t kMaximize = 1 << 2;
   static constexpr int64_t kMasterWeights = 1 << 3;
-  static constexpr std::array<const char*, 4> kFlagNames{"momentum", "nesterov", "maximize", "master_weights"};
-  // A momentum buffer's step counts the steps it took: at 0 it has no history
-  // and becomes the gradient (torch's first-step buffer = grad).
+  static constexpr int64_t kStochasticRounding = 1 << 4;  // NOTE: [stochastic rounding]
+  static constexpr std::array<const char*, 5> kFlagNames{"momentum", "nesterov", "maximize", "master_weights",
+                                                        "stochastic_rounding"};
+  // The step counter counts the steps taken (kept with momentum, or with
+  // stochastic rounding, whose bits it keys): at 0 a momentum buffer has no
+  // history and becomes the gradient (torch's first-step buffer = grad).
   enum State { kMomentumBuffer, kStep, kMasterParam, kNumStates };
-  static constexpr std::array<StateSlot, kNumStates> kStates{{{"momentum_buffer", SlotKind::State, kMomentum},
-                                                              {"step", SlotKind::Step, kMomentum},
-                                                              {"master_param", SlotKind::Master, kMasterWeights}}};
+  static constexpr std::array<StateSlot, kNumStates> kStates{
+      {{"momentum_buffer", SlotKind::State, kMomentum},
+       {"step", SlotKind::Step, kMomentum | kStochasticRounding},
+       {"master_param", SlotKind::Master, kMasterWeights}}};
 };
 
 // Calls f(Op{}) for each update op.

@@ -44,13 +44,16 @@ def update_step_(
     grad_scale: Optional[torch.Tensor] = None,
     found_inf: Optional[torch.Tensor] = None,
     clip_coef: Optional[torch.Tensor] = None,
+    element_offsets: Sequence[int] = (),
 ) -> None:
     """One step of update op ``op_name`` ("adam_step_", "sgd_step_"): ``states``
     holds the slots ``state_names(op_name, flags)`` names, slot after slot; the
     group's lr and hyperparameters are read from its block of
-    ``schedule_state`` (NOTE: [hyperparameters on the device])."""
+    ``schedule_state`` (NOTE: [hyperparameters on the device]). With the
+    ``stochastic_rounding`` flag, ``element_offsets`` holds each param's first
+    element's global index (NOTE: [stochastic rounding])."""
     _update_ops[op_name](params, grads, states, schedule_state, group_index, flags, grad_scale, found_inf,
-                         clip_coef)
+                         clip_coef, list(element_offsets))
 
 
 def grad_norm_partial_(
@@ -85,7 +88,7 @@ def schedule_step_(
 # The ops only mutate their inputs in place, so their fake implementations
 # have nothing to compute.
 def _update_step_fake(params, grads, states, schedule_state, group_index, flags, grad_scale=None,
-                      found_inf=None, clip_coef=None) -> None:
+                      found_inf=None, clip_coef=None, element_offsets=()) -> None:
     return None
 
 

@@ -19,6 +19,7 @@ from . import _C, _ops, validation
 from .device_schedule import DeviceSchedule, HyperparameterSlots, MomentumField
 from .grad_clipping import GradClipping, check_grad_clipping_arguments
 from .param_groups import ParamGroup
+from .precision import Precision, check_roundable, element_offsets
 from .schedules import Constant, Schedule
 from .step_plan import Bucket, ParamStates, StepPlan, plain_state
 
@@ -45,14 +46,13 @@ class FusedOptimizer(Optimizer):
 
     def __init__(self, params, defaults: Dict[str, Any], schedule: Optional[Schedule], schedule_interval: str,
                  skip_schedule_on_overflow: bool, max_grad_norm: Optional[float], grad_norm_type: float,
-                 master_weights: bool = False):
+                 master_weights: bool = False, stochastic_rounding: bool = False,
+                 state_dtype: Optional[torch.dtype] = None):
         name = type(self).__name__
         schedule = Constant() if schedule is None else schedule
         validation.check_optimizer_arguments(params, schedule, schedule_interval, skip_schedule_on_overflow, name)
         check_grad_clipping_arguments(max_grad_norm, grad_norm_type, name)
-        if not isinstance(master_weights, bool):
-            raise TypeError(f"{name}: master_weights must be True or False, got {master_weights!r}")
-        self._master_weights = master_weights
+        self._precision = Precision(master_weights, stochastic_rounding, state_dtype, name)
         self._clipping = None if max_grad_norm is None else GradClipping(max_grad_norm, grad_norm_type, name)
         self._normalize_hyperparameters(defaults, "defaults")
         self._check_hyperparameters(defaults, "defaults")
@@ -65,6 +65,8 @@ class FusedOptimizer(Optimizer):
         super().__init__(params, defaults)
         self.state = ParamStates(self.state)
         self.device_schedule.create(self.param_groups, self._device or torch.device("cpu"))
+        self._precision.share_seed_across_ranks()
+        self._write_rounding_seed()
 
     # ------------------------------------------------- copies and pickles
     def __getstate__(self) -> Dict[str, Any]:
@@ -106,8 +108,9 @@ class FusedOptimizer(Optimizer):
     def _fill_states(self, bucket: Bucket) -> None:
         """Creates the bucket's missing state, its flags and its ``states``
         list: the op's present slots by name, slot after slot."""
-        master = bool(bucket.params) and self._uses_master(bucket.params[0].dtype)
+        master = bool(bucket.params) and self._precision.uses_master(bucket.params[0].dtype)
         flags = self._flags(bucket.group, master)
+        rounds = flags & _C.UPDATE_OPS[self.update_op]["flags"]["stochastic_rounding"]
         states = [self.state[p] for p in bucket.params]
         for p, state in zip(bucket.params, states):
             self._start_state(p, state, flags)
@@ -121,6 +124,9 @@ class FusedOptimizer(Optimizer):
                 tensors += [self._state_tensor(p, state, name) for p, state in zip(bucket.params, states)]
         bucket.flags = flags
         bucket.states = tensors
+        if rounds:
+            all_params = [q for group in self.param_groups for q in group["params"]]
+            bucket.element_offsets = element_offsets(bucket.params, all_params)
 
     def _update(self, bucket: Bucket, grad_scale: Optional[torch.Tensor], found_inf: Optional[torch.Tensor],
                 clip_coef: Optional[torch.Tensor]) -> None:
@@ -133,37 +139,55 @@ class FusedOptimizer(Optimizer):
         grads = bucket.op_grads()
         params, local_grads, states = self._local_shards(bucket.params, grads, bucket.states)
         _ops.update_step_(self.update_op, params, local_grads, states, self.schedule_state, bucket.group_index,
-                          bucket.flags, grad_scale, found_inf, clip_coef)
+                          bucket.flags, grad_scale, found_inf, clip_coef, bucket.element_offsets)
         if grad_scale is not None:  # the kernels unscaled the grads in place; a copy goes back
             for i in bucket.relayout:
                 bucket.grads[i].copy_(grads[i])
         bucket.release_grads()
 
-    # ---------------------------------------------------- master weights
+    # --------------------------------------------------------- precision
     @property
     def master_weights(self) -> bool:
         """Whether bf16/fp16 parameters are stepped through fp32 master
         weights (``state["master_param"]``) with fp32 state (NOTE: [master
         weights] in csrc/op_checks.h)."""
-        return self._master_weights
+        return self._precision.master_weights
 
-    def _uses_master(self, dtype: torch.dtype) -> bool:
-        return self._master_weights and dtype in (torch.bfloat16, torch.float16)
+    @property
+    def stochastic_rounding(self) -> bool:
+        """Whether every 16-bit value the step writes is rounded
+        stochastically (NOTE: [stochastic rounding] in csrc/stochastic_rounding.h)."""
+        return self._precision.stochastic_rounding
+
+    @property
+    def state_dtype(self) -> Optional[torch.dtype]:
+        """The dtype of every floating state tensor (None: the parameter's, fp32 with master weights)."""
+        return self._precision.state_dtype
+
+    @property
+    def rounding_seed(self) -> Optional[int]:
+        """The key of stochastic rounding's random bits (None without it); saved in the state_dict."""
+        return self._precision.seed
+
+    def _write_rounding_seed(self) -> None:
+        if self._precision.seed is not None:
+            self.device_schedule.state[_C.ROUNDING_SEED] = float(self._precision.seed)
+
+    def _flag_options(self, master: bool) -> Dict[str, bool]:
+        """The update ops' precision flags for a bucket (``master``: with master weights)."""
+        return dict(master_weights=master, stochastic_rounding=self._precision.stochastic_rounding)
 
     def _state_tensor(self, p: torch.Tensor, state: Dict[str, Any], key: str) -> torch.Tensor:
-        """``state[key]``, created as zeros where missing: in fp32 for a
-        parameter with master weights (a state of another dtype, set by hand,
-        is converted once), else like the parameter."""
+        """``state[key]``, created as zeros where missing, in the parameter's
+        state dtype (``Precision.state_dtype_of``); a state of another dtype
+        (set by hand, or loaded) is converted once."""
+        dtype = self._precision.state_dtype_of(p, key)
         value = state.get(key)
-        if self._uses_master(p.dtype):
-            if value is None:
-                value = torch.zeros_like(p, dtype=torch.float32, memory_format=torch.preserve_format)
-                state[key] = value
-            elif value.dtype != torch.float32:
-                value = value.to(torch.float32)
-                state[key] = value
-        elif value is None:
-            value = torch.zeros_like(p, memory_format=torch.preserve_format)
+        if value is None:
+            value = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
+            state[key] = value
+        elif value.dtype != dtype:
+            value = value.to(dtype)
             state[key] = value
         return value
 
@@ -181,32 +205,35 @@ class FusedOptimizer(Optimizer):
             masters.append(master)
         return masters
 
-    def _check_saved_master_weights(self, state_dict: Dict[str, Any]) -> Dict[Any, Dict[str, torch.Tensor]]:
+    def _saved_state_values(self, state_dict: Dict[str, Any]) -> Dict[Any, Dict[str, torch.Tensor]]:
         """A saved ``master_param`` needs an optimizer with master weights and
         a bf16/fp16 parameter (else ValueError: there is no conversion that
         would not silently drop the fp32 trajectory). Returns, per saved id of
-        a parameter with master weights, its saved tensors (not ``step``): torch's
-        load_state_dict casts them to the parameter's dtype, they are loaded
-        in fp32 instead."""
+        a parameter whose states are not in its own dtype (master weights, a
+        ``state_dtype``), its saved tensors (not ``step``): torch's
+        load_state_dict casts them to the parameter's dtype, they are
+        converted once to their dtype here instead (fp32 for the master)."""
         name = type(self).__name__
         saved_ids = [i for group in state_dict.get("param_groups", []) for i in group.get("params", [])]
         params = [p for group in self.param_groups for p in group["params"]]
-        fp32_values = {}
+        values = {}
         for index, (saved_id, p) in enumerate(zip(saved_ids, params)):
             state = state_dict.get("state", {}).get(saved_id)
             if not isinstance(state, dict):
                 continue
-            if "master_param" in state and not self._uses_master(p.dtype):
-                why = ("this optimizer was built without master_weights=True" if not self._master_weights
+            if "master_param" in state and not self._precision.uses_master(p.dtype):
+                why = ("this optimizer was built without master_weights=True" if not self.master_weights
                        else f"the parameter is {p.dtype}, master weights are kept for bfloat16/float16 only")
                 raise ValueError(
                     f"{name}: the state_dict holds fp32 master weights ('master_param') for parameter {index}, "
                     f"but {why}; build the optimizer with master_weights=True to resume them, or delete "
                     "'master_param' from each parameter's state to continue from the parameters' own values")
-            if self._uses_master(p.dtype):
-                fp32_values[saved_id] = {key: value for key, value in state.items()
-                                         if key != "step" and isinstance(value, torch.Tensor)}
-        return fp32_values
+            if self._precision.state_dtype_of(p) != p.dtype or self._precision.uses_master(p.dtype):
+                values[saved_id] = {
+                    key: value.to(torch.float32 if key == "master_param" else self._precision.state_dtype_of(p, key))
+                    for key, value in state.items()
+                    if key != "step" and isinstance(value, torch.Tensor) and value.is_floating_point()}
+        return values
 
     # ------------------------------------------------------------ groups
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
@@ -219,6 +246,9 @@ class FusedOptimizer(Optimizer):
         params, names = validation.split_names(validation.group_params(param_group, name, where), name, where)
         taken = {id(p): f"param group {j}" for j, g in enumerate(self.param_groups) for p in g["params"]}
         device = validation.check_params(params, taken, self._device, name, where)
+        if self._precision.stochastic_rounding:
+            for p in params:
+                check_roundable(p, name, where)
         group = {**self.defaults, **param_group}
         validation.normalize_lr(group, name, where)
         self._normalize_hyperparameters(group, where)
@@ -425,12 +455,15 @@ class FusedOptimizer(Optimizer):
     def state_dict(self) -> Dict[str, Any]:
         """torch's optimizer state_dict (state names ``step``, ``exp_avg``, ...;
         float ``lr`` and ``initial_lr`` per group, so torch optimizers load it)
-        plus ``schedule``: the schedule's name, config, interval and state."""
+        plus ``schedule``: the schedule's name, config, interval and state,
+        and with stochastic rounding ``rounding_seed``."""
         self._sync_groups()
         state_dict = super().state_dict()
         state_dict["state"] = {key: plain_state(value) for key, value in state_dict["state"].items()}
         self.device_schedule.write_group_values(state_dict["param_groups"])
         state_dict["schedule"] = self.device_schedule.state_dict_entry()
+        if self._precision.seed is not None:
+            state_dict["rounding_seed"] = self._precision.seed
         return state_dict
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
@@ -456,7 +489,10 @@ class FusedOptimizer(Optimizer):
         validation.check_saved_state(state_dict, state_dict.get("param_groups", []), self.param_groups, name)
         if schedule_part is not None:
             schedule_part = self.device_schedule.check_entry(schedule_part)
-        fp32_values = self._check_saved_master_weights(state_dict)
+        own_dtype_values = self._saved_state_values(state_dict)
+        seed = state_dict.pop("rounding_seed", None)
+        if seed is not None and self._precision.seed is not None:
+            seed = self._precision.check_seed(seed)
         saved_ids = [i for group in state_dict["param_groups"] for i in group["params"]]
         kept_groups, kept_states = self.param_groups, self.state
         self._torch_load_state_dict(state_dict)
@@ -464,8 +500,8 @@ class FusedOptimizer(Optimizer):
             self._complete_loaded_group(group)
         params = [p for group in self.param_groups for p in group["params"]]
         for saved_id, p in zip(saved_ids, params):
-            for key, value in fp32_values.get(saved_id, {}).items():
-                self.state[p][key] = value.to(device=p.device, dtype=torch.float32)
+            for key, value in own_dtype_values.get(saved_id, {}).items():
+                self.state[p][key] = value.to(device=p.device)
         loaded = {p: validation.state_to_load(p, dict(kept_states.get(p, {})), state)
                   for p, state in self.state.items() if isinstance(p, torch.Tensor) and isinstance(state, dict)}
         unowned = {key: value for key, value in self.state.items() if key not in loaded}
@@ -483,6 +519,9 @@ class FusedOptimizer(Optimizer):
             self._load_schedule_entry(schedule_part)
         else:
             self.device_schedule.load_from_groups(self.param_groups)
+        if seed is not None and self._precision.seed is not None:
+            self._precision.seed = seed
+        self._write_rounding_seed()  # the saved schedule state may hold another seed, or none
         self._own_groups_after_capture()
         self._plan.invalidate()
         for post_hook in self._optimizer_load_state_dict_post_hooks.values():
@@ -562,6 +601,16 @@ class FusedSGD(FusedOptimizer):
         master_weights: Step bf16/fp16 parameters through fp32 master
             weights (``state["master_param"]``) with fp32 state; fp32/fp64
             parameters are not affected.
+        stochastic_rounding: Round every bf16/fp16 value the step writes
+            (the parameter without master weights, 16-bit states)
+            stochastically, with reproducible Philox bits keyed by
+            ``rounding_seed`` (drawn from torch's default CPU generator
+            here), the step and the element; fp32/fp64 values are written
+            as computed.
+        state_dtype: The dtype of every floating state tensor:
+            ``torch.float32``, ``torch.bfloat16`` or ``torch.float16``
+            (``None``: the parameter's, fp32 with master weights); the math
+            runs in fp32 (fp64 for fp64 parameters).
 
     Raises:
         ValueError: An invalid hyperparameter (negative lr, betas outside
@@ -589,12 +638,13 @@ class FusedSGD(FusedOptimizer):
                  weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False,
                  schedule: Optional[Schedule] = None, schedule_interval: str = "epoch",
                  skip_schedule_on_overflow: bool = False, max_grad_norm: Optional[float] = None,
-                 grad_norm_type: float = 2.0, master_weights: bool = False):
+                 grad_norm_type: float = 2.0, master_weights: bool = False, stochastic_rounding: bool = False,
+                 state_dtype: Optional[torch.dtype] = None):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         nesterov=nesterov, maximize=maximize)
         validation.normalize_lr(defaults, type(self).__name__, "defaults")
         super().__init__(params, defaults, schedule, schedule_interval, skip_schedule_on_overflow, max_grad_norm,
-                         grad_norm_type, master_weights)
+                         grad_norm_type, master_weights, stochastic_rounding, state_dtype)
 
     def _check_hyperparameters(self, group: Dict[str, Any], where: str, momentum_on_device: bool = False) -> None:
         validation.check_sgd_hyperparameters(group, type(self).__name__, where, momentum_on_device)
@@ -612,10 +662,13 @@ class FusedSGD(FusedOptimizer):
     def _flags(self, group: Dict[str, Any], master: bool) -> int:
         return _ops.update_flags(
             self.update_op, momentum=self.device_schedule.cycles_momentum or group["momentum"] != 0,
-            nesterov=group["nesterov"], maximize=group["maximize"], master_weights=master)
+            nesterov=group["nesterov"], maximize=group["maximize"], **self._flag_options(master))
 
     def _start_state(self, p: torch.Tensor, state: Dict[str, Any], flags: int) -> None:
-        if not flags & _C.UPDATE_OPS[self.update_op]["flags"]["momentum"]:
+        bits = _C.UPDATE_OPS[self.update_op]["flags"]
+        if not flags & bits["momentum"]:
+            if flags & bits["stochastic_rounding"] and "step" not in state:  # the rounding bits' counter
+                state["step"] = torch.zeros((), dtype=torch.float64, device=p.device)
             return
         if state.get("momentum_buffer") is None:
             # step counts the steps the buffer took: at 0 the kernel sets it to the grad (and a
@@ -663,6 +716,16 @@ class FusedAdam(FusedOptimizer):
         master_weights: Step bf16/fp16 parameters through fp32 master
             weights (``state["master_param"]``) with fp32 state; fp32/fp64
             parameters are not affected.
+        stochastic_rounding: Round every bf16/fp16 value the step writes
+            (the parameter without master weights, 16-bit states)
+            stochastically, with reproducible Philox bits keyed by
+            ``rounding_seed`` (drawn from torch's default CPU generator
+            here), the step and the element; fp32/fp64 values are written
+            as computed.
+        state_dtype: The dtype of every floating state tensor:
+            ``torch.float32``, ``torch.bfloat16`` or ``torch.float16``
+            (``None``: the parameter's, fp32 with master weights); the math
+            runs in fp32 (fp64 for fp64 parameters).
 
     Raises:
         ValueError: An invalid hyperparameter (negative lr, betas outside
@@ -690,12 +753,13 @@ class FusedAdam(FusedOptimizer):
                  weight_decay: float = 0, amsgrad: bool = False, *, maximize: bool = False,
                  decoupled_weight_decay: bool = False, schedule: Optional[Schedule] = None,
                  schedule_interval: str = "epoch", skip_schedule_on_overflow: bool = False,
-                 max_grad_norm: Optional[float] = None, grad_norm_type: float = 2.0, master_weights: bool = False):
+                 max_grad_norm: Optional[float] = None, grad_norm_type: float = 2.0, master_weights: bool = False,
+                 stochastic_rounding: bool = False, state_dtype: Optional[torch.dtype] = None):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                         maximize=maximize, decoupled_weight_decay=decoupled_weight_decay)
         validation.normalize_lr(defaults, type(self).__name__, "defaults")
         super().__init__(params, defaults, schedule, schedule_interval, skip_schedule_on_overflow, max_grad_norm,
-                         grad_norm_type, master_weights)
+                         grad_norm_type, master_weights, stochastic_rounding, state_dtype)
 
     def _normalize_hyperparameters(self, group: Dict[str, Any], where: str) -> None:
         validation.normalize_betas(group, type(self).__name__, where)
@@ -706,7 +770,7 @@ class FusedAdam(FusedOptimizer):
     def _flags(self, group: Dict[str, Any], master: bool) -> int:
         return _ops.update_flags(
             self.update_op, amsgrad=group["amsgrad"], decoupled_weight_decay=group["decoupled_weight_decay"],
-            maximize=group["maximize"], master_weights=master)
+            maximize=group["maximize"], **self._flag_options(master))
 
     def _start_state(self, p: torch.Tensor, state: Dict[str, Any], flags: int) -> None:
         if "step" not in state:
@@ -736,11 +800,13 @@ class FusedAdamW(FusedAdam):
                  weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
                  schedule: Optional[Schedule] = None, schedule_interval: str = "epoch",
                  skip_schedule_on_overflow: bool = False, max_grad_norm: Optional[float] = None,
-                 grad_norm_type: float = 2.0, master_weights: bool = False):
+                 grad_norm_type: float = 2.0, master_weights: bool = False, stochastic_rounding: bool = False,
+                 state_dtype: Optional[torch.dtype] = None):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                          maximize=maximize, decoupled_weight_decay=True, schedule=schedule,
                          schedule_interval=schedule_interval, skip_schedule_on_overflow=skip_schedule_on_overflow,
-                         max_grad_norm=max_grad_norm, grad_norm_type=grad_norm_type, master_weights=master_weights)
+                         max_grad_norm=max_grad_norm, grad_norm_type=grad_norm_type, master_weights=master_weights,
+                         stochastic_rounding=stochastic_rounding, state_dtype=state_dtype)
 
     def _complete_loaded_group(self, group: Dict[str, Any]) -> None:
         """As torch's AdamW: decoupled weight decay, whatever the state_dict says (an Adam one says False)."""

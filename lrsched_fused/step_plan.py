@@ -159,7 +159,7 @@ class Bucket:
     """One op call: the parameters of one param group and one dtype that have a grad."""
 
     __slots__ = ("group_index", "group", "positions", "params", "grads", "relayout", "flags", "states",
-                 "unchecked", "native", "native_index")
+                 "element_offsets", "unchecked", "native", "native_index")
 
     def __init__(self, group_index: int, group: Dict[str, Any], positions: List[int], params: List[torch.Tensor]):
         self.group_index = group_index
@@ -170,6 +170,9 @@ class Bucket:
         self.relayout: List[int] = []  # grads whose strides differ from their parameter's
         self.flags = 0  # the update op's flags (NOTE: [update op declaration] in csrc/update_ops.h)
         self.states: Optional[List[torch.Tensor]] = None  # the op's ``states``: its present slots, slot after slot
+        # Each parameter's first element's global index, with stochastic
+        # rounding (NOTE: [stochastic rounding] in csrc/stochastic_rounding.h).
+        self.element_offsets: List[int] = []
         self.unchecked = True  # grads not yet checked
         # The C++ half that holds these lists and calls the op (None: this
         # Python object does, e.g. for DTensors or under torch.compile).
@@ -315,7 +318,7 @@ class StepPlan:
         native = _C.GroupPlan(list(plan.params), self.update_op)
         for bucket in plan.buckets:
             bucket.native = native
-            bucket.native_index = native.add_bucket(bucket.positions, bucket.states)
+            bucket.native_index = native.add_bucket(bucket.positions, bucket.states, bucket.element_offsets)
             bucket.release_grads()  # the C++ half reads them
         position, _ = native.refresh_grads()
         assert position < 0, "the grads were checked before"

@@ -138,6 +138,7 @@ def run_ranks(rank: int, init_file: str, names: List[str], out_dir: str) -> None
         for name in names:
             torch.save(_run_scenario(SCENARIOS[name], rank), os.path.join(out_dir, f"{name}.rank{rank}.pt"))
         torch.save(_mismatched_grad_error(), os.path.join(out_dir, f"mismatched-grad.rank{rank}.pt"))
+        torch.save(_stochastic_rounding_runs(rank), os.path.join(out_dir, f"stochastic-rounding.rank{rank}.pt"))
         dist.barrier()  # neither rank tears down while the other still talks to it
     finally:
         dist.destroy_process_group()
@@ -236,3 +237,37 @@ def _mismatched_grad_error() -> Tuple[Optional[str], torch.Tensor]:
     except ValueError as error:
         return str(error), param.to_local().detach().clone()
     return None, param.to_local().detach().clone()
+
+
+def _stochastic_rounding_runs(rank: int) -> dict:
+    """stochastic_rounding under torch.distributed (NOTE: [stochastic rounding]):
+    - "fsdp2": bf16 parameters sharded on dim 0 (an uneven split) stepped with
+      the same grads as "unsharded", one plain FusedAdam over the full
+      tensors on this rank: the gathered parameters must be equal bit for bit;
+    - "replicated": plain bf16 parameters stepped with the same grads on both
+      ranks, whose generators were seeded differently before the optimizer
+      was built: the seed is rank 0's on both, so the ranks must agree."""
+    from torch.distributed.tensor import Shard, distribute_tensor, init_device_mesh
+
+    mesh = init_device_mesh("cpu", (WORLD_SIZE,))
+    g = torch.Generator().manual_seed(11)
+    shapes = [(5, 3), (7,), (4, 2)]
+    values = [torch.randn(s, generator=g).to(torch.bfloat16) for s in shapes]
+    grads = [[torch.randn(s, generator=g).to(torch.bfloat16) for s in shapes] for _ in range(3)]
+    options = dict(lr=1e-2, stochastic_rounding=True, state_dtype=torch.bfloat16)
+
+    def run(make_param, make_grad):
+        torch.manual_seed(100 + rank)  # each rank's generator differs: the seed must come from rank 0
+        params = [torch.nn.Parameter(make_param(v)) for v in values]
+        optimizer = FusedAdam(params, **options)
+        for step_grads in grads:
+            for p, grad in zip(params, step_grads):
+                p.grad = make_grad(grad)
+            optimizer.step()
+        return [_full(p) for p in params], optimizer.rounding_seed
+
+    sharded, seed = run(lambda v: distribute_tensor(v.clone(), mesh, [Shard(0)]),
+                        lambda grad: distribute_tensor(grad.clone(), mesh, [Shard(0)]))
+    unsharded, _ = run(lambda v: v.clone(), lambda grad: grad.clone())
+    replicated, _ = run(lambda v: v.clone(), lambda grad: grad.clone())
+    return {"fsdp2": sharded, "unsharded": unsharded, "replicated": replicated, "seed": seed}

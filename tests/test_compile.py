@@ -8,15 +8,22 @@ from torch._dynamo.utils import counters
 from lrsched_fused import FusedAdam, schedules
 
 
-@pytest.mark.parametrize("clipping", [{}, {"max_grad_norm": 0.05}], ids=["plain", "clipped"])
-def test_compiled_step_and_schedule_step_fullgraph_without_recompiles(clipping):
+OPTIONS = {"plain": {}, "clipped": {"max_grad_norm": 0.05},
+           "stochastic rounding, bf16 states": {"stochastic_rounding": True, "state_dtype": torch.bfloat16}}
+
+
+@pytest.mark.parametrize("options", list(OPTIONS))
+def test_compiled_step_and_schedule_step_fullgraph_without_recompiles(options):
+    clipping = OPTIONS[options]
     torch._dynamo.reset()
     counters.clear()
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 2)
     eager_model = torch.nn.Linear(4, 2)
     eager_model.load_state_dict(model.state_dict())
+    torch.manual_seed(1)  # the same rounding seed for both
     opt = FusedAdam(model.parameters(), lr=0.01, schedule=schedules.ReduceLROnPlateau(patience=0), **clipping)
+    torch.manual_seed(1)
     eager = FusedAdam(eager_model.parameters(), lr=0.01, schedule=schedules.ReduceLROnPlateau(patience=0), **clipping)
 
     @torch.compile(fullgraph=True, backend="aot_eager")
@@ -39,6 +46,6 @@ def test_compiled_step_and_schedule_step_fullgraph_without_recompiles(clipping):
     assert opt.get_last_lr() == eager.get_last_lr() and opt.get_last_lr()[0] < 0.01
     for a, b in zip(model.parameters(), eager_model.parameters()):
         assert torch.equal(a, b)
-    if clipping:
+    if "max_grad_norm" in clipping:
         assert torch.equal(opt.grad_norm, eager.grad_norm) and float(opt.grad_norm) > clipping["max_grad_norm"]
     assert not counters["graph_break"]

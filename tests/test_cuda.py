@@ -1226,3 +1226,65 @@ def test_master_weights_graph_replay_matches_eager():
     opt_eager = FusedAdam(eager, lr=1e-2, weight_decay=0.1, master_weights=True)
     opt_captured = FusedAdam(captured, lr=1e-2, weight_decay=0.1, master_weights=True)
     replay_against_eager(opt_eager, opt_captured, grads, "master_param")
+
+
+# ------------------------------------------- stochastic rounding, state_dtype
+# NOTE: [stochastic rounding]: the CUDA kernels draw the CPU kernels' bits.
+# With SGD at lr 1 and grads of a few bits, p - g is exact in fp32 on both
+# devices (no FMA question), so the stored bf16/fp16 values depend on the
+# random bits alone: CPU and CUDA must agree bit for bit, over tensors of
+# several chunks, launches of several tensors and a misaligned view.
+@needs_cuda
+@pytest.mark.parametrize("dtype", LOW_PRECISION, ids=DTYPE_IDS.get)
+def test_stochastic_rounding_draws_the_cpu_bits(dtype):
+    g = torch.Generator().manual_seed(8)
+    values = [torch.full(s, 4.0).to(dtype) for s in SHAPES]
+    values.append(torch.full((2 * CHUNK + 3,), 4.0).to(dtype)[1:])  # a storage offset: not 16-byte aligned
+    grads = [[(torch.randint(-64, 64, v.shape, generator=g).to(torch.float32) * 2.0 ** -10).to(dtype)
+              for v in values] for _ in range(3)]
+    results = []
+    for device in ("cpu", DEVICE):
+        torch.manual_seed(21)
+        params = [v.clone().to(device).requires_grad_() for v in values]
+        opt = FusedSGD(params, lr=1.0, stochastic_rounding=True)
+        for step_grads in grads:
+            for p, grad in zip(params, step_grads):
+                p.grad = grad.to(device)
+            opt.step()
+        results.append([p.detach().cpu() for p in params])
+    for i, (a, b) in enumerate(zip(*results)):
+        assert torch.equal(a, b), f"param {i} of shape {tuple(a.shape)}"
+
+
+@pytest.mark.parametrize("state_dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("rounding", [False, True], ids=["nearest", "stochastic"])
+@pytest.mark.parametrize("opt_name", list(OPTIMIZERS))
+def test_16_bit_states_against_torch_fused_fp32(opt_name, state_dtype, rounding):
+    """As tests/test_stochastic_rounding.py on the CPU, on this device:
+    fp32 parameters with 16-bit states stay within STATE_DTYPE_RTOL of torch's fused fp32 pair."""
+    from test_stochastic_rounding import STATE_DTYPE_RTOL
+    kind, kwargs = OPTIMIZERS[opt_name]
+    torch.manual_seed(5)
+    pair = build_pair(kind, {**kwargs, "lr": 1e-3}, spec=SCHEDULES["cosine"], layout="single",
+                      device=DEVICE.type, ours_options={"state_dtype": state_dtype, "stochastic_rounding": rounding})
+    run = run_pair(pair, epochs=200, steps_per_epoch=1)
+    worst = max(rel_err([o], [t]) for o, t in zip(run.our_params, run.torch_params))
+    record_worst(f"cuda tests {DEVICE.type} 16-bit states", param=float(worst))
+    assert worst <= STATE_DTYPE_RTOL
+    for p in pair.our_params:
+        assert all(v.dtype in (state_dtype, torch.bfloat16) for k, v in pair.our_opt.state[p].items() if k != "step")
+
+
+@needs_cuda
+def test_stochastic_rounding_graph_replay_matches_eager():
+    """A captured step with stochastic rounding and bf16 states replays as the eager step does, bit for bit."""
+    torch.manual_seed(3)
+    init = [torch.randn(s, device=DEVICE).to(torch.bfloat16) for s in SHAPES[:4]]
+    grads = [[torch.randn(s, device=DEVICE).to(torch.bfloat16) for s in SHAPES[:4]] for _ in range(8)]
+    eager = [t.clone().requires_grad_() for t in init]
+    captured = [t.clone().requires_grad_() for t in init]
+    torch.manual_seed(4)
+    opt_eager = FusedAdam(eager, lr=1e-2, stochastic_rounding=True, state_dtype=torch.bfloat16)
+    torch.manual_seed(4)
+    opt_captured = FusedAdam(captured, lr=1e-2, stochastic_rounding=True, state_dtype=torch.bfloat16)
+    replay_against_eager(opt_eager, opt_captured, grads, "exp_avg_sq")

@@ -38,7 +38,7 @@ def rank_results(tmp_path_factory):
     mp.spawn(distributed_scenarios.run_ranks, nprocs=WORLD_SIZE,
              args=(str(out_dir / "init"), list(SCENARIOS), str(out_dir)))
     return {name: [torch.load(os.path.join(out_dir, f"{name}.rank{rank}.pt"), weights_only=False)
-                   for rank in range(WORLD_SIZE)] for name in [*SCENARIOS, "mismatched-grad"]}
+                   for rank in range(WORLD_SIZE)] for name in [*SCENARIOS, "mismatched-grad", "stochastic-rounding"]}
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
@@ -81,3 +81,13 @@ def test_a_grad_sharded_unlike_its_dtensor_parameter_is_refused(rank_results):
         assert message is not None and "FusedAdam: the grad of params[0] of param group 0 is sharded as" in message
         assert "Replicate()" in message and "Shard(dim=0)" in message
         assert torch.equal(local_shard, torch.ones(2, 3, dtype=torch.float64))  # refused before any update
+
+
+def test_stochastic_rounding_of_shards_and_replicas(rank_results):
+    """FSDP2 shards draw the bits the unsharded parameters draw (the element
+    index is global), and replicas agree: the seed is rank 0's on every rank."""
+    runs = rank_results["stochastic-rounding"]
+    assert runs[0]["seed"] == runs[1]["seed"]
+    for run in runs:
+        assert all(torch.equal(a, b) for a, b in zip(run["fsdp2"], run["unsharded"]))
+    assert all(torch.equal(a, b) for a, b in zip(runs[0]["replicated"], runs[1]["replicated"]))

@@ -321,14 +321,16 @@ def test_op_refuses_bad_master_lists():
     g = torch.ones(4, dtype=torch.bfloat16)
     opt = FusedSGD([torch.zeros(1, requires_grad=True)], lr=0.1)
     state = opt.schedule_state
-    sgd_master = _ops.update_flags("sgd_step_", momentum=False, nesterov=False, maximize=False, master_weights=True)
+    sgd_master = _ops.update_flags("sgd_step_", momentum=False, nesterov=False, maximize=False, master_weights=True,
+                                   stochastic_rounding=False)
     adam_master = _ops.update_flags("adam_step_", amsgrad=False, decoupled_weight_decay=False, maximize=False,
-                                    master_weights=True)
+                                    master_weights=True, stochastic_rounding=False)
     with pytest.raises(RuntimeError, match="master_param\\[0\\] must match.*Float"):
         _ops.update_step_("sgd_step_", [p], [g], [torch.zeros(4, dtype=torch.bfloat16)], state, 0, sgd_master)
     with pytest.raises(RuntimeError, match="master weights are taken for bfloat16 and float16 params only"):
         _ops.update_step_("sgd_step_", [p.float()], [g.float()], [torch.zeros(4)], state, 0, sgd_master)
-    with pytest.raises(RuntimeError, match="exp_avg\\[0\\] must match.*Float"):
+    # the states share one dtype (bf16 states with master weights are a state_dtype; mixed ones are not)
+    with pytest.raises(RuntimeError, match="exp_avg_sq\\[0\\] must match.*BFloat16"):
         _ops.update_step_("adam_step_", [p], [g], [torch.zeros_like(p), torch.zeros(4),
                                                    torch.zeros((), dtype=torch.float64), torch.zeros(4)],
                           state, 0, adam_master)

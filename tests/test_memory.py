@@ -111,3 +111,19 @@ def test_a_grad_in_another_layout_is_copied_once_per_step():
     p.grad = torch.randn(4, 6)  # contiguous, the parameter is not
     opt.step()
     assert allocations(opt.step) == [("aten::empty_strided", p.numel() * p.element_size())]
+
+
+@pytest.mark.parametrize("options", [{"stochastic_rounding": True},
+                                     {"stochastic_rounding": True, "state_dtype": torch.bfloat16},
+                                     {"state_dtype": torch.float16}], ids=["SR", "SR, bf16 states", "fp16 states"])
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_precision_options_allocate_nothing_after_the_first_step(optimizer, options):
+    """stochastic_rounding / state_dtype: the states (and step counters) are created at the first step only."""
+    spec, interval = SCHEDULES["Cosine per step"]
+    params = model_params(torch.bfloat16)
+    opt = OPTIMIZERS[optimizer](params, schedule=schedule_specs.ours(spec), schedule_interval=interval, **options)
+    backward(params)
+    allocations(opt.step)
+    for _ in range(3):
+        backward(params)
+        assert allocations(opt.step) == []

@@ -67,13 +67,24 @@ def test_step_and_schedule_step_do_not_read_device_values(optimizer, schedule, d
     assert any("lrsched_fused" in op for op in detector.ops), "the detector must see our ops"
 
 
+# The precision options (lrsched_fused/precision.py), each with bf16 and fp16 parameters.
+PRECISION_OPTIONS = {
+    "master weights": {"master_weights": True},
+    "stochastic rounding": {"stochastic_rounding": True},
+    "bf16 states, stochastic rounding": {"state_dtype": torch.bfloat16, "stochastic_rounding": True},
+    "fp16 states, master weights": {"state_dtype": torch.float16, "master_weights": True},
+}
+
+
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("precision", list(PRECISION_OPTIONS))
 @pytest.mark.parametrize("schedule", ["plateau", "one cycle (momentum on the device)"])
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
-def test_master_weights_do_not_read_device_values(optimizer, schedule, device):
+def test_precision_options_do_not_read_device_values(optimizer, schedule, precision, device):
     params = [torch.randn(5, 3, device=device, dtype=torch.bfloat16, requires_grad=True),
               torch.randn(70000, device=device, dtype=torch.float16, requires_grad=True)]
-    opt = OPTIMIZERS[optimizer](params, schedule=schedule_specs.ours(SCHEDULES[schedule]), master_weights=True)
+    options = PRECISION_OPTIONS[precision]
+    opt = OPTIMIZERS[optimizer](params, schedule=schedule_specs.ours(SCHEDULES[schedule]), **options)
     metric = torch.tensor(1.0, device=device)
     detector = HostReadDetector()
     for _ in range(3):
@@ -87,7 +98,7 @@ def test_master_weights_do_not_read_device_values(optimizer, schedule, device):
                 opt.schedule_step(metric)
             else:
                 opt.schedule_step()
-    assert all("master_param" in opt.state[p] for p in params)
+    assert all(("master_param" in opt.state[p]) == options.get("master_weights", False) for p in params)
     assert any("lrsched_fused" in op for op in detector.ops), "the detector must see our ops"
 
 

@@ -69,16 +69,18 @@ def test_update_op_declarations():
         assert bits == [1 << i for i in range(len(bits))]
         assert "maximize" in declaration["flags"] and "master_weights" in declaration["flags"]
         for slot, needs in declaration["states"]:
-            assert needs == 0 or needs in bits, (name, slot)
+            assert needs & ~sum(bits) == 0, (name, slot)  # some of the op's flags (any of them: present)
         schema = str(update_op(name)._schema)
         assert "float" not in schema, schema  # NOTE: [hyperparameters on the device]
         assert schema.endswith("(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] states, "
                                "Tensor schedule_state, int group_index, int flags, Tensor? grad_scale=None, "
-                               "Tensor? found_inf=None, Tensor? clip_coef=None) -> ()"), schema
+                               "Tensor? found_inf=None, Tensor? clip_coef=None, int[] element_offsets=[]) -> ()"), schema
     assert _ops.state_names("adam_step_", _ops.update_flags(
-        "adam_step_", amsgrad=True, decoupled_weight_decay=False, maximize=False, master_weights=True)) == [
+        "adam_step_", amsgrad=True, decoupled_weight_decay=False, maximize=False, master_weights=True,
+        stochastic_rounding=False)) == [
         "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "step", "master_param"]
     assert _ops.state_names("sgd_step_", 0) == []
+    assert _ops.state_names("sgd_step_", _C.UPDATE_OPS["sgd_step_"]["flags"]["stochastic_rounding"]) == ["step"]
     with pytest.raises(TypeError, match="its flags are"):
         _ops.update_flags("sgd_step_", momentum=True)
 
@@ -231,8 +233,20 @@ def test_op_boundary_checks():
         torch.ops.lrsched_fused.sgd_step_(p, [torch.zeros(4)], [], schedule_state("cpu"), 0, 0)
     with pytest.raises(RuntimeError, match="group_index 5 is out of range"):
         torch.ops.lrsched_fused.sgd_step_(p, [torch.zeros(3)], [], schedule_state("cpu"), 5, 0)
-    with pytest.raises(RuntimeError, match="flags 16 has bits no flag names"):
-        torch.ops.lrsched_fused.sgd_step_(p, [torch.zeros(3)], [], schedule_state("cpu"), 0, 16)
+    with pytest.raises(RuntimeError, match="flags 32 has bits no flag names"):
+        torch.ops.lrsched_fused.sgd_step_(p, [torch.zeros(3)], [], schedule_state("cpu"), 0, 32)
+    sr = _C.UPDATE_OPS["sgd_step_"]["flags"]["stochastic_rounding"]
+    step = [torch.zeros((), dtype=torch.float64)]
+    with pytest.raises(RuntimeError, match=r"element_offsets has 0 values, expected 1 \(one per param"):
+        torch.ops.lrsched_fused.sgd_step_(p, [torch.zeros(3)], step, schedule_state("cpu"), 0, sr)
+    with pytest.raises(RuntimeError, match=r"element_offsets has 1 values, expected 0 \(it is for stochastic"):
+        torch.ops.lrsched_fused.sgd_step_(p, [torch.zeros(3)], [], schedule_state("cpu"), 0, 0, None, None, None, [0])
+    with pytest.raises(RuntimeError, match=r"element_offsets\[0\] is -1"):
+        torch.ops.lrsched_fused.sgd_step_(p, [torch.zeros(3)], step, schedule_state("cpu"), 0, sr, None, None, None,
+                                          [-1])
+    with pytest.raises(RuntimeError, match="states of dtype Double are not taken"):
+        torch.ops.lrsched_fused.sgd_step_([torch.zeros(3)], [torch.zeros(3)],
+                                          [torch.zeros(3, dtype=torch.float64)] + step, schedule_state("cpu"), 0, 1)
     with pytest.raises(RuntimeError, match=r"states has 1 tensors, expected 2 \(1 per present slot\)"):
         torch.ops.lrsched_fused.sgd_step_(p, [torch.zeros(3)], [torch.zeros(3)], schedule_state("cpu"), 0, 1)
     with pytest.raises(RuntimeError, match="ReduceLROnPlateau needs a metric"):

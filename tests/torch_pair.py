@@ -127,12 +127,13 @@ def build_pair(kind: str, kwargs: dict, *, spec: Optional[dict] = None, layout: 
                dtype: torch.dtype = torch.float32, values: Optional[List[List[torch.Tensor]]] = None,
                interval: str = "epoch", device: str = "cpu", group_lrs: Optional[Sequence[float]] = None,
                group1_lr_scale: float = 0.5, torch_impl: str = "fused", master_weights: bool = False,
-               clipping: Optional[dict] = None) -> Pair:
+               clipping: Optional[dict] = None, ours_options: Optional[dict] = None) -> Pair:
     """values: the parameter values per group (default: make_params(layout, dtype)).
     Groups after the first get group_lrs[i], or the lr times group1_lr_scale.
     torch_impl: "fused" (the reference) or "for-loop" (torch's single-tensor path).
     clipping: ours gets these arguments (max_grad_norm, grad_norm_type); run_pair
-    clips the reference's grads before its step (clip_reference_grads)."""
+    clips the reference's grads before its step (clip_reference_grads).
+    ours_options: more arguments for ours only (state_dtype, stochastic_rounding)."""
     values = make_params(layout, dtype) if values is None else values
     lr = kwargs.get("lr", 1e-3)
 
@@ -165,7 +166,8 @@ def build_pair(kind: str, kwargs: dict, *, spec: Optional[dict] = None, layout: 
         if master_weights:
             ours_kwargs["master_weights"] = True
         return OUR_OPTIMIZERS[kind](groups(our_params, False), schedule=schedule_specs.ours(spec) if spec else None,
-                                    schedule_interval=interval, **ours_kwargs, **(clipping or {}))
+                                    schedule_interval=interval, **ours_kwargs, **(clipping or {}),
+                                    **(ours_options or {}))
 
     flat = lambda ps: [p for group in ps for p in group]  # noqa: E731
     return Pair(torch_opt, torch_sched, remake_ours(), flat(torch_params), flat(our_params), spec=spec,

@@ -187,17 +187,24 @@ T* offset_or_null(const std::vector<T*>& pointers, size_t tensor, int64_t begin)
 #endif
 
 // NOTE: [CPU loop specialization]
-// The kernels take a call's options (a GradScaler's unscale, clipping,
-// weight decay on or off) as runtime values (NOTE: [kernel instantiations]);
-// on the CPU each element loop is still compiled once per combination:
-// Elements::loop<kFlags...> pins them to constants in a local copy of the
-// coefficients, reached through always-inlined templates only (no lambda: a
-// closure holding the copy's address keeps it in memory, and the loop is not
-// vectorized). A loop that tests them per element (a conditional grad store
-// above all) is not vectorized either. Measured with `python3
-// benchmarks/bench.py --quick` (2 cores, torch-fused time / ours): with the
-// options tested in the loop, small-many fp32 SGD 0.51 and small-many
-// bf16+master Adam 0.50, against 1.67 and 1.80 with per-combination loops.
+// The kernels take a call's options as runtime values (NOTE: [kernel
+// instantiations]). On the CPU two of them are still pinned per loop:
+// Elements::loop<kUnscale, kClip> sets them as constants in a local copy of
+// the coefficients, reached through always-inlined templates only (no lambda:
+// a closure holding the copy's address keeps it in memory, and the loop is
+// not vectorized). A GradScaler's unscale stores the grad back (a conditional
+// store is not vectorized), and clipping rounds the grad through c10's
+// 16-bit conversion (a branch, not vectorized when computed speculatively).
+// Stochastic rounding is a template parameter of the Elements themselves (a
+// loop of its own, with the Philox rounds). The other options (weight decay
+// on, the lerp form, nesterov, a momentum buffer's first step) are tested per
+// element as numbers (NOTE: [switches as numbers] in csrc/update_math.h): with
+// -fno-trapping-math (setup.py) GCC turns them into vector selects. Measured
+// with `python3 benchmarks/bench.py` (2 cores, small-many, torch-fused time /
+// ours): every option tested in the loop as a bool, fp32 SGD 0.51 and
+// bf16+master Adam 0.50; all four pinned, 1.34 and 1.19 (fp32 SGD, bf16 Adam);
+// unscale and clipping pinned with the rest as numbers, 1.46 and 1.02 (bool
+// switches instead: bf16 Adam 0.26, not vectorized).
 template <typename Elements, size_t N, bool... kPinned, typename... Args>
 LRSCHED_FUSED_ALWAYS_INLINE void run_pinned(const std::array<bool, N>& flags, const Args&... args) {
   if constexpr (sizeof...(kPinned) == N) {
@@ -215,7 +222,9 @@ LRSCHED_FUSED_ALWAYS_INLINE void run_pinned(const std::array<bool, N>& flags, co
 // c10's branch the bf16 Adam loop stayed scalar, 6x slower than fp32).
 template <typename scalar_t, typename opmath_t>
 LRSCHED_FUSED_ALWAYS_INLINE scalar_t to_storage(opmath_t value) {
-  if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+  if constexpr (std::is_same_v<scalar_t, c10::BFloat16> && !std::is_same_v<opmath_t, float>) {
+    return to_storage<scalar_t>(static_cast<float>(value));  // via float, as c10's conversion of a double
+  } else if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
     const uint32_t bits = c10::bit_cast<uint32_t>(value);
     const uint32_t rounded = (bits + ((bits >> 16) & 1) + UINT32_C(0x7FFF)) >> 16;
     const uint16_t stored = value != value ? UINT16_C(0x7FC0) : static_cast<uint16_t>(rounded);

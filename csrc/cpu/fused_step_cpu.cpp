@@ -12,6 +12,7 @@
 #include "../dispatch.h"
 #include "../op_checks.h"
 #include "../schedule_math.h"
+#include "../stochastic_rounding.h"
 #include "../update_math.h"
 #include "../update_ops.h"
 #include "cpu_loops.h"
@@ -21,35 +22,67 @@ namespace {
 
 using namespace cpu;  // NOLINT: the loop machinery of cpu_loops.h
 
+// Where the random bits of a piece's elements come from (NOTE: [stochastic
+// rounding]): the tensor's stream and the piece's first element's global index.
+struct PieceRounding {
+  RoundingStream stream;
+  uint64_t first_index;
+};
+
+// opmath_t -> T for a store: stochastically with the word `random` when kRound
+// and T is 16-bit (NOTE: [stochastic rounding]), else to nearest.
+template <typename T, bool kRound, typename opmath_t>
+LRSCHED_FUSED_ALWAYS_INLINE T store_as(opmath_t value, uint32_t random) {
+  if constexpr (kRound && is_16_bit_float_v<T>) {
+    return round_stochastic<T>(static_cast<float>(value), random);
+  } else {
+    return to_storage<T>(value);
+  }
+}
+
+// Whether a (param, state, master) combination writes a 16-bit value that
+// stochastic rounding would round: the param without master weights, or the states.
+template <typename scalar_t, typename state_t, bool kMaster>
+constexpr bool kHasRoundedStores = (is_16_bit_float_v<scalar_t> && !kMaster) || is_16_bit_float_v<state_t>;  // and so second_moment_type
+
+// Calls f(std::bool_constant<round>{}), with round false where the types
+// store nothing that stochastic rounding rounds (no loop is compiled for it).
+template <typename scalar_t, typename state_t, bool kMaster, typename F>
+void with_rounding(bool round, const F& f) {
+  if constexpr (kHasRoundedStores<scalar_t, state_t, kMaster>) {
+    with_bool(round, f);
+  } else {
+    f(std::false_type{});
+  }
+}
+
 // n consecutive elements of one tensor: the loop each instruction set compiles.
-// scalar_t: the param's and grad's storage; state_t: the states' (and the
-// master's), float with master weights (kMaster, NOTE: [master weights]), else
-// scalar_t. With kMaster, `master` holds the value the update runs on and the
-// param receives it rounded to nearest.
-template <typename scalar_t, bool kMaster, bool kAmsgrad, bool kDecoupled>
+// scalar_t: the param's and grad's storage; state_t: the states'; with
+// kMaster (NOTE: [master weights]) `master` (float) holds the value the update
+// runs on and the param receives it rounded to nearest.
+template <typename scalar_t, typename state_t, bool kMaster, bool kAmsgrad, bool kDecoupled, bool kRound>
 struct AdamElements {
   using opmath_t = at::opmath_type<scalar_t>;
-  using state_t = state_type<scalar_t, kMaster>;
-  // The loop for each combination of the call's options and lerp form
-  // (NOTE: [CPU loop specialization]).
+  using second_t = second_moment_type<scalar_t, state_t, kMaster>;  // NOTE: [float16 second moments]
+  // The loop for each combination of a GradScaler's unscale (a conditional
+  // store) and clipping (NOTE: [CPU loop specialization]).
   static LRSCHED_FUSED_ALWAYS_INLINE void run(
       scalar_t* __restrict__ param, scalar_t* __restrict__ grad, state_t* __restrict__ exp_avg,
-      state_t* __restrict__ exp_avg_sq, state_t* __restrict__ max_exp_avg_sq, state_t* __restrict__ master,
-      int64_t n, const AdamCoefficients<opmath_t>& c) {
-    const std::array<bool, 4> flags{c.grad.unscale, c.grad.clip, c.has_weight_decay, c.lerp_weight_is_small};
-    run_pinned<AdamElements>(flags, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, master, n, c);
+      second_t* __restrict__ exp_avg_sq, second_t* __restrict__ max_exp_avg_sq, float* __restrict__ master,
+      int64_t n, const AdamCoefficients<opmath_t>& c, const PieceRounding& rounding) {
+    const std::array<bool, 2> flags{c.grad.unscale, c.grad.clip};
+    run_pinned<AdamElements>(flags, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, master, n, c, rounding);
   }
 
-  template <bool kUnscale, bool kClip, bool kWeightDecay, bool kLerpSmall>
+  template <bool kUnscale, bool kClip>
   static LRSCHED_FUSED_ALWAYS_INLINE void loop(
       scalar_t* __restrict__ param, scalar_t* __restrict__ grad, state_t* __restrict__ exp_avg,
-      state_t* __restrict__ exp_avg_sq, state_t* __restrict__ max_exp_avg_sq, state_t* __restrict__ master,
-      int64_t n, const AdamCoefficients<opmath_t>& coefficients) {
+      second_t* __restrict__ exp_avg_sq, second_t* __restrict__ max_exp_avg_sq, float* __restrict__ master,
+      int64_t n, const AdamCoefficients<opmath_t>& coefficients, const PieceRounding& rounding) {
     AdamCoefficients<opmath_t> c = coefficients;  // a local copy: the stores cannot alias it
-    c.grad.unscale = kUnscale;
     c.grad.clip = kClip;
-    c.has_weight_decay = kWeightDecay;
-    c.lerp_weight_is_small = kLerpSmall;
+    const RoundingStream stream = rounding.stream;
+    const uint64_t first_index = rounding.first_index;
     for (int64_t i = 0; i < n; ++i) {
       opmath_t p = kMaster ? opmath_t(master[i]) : opmath_t(param[i]);
       opmath_t g = grad[i];
@@ -57,55 +90,67 @@ struct AdamElements {
       opmath_t v = exp_avg_sq[i];
       opmath_t v_max = kAmsgrad ? opmath_t(max_exp_avg_sq[i]) : opmath_t(0);
       adam_update<opmath_t, kAmsgrad, kDecoupled, scalar_t>(p, g, m, v, v_max, c);
+      PhiloxWords bits{};
+      if constexpr (kRound) {
+        bits = rounding_words(stream, first_index + static_cast<uint64_t>(i));
+      }
       if constexpr (kMaster) {
-        master[i] = to_storage<state_t>(p);
+        master[i] = static_cast<float>(p);
+        param[i] = to_storage<scalar_t>(p);
+      } else {
+        param[i] = store_as<scalar_t, kRound>(p, bits.w[0]);
       }
-      param[i] = to_storage<scalar_t>(p);
-      exp_avg[i] = to_storage<state_t>(m);
-      exp_avg_sq[i] = to_storage<state_t>(v);
+      exp_avg[i] = store_as<state_t, kRound>(m, bits.w[1]);
+      exp_avg_sq[i] = store_as<second_t, kRound>(v, bits.w[2]);
       if constexpr (kAmsgrad) {
-        max_exp_avg_sq[i] = to_storage<state_t>(v_max);
+        max_exp_avg_sq[i] = store_as<second_t, kRound>(v_max, bits.w[3]);
       }
-      if (c.grad.unscale) {
+      if constexpr (kUnscale) {
         grad[i] = to_storage<scalar_t>(g);
       }
     }
   }
 };
 
-template <typename scalar_t, bool kMaster, bool kMomentum>
+template <typename scalar_t, typename state_t, bool kMaster, bool kMomentum, bool kRound>
 struct SgdElements {
   using opmath_t = at::opmath_type<scalar_t>;
-  using state_t = state_type<scalar_t, kMaster>;
   static LRSCHED_FUSED_ALWAYS_INLINE void run(
       scalar_t* __restrict__ param, scalar_t* __restrict__ grad, state_t* __restrict__ momentum_buffer,
-      state_t* __restrict__ master, int64_t n, bool first_step, const SgdCoefficients<opmath_t>& coefficients) {
-    const std::array<bool, 3> flags{coefficients.grad.unscale, coefficients.grad.clip,
-                                    coefficients.has_weight_decay};
-    run_pinned<SgdElements>(flags, param, grad, momentum_buffer, master, n, first_step, coefficients);
+      float* __restrict__ master, int64_t n, bool first_step, const SgdCoefficients<opmath_t>& c,
+      const PieceRounding& rounding) {
+    const std::array<bool, 2> flags{c.grad.unscale, c.grad.clip};
+    run_pinned<SgdElements>(flags, param, grad, momentum_buffer, master, n, first_step, c, rounding);
   }
 
-  template <bool kUnscale, bool kClip, bool kWeightDecay>
+  template <bool kUnscale, bool kClip>
   static LRSCHED_FUSED_ALWAYS_INLINE void loop(
       scalar_t* __restrict__ param, scalar_t* __restrict__ grad, state_t* __restrict__ momentum_buffer,
-      state_t* __restrict__ master, int64_t n, bool first_step, const SgdCoefficients<opmath_t>& coefficients) {
+      float* __restrict__ master, int64_t n, bool first_step, const SgdCoefficients<opmath_t>& coefficients,
+      const PieceRounding& rounding) {
     SgdCoefficients<opmath_t> c = coefficients;  // a local copy: the stores cannot alias it
-    c.grad.unscale = kUnscale;
     c.grad.clip = kClip;
-    c.has_weight_decay = kWeightDecay;
+    const RoundingStream stream = rounding.stream;
+    const uint64_t first_index = rounding.first_index;
     for (int64_t i = 0; i < n; ++i) {
       opmath_t p = kMaster ? opmath_t(master[i]) : opmath_t(param[i]);
       opmath_t g = grad[i];
       opmath_t b = kMomentum ? opmath_t(momentum_buffer[i]) : opmath_t(0);
-      sgd_update<opmath_t, kMomentum, scalar_t>(p, g, b, first_step, c);
+      sgd_update<opmath_t, kMomentum, scalar_t>(p, g, b, opmath_t(first_step), c);
+      PhiloxWords bits{};
+      if constexpr (kRound) {
+        bits = rounding_words(stream, first_index + static_cast<uint64_t>(i));
+      }
       if constexpr (kMaster) {
-        master[i] = to_storage<state_t>(p);
+        master[i] = static_cast<float>(p);
+        param[i] = to_storage<scalar_t>(p);
+      } else {
+        param[i] = store_as<scalar_t, kRound>(p, bits.w[0]);
       }
-      param[i] = to_storage<scalar_t>(p);
       if constexpr (kMomentum) {
-        momentum_buffer[i] = to_storage<state_t>(b);
+        momentum_buffer[i] = store_as<state_t, kRound>(b, bits.w[1]);
       }
-      if (c.grad.unscale) {
+      if constexpr (kUnscale) {
         grad[i] = to_storage<scalar_t>(g);
       }
     }
@@ -121,15 +166,42 @@ GradOptions<opmath_t> grad_options(const UpdateCall<Op>& call) {
                                      call.clip_coef.has_value() ? read_double(*call.clip_coef) : 1.0);
 }
 
+// Each tensor's stream of random bits this step (NOTE: [stochastic rounding]);
+// `steps` are the counters after this step's increment. Empty without the flag.
+template <typename Op>
+std::vector<RoundingStream> rounding_streams(const UpdateCall<Op>& call) {
+  std::vector<RoundingStream> streams;
+  if (!call.has(Op::kStochasticRounding)) {
+    return streams;
+  }
+  const uint64_t seed =
+      static_cast<uint64_t>(call.schedule_state.template const_data_ptr<double>()[layout::kRoundingSeed]);
+  for (const at::Tensor& step : call.slots[Op::kStep]) {
+    streams.push_back({seed, static_cast<uint32_t>(static_cast<uint64_t>(*step.const_data_ptr<double>()))});
+  }
+  return streams;
+}
+
+// The piece's rounding: its tensor's stream and its first element's global index.
+inline PieceRounding piece_rounding(const std::vector<RoundingStream>& streams, c10::ArrayRef<int64_t> offsets,
+                                    size_t t, int64_t begin) {
+  if (streams.empty()) {
+    return {};
+  }
+  return {streams[t], static_cast<uint64_t>(offsets[t] + begin)};
+}
+
 void run_step(const UpdateCall<AdamStepOp>& call) {
   using Op = AdamStepOp;
   const AdamGroupValues group = adam_group_values(call.schedule_state.const_data_ptr<double>(), call.group_index);
   const ElementSpace space(call.params);
   const bool avx2 = use_avx2();
-  dispatch_update_types(call.params[0].scalar_type(), call.has(Op::kMasterWeights), [&](auto scalar,
-                                                                                       auto master_flag) {
+  const bool round = call.has(Op::kStochasticRounding);
+  dispatch_update_types(call.params[0].scalar_type(), call.state_dtype, call.has(Op::kMasterWeights),
+                        [&](auto scalar, auto state, auto master_flag) {
     using scalar_t = decltype(scalar);
-    using state_t = state_type<scalar_t, decltype(master_flag)::value>;
+    using state_t = decltype(state);
+    constexpr bool kMaster = decltype(master_flag)::value;
     using opmath_t = at::opmath_type<scalar_t>;
     const GradOptions<opmath_t> grad = grad_options<opmath_t>(call);
     std::vector<AdamCoefficients<opmath_t>> coefficients;
@@ -139,20 +211,25 @@ void run_step(const UpdateCall<AdamStepOp>& call) {
       count += 1;
       coefficients.push_back(make_adam_coefficients<opmath_t>(group, grad, adam_step_terms(group, count)));
     }
+    const std::vector<RoundingStream> streams = rounding_streams(call);
     const auto param_data = data_pointers<scalar_t>(call.params);
     const auto grad_data = data_pointers<scalar_t>(call.grads);
     const auto exp_avg_data = data_pointers<state_t>(call.slots[Op::kExpAvg]);
-    const auto exp_avg_sq_data = data_pointers<state_t>(call.slots[Op::kExpAvgSq]);
-    const auto max_exp_avg_sq_data = data_pointers<state_t>(call.slots[Op::kMaxExpAvgSq]);
-    const auto master_data = data_pointers<state_t>(call.slots[Op::kMasterParam]);
-    with_bool(call.has(Op::kAmsgrad), [&](auto amsgrad_flag) {
-      with_bool(call.has(Op::kDecoupledWeightDecay), [&](auto decoupled_flag) {
-        using Elements = AdamElements<scalar_t, decltype(master_flag)::value, decltype(amsgrad_flag)::value,
-                                      decltype(decoupled_flag)::value>;
-        for_each_piece_in_parallel(space, [&](size_t t, int64_t begin, int64_t end) {
-          run_elements<Elements>(avx2, param_data[t] + begin, grad_data[t] + begin, exp_avg_data[t] + begin,
-                                 exp_avg_sq_data[t] + begin, offset_or_null(max_exp_avg_sq_data, t, begin),
-                                 offset_or_null(master_data, t, begin), end - begin, coefficients[t]);
+    using second_t = second_moment_type<scalar_t, state_t, kMaster>;
+    const auto exp_avg_sq_data = data_pointers<second_t>(call.slots[Op::kExpAvgSq]);
+    const auto max_exp_avg_sq_data = data_pointers<second_t>(call.slots[Op::kMaxExpAvgSq]);
+    const auto master_data = data_pointers<float>(call.slots[Op::kMasterParam]);
+    with_rounding<scalar_t, state_t, kMaster>(round, [&](auto round_flag) {
+      with_bool(call.has(Op::kAmsgrad), [&](auto amsgrad_flag) {
+        with_bool(call.has(Op::kDecoupledWeightDecay), [&](auto decoupled_flag) {
+          using Elements = AdamElements<scalar_t, state_t, kMaster, decltype(amsgrad_flag)::value,
+                                        decltype(decoupled_flag)::value, decltype(round_flag)::value>;
+          for_each_piece_in_parallel(space, [&](size_t t, int64_t begin, int64_t end) {
+            run_elements<Elements>(avx2, param_data[t] + begin, grad_data[t] + begin, exp_avg_data[t] + begin,
+                                   exp_avg_sq_data[t] + begin, offset_or_null(max_exp_avg_sq_data, t, begin),
+                                   offset_or_null(master_data, t, begin), end - begin, coefficients[t],
+                                   piece_rounding(streams, call.element_offsets, t, begin));
+          });
         });
       });
     });
@@ -165,31 +242,38 @@ void run_step(const UpdateCall<SgdStepOp>& call) {
   const SgdGroupValues group = sgd_group_values(call.schedule_state.const_data_ptr<double>(), call.group_index);
   const ElementSpace space(call.params);
   const bool avx2 = use_avx2();
+  const bool round = call.has(Op::kStochasticRounding);
   // A momentum buffer has no history while its step counter is 0 (every
   // earlier step was skipped, or none ran): it then becomes the gradient.
   std::vector<char> is_first(call.params.size(), 0);
-  for (size_t i = 0; has_momentum && i < call.params.size(); ++i) {
+  for (size_t i = 0; i < call.slots[Op::kStep].size(); ++i) {
     double& count = *call.slots[Op::kStep][i].mutable_data_ptr<double>();
-    is_first[i] = count == 0.0;
+    is_first[i] = has_momentum && count == 0.0;
     count += 1;
   }
-  dispatch_update_types(call.params[0].scalar_type(), call.has(Op::kMasterWeights), [&](auto scalar,
-                                                                                       auto master_flag) {
+  const std::vector<RoundingStream> streams = rounding_streams(call);
+  dispatch_update_types(call.params[0].scalar_type(), call.state_dtype, call.has(Op::kMasterWeights),
+                        [&](auto scalar, auto state, auto master_flag) {
     using scalar_t = decltype(scalar);
-    using state_t = state_type<scalar_t, decltype(master_flag)::value>;
+    using state_t = decltype(state);
+    constexpr bool kMaster = decltype(master_flag)::value;
     using opmath_t = at::opmath_type<scalar_t>;
     const SgdCoefficients<opmath_t> c =
         make_sgd_coefficients<opmath_t>(group, call.has(Op::kNesterov), grad_options<opmath_t>(call));
     const auto param_data = data_pointers<scalar_t>(call.params);
     const auto grad_data = data_pointers<scalar_t>(call.grads);
     const auto buffer_data = data_pointers<state_t>(call.slots[Op::kMomentumBuffer]);
-    const auto master_data = data_pointers<state_t>(call.slots[Op::kMasterParam]);
-    with_bool(has_momentum, [&](auto momentum_flag) {
-      using Elements = SgdElements<scalar_t, decltype(master_flag)::value, decltype(momentum_flag)::value>;
-      for_each_piece_in_parallel(space, [&](size_t t, int64_t begin, int64_t end) {
-        run_elements<Elements>(avx2, param_data[t] + begin, grad_data[t] + begin,
-                               offset_or_null(buffer_data, t, begin), offset_or_null(master_data, t, begin),
-                               end - begin, is_first[t] != 0, c);
+    const auto master_data = data_pointers<float>(call.slots[Op::kMasterParam]);
+    with_rounding<scalar_t, state_t, kMaster>(round, [&](auto round_flag) {
+      with_bool(has_momentum, [&](auto momentum_flag) {
+        using Elements = SgdElements<scalar_t, state_t, kMaster, decltype(momentum_flag)::value,
+                                     decltype(round_flag)::value>;
+        for_each_piece_in_parallel(space, [&](size_t t, int64_t begin, int64_t end) {
+          run_elements<Elements>(avx2, param_data[t] + begin, grad_data[t] + begin,
+                                 offset_or_null(buffer_data, t, begin), offset_or_null(master_data, t, begin),
+                                 end - begin, is_first[t] != 0, c,
+                                 piece_rounding(streams, call.element_offsets, t, begin));
+        });
       });
     });
   });
@@ -201,9 +285,9 @@ template <typename Op>
 void update_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList states,
                      const at::Tensor& schedule_state, int64_t group_index, int64_t flags,
                      const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf,
-                     const std::optional<at::Tensor>& clip_coef) {
+                     const std::optional<at::Tensor>& clip_coef, c10::ArrayRef<int64_t> element_offsets) {
   const UpdateCall<Op> call = check_update_call<Op>(params, grads, states, schedule_state, group_index, flags,
-                                                    grad_scale, found_inf, clip_coef);
+                                                    grad_scale, found_inf, clip_coef, element_offsets);
   if (params.empty() || step_is_skipped(found_inf)) {
     return;
   }

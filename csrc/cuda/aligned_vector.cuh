@@ -1,7 +1,8 @@
 #pragma once
 // The one vector type of the CUDA kernels: kSize consecutive elements that a
-// thread loads or stores as one access (16 bytes, or 8 for a narrow slot
-// beside float slots), aligned to its own size.
+// thread loads or stores as one access (16 bytes for a kernel's widest slot;
+// a narrower slot's is 8 or 4 bytes, e.g. bfloat16 states beside float or
+// float64 values), aligned to its own size.
 #include <cstdint>
 
 namespace lrsched_fused {

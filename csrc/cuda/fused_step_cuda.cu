@@ -11,18 +11,27 @@
 // writing anything, step counters included.
 //
 // Launches per call of n tensors, with B = ceil(n / tensors per launch)
-// (NOTE: [tensors in kernel arguments]): adam_step_ 2B (per launch of
-// tensors the update, then one thread per tensor advances its step counter),
-// sgd_step_ 2B with momentum (likewise) and B without, schedule_step_ 1. The
-// update reads the step counter before the step: Adam's bias corrections of
-// step + 1 and SGD's "the momentum buffer is new" (step == 0) are computed
-// by thread 0 of each block, in float64, as the CPU kernels compute them.
+// (NOTE: [tensors in kernel arguments]: 406 to 580 tensors): adam_step_ 2B
+// (per launch of tensors the update, then one thread per tensor advances its
+// step counter), sgd_step_ 2B with momentum or stochastic rounding (likewise)
+// and B without, schedule_step_ 1. The update reads the step counter before
+// the step: Adam's bias corrections of step + 1, SGD's "the momentum buffer
+// is new" (step == 0) and stochastic rounding's stream (keyed by step + 1,
+// NOTE: [stochastic rounding]) are computed by thread 0 of each block, in
+// float64, as the CPU kernels compute them.
+//
+// A kernel is a template over the params' dtype (scalar_t, the grads' too),
+// the states' dtype (state_t) and master weights (NOTE: [kernel
+// instantiations]); stochastic rounding is a runtime branch, the same for
+// the whole call.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <map>
 #include <string>
 #include <type_traits>
@@ -31,6 +40,7 @@
 #include "../dispatch.h"
 #include "../op_checks.h"
 #include "../schedule_math.h"
+#include "../stochastic_rounding.h"
 #include "../update_math.h"
 #include "../update_ops.h"
 #include "aligned_vector.cuh"
@@ -43,55 +53,146 @@ namespace {
 
 constexpr int kParam = 0;
 constexpr int kGrad = 1;
+constexpr int kFirstState = 2;      // slots kFirstState.. are the op's states, in state_t
 constexpr int kExpAvg = 2;          // Adam
 constexpr int kExpAvgSq = 3;        // Adam
 constexpr int kMaxExpAvgSq = 4;     // Adam with amsgrad
 constexpr int kMomentumBuffer = 2;  // SGD with momentum
 
-// Where a chunk's values live. The grad is in scalar_t; every other slot in
-// wide_t: scalar_t, or with master weights (NOTE: [master weights]) float,
-// where the param's values are the master's and `rounded_param` (the param)
-// receives them rounded to nearest (c10's float -> bfloat16 and float ->
-// half conversions round to nearest even).
-template <typename scalar_t, bool kMaster, int kDepth>
+// The Philox word that rounds slot s (NOTE: [stochastic rounding]): word 0
+// the param, word 1 + i the i-th state (exp_avg 1, exp_avg_sq 2,
+// max_exp_avg_sq 3; momentum_buffer 1). The grad is never rounded stochastically.
+__device__ __forceinline__ int rounding_word(int s) {
+  return s == kParam ? 0 : s - kFirstState + 1;
+}
+
+// opmath_t -> T for a store: with `round` and a 16-bit T stochastically with
+// `random` (the opmath value made a float first, as on the CPU), else to
+// nearest (c10's float -> bfloat16 / half conversions round to nearest even;
+// a double reaches a 16-bit T through float, as on the CPU).
+template <typename T, typename opmath_t>
+__device__ __forceinline__ T store_as(opmath_t value, bool round, uint32_t random) {
+  if constexpr (is_16_bit_float_v<T>) {
+    const float narrowed = static_cast<float>(value);
+    return round ? round_stochastic<T>(narrowed, random) : T(narrowed);
+  } else {
+    return static_cast<T>(value);
+  }
+}
+
+// A state slot's value: Adam's second moments (slots kExpAvgSq..; SGD has
+// none) are second_t values, bfloat16 kept in the float16 states' two bytes
+// when float16 states were asked for (NOTE: [float16 second moments] in
+// csrc/dispatch.h); every other state is a state_t.
+template <typename second_t, typename state_t>
+constexpr bool kSecondMomentsInBfloat16 = std::is_same_v<state_t, c10::Half> && std::is_same_v<second_t, c10::BFloat16>;
+
+template <typename second_t, typename state_t, typename opmath_t>
+__device__ __forceinline__ opmath_t load_state(int s, state_t raw) {
+  if constexpr (kSecondMomentsInBfloat16<second_t, state_t>) {
+    if (s >= kExpAvgSq) {
+      return static_cast<opmath_t>(c10::BFloat16(raw.x, c10::BFloat16::from_bits()));
+    }
+  }
+  return static_cast<opmath_t>(raw);
+}
+
+template <typename second_t, typename state_t, typename opmath_t>
+__device__ __forceinline__ state_t store_state(int s, opmath_t value, bool round, uint32_t random) {
+  if constexpr (kSecondMomentsInBfloat16<second_t, state_t>) {
+    if (s >= kExpAvgSq) {
+      return state_t(store_as<second_t>(value, round, random).x, state_t::from_bits());
+    }
+  }
+  return store_as<state_t>(value, round, random);
+}
+
+// Whether a kernel stores a value that stochastic rounding rounds: a 16-bit
+// param without master weights, or 16-bit states (when it has states).
+// Without one, the stochastic_rounding flag changes nothing in the kernel
+// and its random bits are not computed.
+template <typename scalar_t, typename state_t, bool kMaster, int kDepth>
+constexpr bool kHasRoundedStores =
+    (is_16_bit_float_v<scalar_t> && !kMaster) || (is_16_bit_float_v<state_t> && kDepth > kFirstState);
+
+// Where a chunk's elements draw their random bits (NOTE: [stochastic
+// rounding]): their tensor's stream this step and the chunk's first element's
+// global index. `on`: the call has stochastic_rounding (the same for every
+// block, so a warp takes one branch).
+struct ChunkRounding {
+  bool on;
+  RoundingStream stream;
+  uint64_t first_index;
+};
+
+// Where a chunk's values live, in three storage types: the grad in
+// scalar_t; slot kParam in value_t, the param's own or with master weights
+// (NOTE: [master weights]) the float master, whose value `rounded_param` (the
+// param) receives rounded to nearest; the states in state_t (the call's state
+// dtype).
+template <typename scalar_t, typename state_t, bool kMaster, int kDepth>
 struct ChunkSlots {
-  using wide_t = state_type<scalar_t, kMaster>;
+  using value_t = param_value_type<scalar_t, kMaster>;
   using opmath_t = at::opmath_type<scalar_t>;
-  wide_t* wide[kDepth];  // every slot but kGrad
+  using second_t = second_moment_type<scalar_t, state_t, kMaster>;
+  static constexpr int kStates = kDepth - kFirstState;
+  value_t* param;
   scalar_t* grad;
+  state_t* states[kStates > 0 ? kStates : 1];  // states[s - kFirstState] is slot s (none for plain SGD)
   scalar_t* rounded_param;  // with master weights; nullptr without
 
   __device__ __forceinline__ opmath_t load(int s, int i) const {
-    return s == kGrad ? static_cast<opmath_t>(grad[i]) : static_cast<opmath_t>(wide[s][i]);
+    if (s == kParam) {
+      return static_cast<opmath_t>(param[i]);
+    }
+    return s == kGrad ? static_cast<opmath_t>(grad[i])
+                      : load_state<second_t, state_t, opmath_t>(s, states[s - kFirstState][i]);
   }
-  __device__ __forceinline__ void store(int s, int i, opmath_t value) const {
-    if (s == kGrad) {
+  // Stores slot s's value, rounded stochastically with `bits` when `round` (store_as).
+  __device__ __forceinline__ void store(int s, int i, opmath_t value, bool round, const PhiloxWords& bits) const {
+    if (s == kParam) {
+      param[i] = store_as<value_t>(value, round, bits.w[0]);
+    } else if (s == kGrad) {
       grad[i] = static_cast<scalar_t>(value);
     } else {
-      wide[s][i] = static_cast<wide_t>(value);
+      states[s - kFirstState][i] = store_state<second_t, state_t>(s, value, round, bits.w[rounding_word(s)]);
     }
   }
 };
 
-// The values of kSize consecutive elements of every slot, in registers.
-template <typename scalar_t, bool kMaster, int kDepth>
+// The values of kSize consecutive elements of every slot, in registers. kSize
+// makes the widest slot's vector 16 bytes, so no vector is larger (a 16-bit
+// slot beside float slots moves 8 bytes, beside float64 ones 4).
+template <typename scalar_t, typename state_t, bool kMaster, int kDepth>
 struct SlotVectors {
-  using wide_t = state_type<scalar_t, kMaster>;
+  using value_t = param_value_type<scalar_t, kMaster>;
   using opmath_t = at::opmath_type<scalar_t>;
-  static constexpr int kSize = 16 / sizeof(wide_t);  // 16-byte accesses to the widest slots
-  using Wide = AlignedVector<wide_t, kSize>;
-  using Narrow = AlignedVector<scalar_t, kSize>;
-  Wide wide[kDepth];  // every slot but kGrad
-  Narrow grad;
+  static constexpr size_t kWidest = std::max({sizeof(scalar_t), sizeof(value_t), sizeof(state_t)});
+  static constexpr int kSize = static_cast<int>(16 / kWidest);
+  using second_t = second_moment_type<scalar_t, state_t, kMaster>;
+  static constexpr int kStates = kDepth - kFirstState;
+  using ValueVector = AlignedVector<value_t, kSize>;
+  using ScalarVector = AlignedVector<scalar_t, kSize>;  // the grad's, and the rounded param's
+  using StateVector = AlignedVector<state_t, kSize>;
+  ValueVector param;
+  ScalarVector grad;
+  StateVector states[kStates > 0 ? kStates : 1];
 
   __device__ __forceinline__ opmath_t get(int s, int k) const {
-    return s == kGrad ? static_cast<opmath_t>(grad.values[k]) : static_cast<opmath_t>(wide[s].values[k]);
+    if (s == kParam) {
+      return static_cast<opmath_t>(param.values[k]);
+    }
+    return s == kGrad ? static_cast<opmath_t>(grad.values[k])
+                      : load_state<second_t, state_t, opmath_t>(s, states[s - kFirstState].values[k]);
   }
-  __device__ __forceinline__ void set(int s, int k, opmath_t value) {
-    if (s == kGrad) {
+  __device__ __forceinline__ void set(int s, int k, opmath_t value, bool round, const PhiloxWords& bits) {
+    if (s == kParam) {
+      param.values[k] = store_as<value_t>(value, round, bits.w[0]);
+    } else if (s == kGrad) {
       grad.values[k] = static_cast<scalar_t>(value);
     } else {
-      wide[s].values[k] = static_cast<wide_t>(value);
+      states[s - kFirstState].values[k] =
+          store_state<second_t, state_t>(s, value, round, bits.w[rounding_word(s)]);
     }
   }
 };
@@ -99,41 +200,54 @@ struct SlotVectors {
 // Applies `update` to every element of a chunk of `count` elements (in
 // opmath_t) and stores the slots whose bit is set in store_mask (the same
 // for the whole call, so a warp takes one branch), and with master weights
-// the param. When every slot is aligned to its vector (a chunk starts
+// the param. With stochastic rounding (NOTE: [stochastic rounding]) each
+// element's Philox words are computed after its update, from its global index
+// (rounding.first_index + its index in the chunk), and round its 16-bit
+// stores. When every slot is aligned to its vector (a chunk starts
 // kChunkElements elements into its tensor, so this is the tensors' own
 // alignment), each thread moves one vector per slot per loop; the last
 // count % kSize elements, or the whole chunk of a misaligned tensor, go
 // element by element, kILP per thread in flight. Both are coalesced across
 // the block.
-template <typename scalar_t, bool kMaster, int kDepth, typename Update>
-__device__ __forceinline__ void apply_to_chunk(const ChunkSlots<scalar_t, kMaster, kDepth>& chunk, int count,
-                                               unsigned store_mask, const Update& update) {
+template <typename scalar_t, typename state_t, bool kMaster, int kDepth, typename Update>
+__device__ __forceinline__ void apply_to_chunk(const ChunkSlots<scalar_t, state_t, kMaster, kDepth>& chunk,
+                                               int count, unsigned store_mask, const ChunkRounding& rounding,
+                                               const Update& update) {
   using opmath_t = at::opmath_type<scalar_t>;
-  using Vectors = SlotVectors<scalar_t, kMaster, kDepth>;
-  using Wide = typename Vectors::Wide;
-  using Narrow = typename Vectors::Narrow;
+  using Vectors = SlotVectors<scalar_t, state_t, kMaster, kDepth>;
+  using ValueVector = typename Vectors::ValueVector;
+  using ScalarVector = typename Vectors::ScalarVector;
+  using StateVector = typename Vectors::StateVector;
   constexpr int kSize = Vectors::kSize;
   constexpr int kILP = 4;
   const auto stored = [&](int s) { return ((store_mask >> s) & 1u) != 0; };
-  bool aligned =
-      is_vector_aligned<Narrow>(chunk.grad) && (!kMaster || is_vector_aligned<Narrow>(chunk.rounded_param));
+  // Folded to false at compile time for a kernel with no store to round.
+  const bool round = kHasRoundedStores<scalar_t, state_t, kMaster, kDepth> && rounding.on;
+  const auto words_of = [&](int i) {  // element i of the chunk
+    PhiloxWords bits{};
+    if (round) {
+      bits = rounding_words(rounding.stream, rounding.first_index + static_cast<uint64_t>(i));
+    }
+    return bits;
+  };
+  bool aligned = is_vector_aligned<ValueVector>(chunk.param) && is_vector_aligned<ScalarVector>(chunk.grad) &&
+                 (!kMaster || is_vector_aligned<ScalarVector>(chunk.rounded_param));
 #pragma unroll
-  for (int s = 0; s < kDepth; ++s) {
-    aligned = aligned && (s == kGrad || is_vector_aligned<Wide>(chunk.wide[s]));
+  for (int s = kFirstState; s < kDepth; ++s) {
+    aligned = aligned && is_vector_aligned<StateVector>(chunk.states[s - kFirstState]);
   }
   int scalar_begin = 0;
   if (aligned) {
     const int vectors = count / kSize;
     for (int v = threadIdx.x; v < vectors; v += kBlockThreads) {
       Vectors loaded;
-      loaded.grad = reinterpret_cast<const Narrow*>(chunk.grad)[v];
+      loaded.param = reinterpret_cast<const ValueVector*>(chunk.param)[v];
+      loaded.grad = reinterpret_cast<const ScalarVector*>(chunk.grad)[v];
 #pragma unroll
-      for (int s = 0; s < kDepth; ++s) {
-        if (s != kGrad) {
-          loaded.wide[s] = reinterpret_cast<const Wide*>(chunk.wide[s])[v];
-        }
+      for (int s = kFirstState; s < kDepth; ++s) {
+        loaded.states[s - kFirstState] = reinterpret_cast<const StateVector*>(chunk.states[s - kFirstState])[v];
       }
-      Narrow rounded;
+      ScalarVector rounded;
 #pragma unroll
       for (int k = 0; k < kSize; ++k) {
         opmath_t values[kDepth];
@@ -142,23 +256,27 @@ __device__ __forceinline__ void apply_to_chunk(const ChunkSlots<scalar_t, kMaste
           values[s] = loaded.get(s, k);
         }
         update(values);
+        const PhiloxWords bits = words_of(v * kSize + k);
 #pragma unroll
         for (int s = 0; s < kDepth; ++s) {
-          loaded.set(s, k, values[s]);
+          loaded.set(s, k, values[s], round, bits);
         }
         rounded.values[k] = static_cast<scalar_t>(values[kParam]);
       }
+      if (stored(kParam)) {
+        reinterpret_cast<ValueVector*>(chunk.param)[v] = loaded.param;
+      }
       if (stored(kGrad)) {
-        reinterpret_cast<Narrow*>(chunk.grad)[v] = loaded.grad;
+        reinterpret_cast<ScalarVector*>(chunk.grad)[v] = loaded.grad;
       }
 #pragma unroll
-      for (int s = 0; s < kDepth; ++s) {
-        if (s != kGrad && stored(s)) {
-          reinterpret_cast<Wide*>(chunk.wide[s])[v] = loaded.wide[s];
+      for (int s = kFirstState; s < kDepth; ++s) {
+        if (stored(s)) {
+          reinterpret_cast<StateVector*>(chunk.states[s - kFirstState])[v] = loaded.states[s - kFirstState];
         }
       }
       if constexpr (kMaster) {
-        reinterpret_cast<Narrow*>(chunk.rounded_param)[v] = rounded;
+        reinterpret_cast<ScalarVector*>(chunk.rounded_param)[v] = rounded;
       }
     }
     scalar_begin = vectors * kSize;
@@ -180,10 +298,11 @@ __device__ __forceinline__ void apply_to_chunk(const ChunkSlots<scalar_t, kMaste
       const int i = start + k * kBlockThreads + static_cast<int>(threadIdx.x);
       if (i < count) {
         update(values[k]);
+        const PhiloxWords bits = words_of(i);
 #pragma unroll
         for (int s = 0; s < kDepth; ++s) {
           if (stored(s)) {
-            chunk.store(s, i, values[k][s]);
+            chunk.store(s, i, values[k][s], round, bits);
           }
         }
         if constexpr (kMaster) {
@@ -197,15 +316,19 @@ __device__ __forceinline__ void apply_to_chunk(const ChunkSlots<scalar_t, kMaste
 // NOTE: [launch bounds]
 // 256 threads per block, and at least kMinBlocksPerSm blocks resident per SM,
 // which caps a thread at 65536 / (256 * 4) = 64 registers (50% occupancy on
-// sm_80/sm_90). Estimate for the deepest kernel, amsgrad: five 16-byte
-// vectors in flight (20 registers), one element's five opmath values (5, or
-// 10 in fp64), the coefficients (12, or 24 in fp64), five slot pointers (10),
-// indices and the loop (~8): ~55 in fp32/bf16, ~77 in fp64 before the
-// compiler shortens live ranges. A memory-bound update needs no more than
-// 50%: 1024 resident threads x 5 vectors x 16 B = 80 KB in flight per SM,
-// several times what an H100/H200 SM needs to cover DRAM latency. `-Xptxas -v`
-// (nvcc 13.0, sm_90) reports 44 to 64 registers for the update and grad norm
-// kernels at this bound, no spills, 0-byte stack frames.
+// sm_80/sm_90). Estimate for the deepest kernel, amsgrad: five vectors of
+// at most 16 bytes in flight (20 registers), one element's five opmath values
+// (5, or 10 in fp64), the coefficients (12, or 24 in fp64), five slot
+// pointers (10), indices and the loop (~8), and with stochastic rounding an
+// element's Philox counter, key and words (~8): ~55 in fp32/bf16, ~77 in
+// fp64 before the compiler shortens live ranges. A memory-bound update needs
+// no more than 50%: 1024 resident threads x 5 vectors x 16 B = 80 KB in
+// flight per SM, several times what an H100/H200 SM needs to cover DRAM
+// latency. `-Xptxas -v` (nvcc 13.0) reports 45 to 64 registers for the 114
+// update kernels (76 adam_chunk_kernel, 38 sgd_chunk_kernel, each on sm_80
+// and sm_90) at this bound, no spills, 0-byte stack frames; the grad norm
+// kernels (grad_norm_cuda.cu, 44 to 64 registers, no spills) were measured
+// before the states got their own dtype and not re-measured since.
 constexpr int kMinBlocksPerSm = 4;
 
 // What every update kernel reads besides its tensors: the group's block of
@@ -217,6 +340,7 @@ struct StepInputs {
   DeviceScalar grad_scale;  // data == nullptr without
   DeviceScalar found_inf;
   DeviceScalar clip_coef;  // gradient clipping's coefficient (NOTE: [grad norm]); data == nullptr without
+  bool stochastic_rounding;  // NOTE: [stochastic rounding]; the seed is schedule_state[layout::kRoundingSeed]
 };
 
 // One thread per tensor of a launch, after its update kernel: advances the
@@ -230,38 +354,50 @@ __global__ void advance_steps_kernel(const LRSCHED_FUSED_GRID_CONSTANT TensorBat
   }
 }
 
-// A block's work: its chunk's slots, its element count and what make() derived.
-template <typename scalar_t, bool kMaster, int kDepth, typename Values>
+// A block's work: its chunk's slots, its element count, where its random
+// bits come from and what make() derived.
+template <typename scalar_t, typename state_t, bool kMaster, int kDepth, typename Values>
 struct BlockPlan {
-  ChunkSlots<scalar_t, kMaster, kDepth> slots;
+  ChunkSlots<scalar_t, state_t, kMaster, kDepth> slots;
   int count;
+  ChunkRounding rounding;
   Values values;
 };
 
 // Thread 0 finds the block's tensor and chunk, its slots from the chunk's
-// first element, and computes make(step before this step (0 without a
-// counter), grad_scale, clip_coef) (float64); every thread then reads the
-// plan from shared memory. nullptr: found_inf is set, the step is skipped.
-template <typename scalar_t, bool kMaster, int kDepth, typename Values, typename Make>
-__device__ const BlockPlan<scalar_t, kMaster, kDepth, Values>* plan_block(
+// first element, with stochastic rounding its rounding (the stream of the
+// step after this one's increment, step before + 1, as the CPU's), and
+// computes make(step before this step (0 without a counter), grad_scale,
+// clip_coef) (float64); every thread then reads the plan from shared memory.
+// nullptr: found_inf is set, the step is skipped.
+template <typename scalar_t, typename state_t, bool kMaster, int kDepth, typename Values, typename Make>
+__device__ const BlockPlan<scalar_t, state_t, kMaster, kDepth, Values>* plan_block(
     const TensorBatch<UpdateEntry<kDepth>>& batch, const StepInputs& in, const Make& make) {
-  using wide_t = state_type<scalar_t, kMaster>;
+  using value_t = param_value_type<scalar_t, kMaster>;
   __shared__ bool skipped;
-  __shared__ BlockPlan<scalar_t, kMaster, kDepth, Values> plan;
+  __shared__ BlockPlan<scalar_t, state_t, kMaster, kDepth, Values> plan;
   if (threadIdx.x == 0) {
     skipped = is_set(in.found_inf);
     if (!skipped) {
       const chunk_plan::ChunkRef chunk = block_chunk(batch);
       const UpdateEntry<kDepth>& entry = batch.entries[chunk.tensor];
-#pragma unroll
-      for (int s = 0; s < kDepth; ++s) {
-        void* base = kMaster && s == kParam ? static_cast<void*>(entry.master) : entry.slots[s];
-        plan.slots.wide[s] = s == kGrad ? nullptr : static_cast<wide_t*>(base) + chunk.begin;
-      }
+      void* values = kMaster ? static_cast<void*>(entry.master) : entry.slots[kParam];
+      plan.slots.param = static_cast<value_t*>(values) + chunk.begin;
       plan.slots.grad = static_cast<scalar_t*>(entry.slots[kGrad]) + chunk.begin;
+#pragma unroll
+      for (int s = kFirstState; s < kDepth; ++s) {
+        plan.slots.states[s - kFirstState] = static_cast<state_t*>(entry.slots[s]) + chunk.begin;
+      }
       plan.slots.rounded_param = kMaster ? static_cast<scalar_t*>(entry.slots[kParam]) + chunk.begin : nullptr;
       plan.count = chunk.count;
       const double step_before = entry.step != nullptr ? *entry.step : 0.0;
+      ChunkRounding rounding{in.stochastic_rounding, {0, 0}, 0};
+      if (in.stochastic_rounding) {
+        rounding.stream.seed = static_cast<uint64_t>(in.schedule_state[layout::kRoundingSeed]);
+        rounding.stream.step = static_cast<uint32_t>(static_cast<uint64_t>(step_before + 1.0));
+        rounding.first_index = static_cast<uint64_t>(entry.element_offset + chunk.begin);
+      }
+      plan.rounding = rounding;
       const double scale = in.grad_scale.data != nullptr ? load_scalar(in.grad_scale) : 1.0;
       const double clip = in.clip_coef.data != nullptr ? load_scalar(in.clip_coef) : 1.0;
       plan.values = make(step_before, scale, clip);
@@ -272,21 +408,22 @@ __device__ const BlockPlan<scalar_t, kMaster, kDepth, Values>* plan_block(
 }
 
 // Runs `update` over the block's chunk (apply_to_chunk), every pointer a global one.
-template <typename scalar_t, bool kMaster, int kDepth, typename Values, typename Update>
-__device__ __forceinline__ void apply_to_block(const BlockPlan<scalar_t, kMaster, kDepth, Values>& plan,
+template <typename scalar_t, typename state_t, bool kMaster, int kDepth, typename Values, typename Update>
+__device__ __forceinline__ void apply_to_block(const BlockPlan<scalar_t, state_t, kMaster, kDepth, Values>& plan,
                                                unsigned store_mask, const Update& update) {
-  ChunkSlots<scalar_t, kMaster, kDepth> slots = plan.slots;
-#pragma unroll
-  for (int s = 0; s < kDepth; ++s) {
-    if (s != kGrad) {
-      __builtin_assume(__isGlobal(slots.wide[s]));  // tensor memory: global loads and stores, not generic ones
-    }
-  }
+  ChunkSlots<scalar_t, state_t, kMaster, kDepth> slots = plan.slots;
+  // tensor memory: global loads and stores, not generic ones
+  __builtin_assume(__isGlobal(slots.param));
   __builtin_assume(__isGlobal(slots.grad));
+#pragma unroll
+  for (int s = kFirstState; s < kDepth; ++s) {
+    __builtin_assume(__isGlobal(slots.states[s - kFirstState]));
+  }
   if constexpr (kMaster) {
     __builtin_assume(__isGlobal(slots.rounded_param));
   }
-  apply_to_chunk<scalar_t, kMaster, kDepth>(slots, plan.count, store_mask, update);
+  const ChunkRounding rounding = plan.rounding;
+  apply_to_chunk<scalar_t, state_t, kMaster, kDepth>(slots, plan.count, store_mask, rounding, update);
 }
 
 // The slots a kernel stores: its own, and the grads when they were unscaled in place.
@@ -299,7 +436,7 @@ struct AdamArgs {
   bool maximize;
 };
 
-template <typename scalar_t, bool kMaster, bool kAmsgrad, bool kDecoupled>
+template <typename scalar_t, typename state_t, bool kMaster, bool kAmsgrad, bool kDecoupled>
 __global__ void __launch_bounds__(kBlockThreads, kMinBlocksPerSm)
     adam_chunk_kernel(const LRSCHED_FUSED_GRID_CONSTANT TensorBatch<UpdateEntry<kAmsgrad ? 5 : 4>> batch,
                       AdamArgs args) {
@@ -307,7 +444,7 @@ __global__ void __launch_bounds__(kBlockThreads, kMinBlocksPerSm)
   constexpr int kDepth = kAmsgrad ? 5 : 4;
   const unsigned store_mask = store_mask_of(
       (1u << kParam) | (1u << kExpAvg) | (1u << kExpAvgSq) | (kAmsgrad ? 1u << kMaxExpAvgSq : 0u), args.in);
-  const auto* plan = plan_block<scalar_t, kMaster, kDepth, AdamCoefficients<opmath_t>>(
+  const auto* plan = plan_block<scalar_t, state_t, kMaster, kDepth, AdamCoefficients<opmath_t>>(
       batch, args.in, [&](double step_before, double scale, double clip) {
         const AdamGroupValues group = adam_group_values(args.in.schedule_state, args.in.group_index);
         const GradOptions<opmath_t> grad = make_grad_options<opmath_t>(
@@ -342,14 +479,14 @@ struct SgdBlockValues {
   bool first_step;
 };
 
-template <typename scalar_t, bool kMaster, bool kMomentum>
+template <typename scalar_t, typename state_t, bool kMaster, bool kMomentum>
 __global__ void __launch_bounds__(kBlockThreads, kMinBlocksPerSm)
     sgd_chunk_kernel(const LRSCHED_FUSED_GRID_CONSTANT TensorBatch<UpdateEntry<kMomentum ? 3 : 2>> batch,
                      SgdArgs args) {
   using opmath_t = at::opmath_type<scalar_t>;
   constexpr int kDepth = kMomentum ? 3 : 2;
   const unsigned store_mask = store_mask_of((1u << kParam) | (kMomentum ? 1u << kMomentumBuffer : 0u), args.in);
-  const auto* plan = plan_block<scalar_t, kMaster, kDepth, SgdBlockValues<opmath_t>>(
+  const auto* plan = plan_block<scalar_t, state_t, kMaster, kDepth, SgdBlockValues<opmath_t>>(
       batch, args.in, [&](double step_before, double scale, double clip) {
         const GradOptions<opmath_t> grad = make_grad_options<opmath_t>(
             args.maximize, args.in.grad_scale.data != nullptr, scale, args.in.clip_coef.data != nullptr, clip);
@@ -381,7 +518,7 @@ StepInputs step_inputs(const UpdateCall<Op>& call) {
   return {state.const_data_ptr<double>(), call.group_index,
           device_scalar(call.grad_scale, state, "schedule_state", "grad_scale"),
           device_scalar(call.found_inf, state, "schedule_state", "found_inf"),
-          device_scalar(call.clip_coef, state, "schedule_state", "clip_coef")};
+          device_scalar(call.clip_coef, state, "schedule_state", "clip_coef"), call.has(Op::kStochasticRounding)};
 }
 
 // The schedule program travels in the kernel's arguments (NOTE: [schedule program]).
@@ -405,12 +542,13 @@ __global__ void schedule_step_kernel(double* schedule_state, int64_t num_groups,
 
 // Launches `kernel` (taking a TensorBatch<UpdateEntry<kDepth>> and `args`)
 // over the tensors of `slots` (param, grad, then the states, in the kernel's
-// slot order), with their master weights and step counters when given; after
-// each update launch, with step counters, the launch that advances them
-// (NOTE: [tensors in kernel arguments]).
+// slot order), with their master weights, step counters and element offsets
+// (stochastic rounding) when given; after each update launch, with step
+// counters, the launch that advances them (NOTE: [tensors in kernel arguments]).
 template <int kDepth, typename Args>
 void launch_update(void (*kernel)(TensorBatch<UpdateEntry<kDepth>>, Args), const std::vector<at::TensorList>& slots,
-                   at::TensorList masters, at::TensorList steps, const Args& args, cudaStream_t stream) {
+                   at::TensorList masters, at::TensorList steps, c10::ArrayRef<int64_t> element_offsets,
+                   const Args& args, cudaStream_t stream) {
   using Entry = UpdateEntry<kDepth>;
   static_assert(fits_in_arguments<Entry, Args>(), "an update launch's arguments fit");
   TORCH_INTERNAL_ASSERT(slots.size() == static_cast<size_t>(kDepth));
@@ -425,6 +563,7 @@ void launch_update(void (*kernel)(TensorBatch<UpdateEntry<kDepth>>, Args), const
     }
     entry.master = masters.empty() ? nullptr : masters[t].mutable_data_ptr<float>();
     entry.step = steps.empty() ? nullptr : steps[t].mutable_data_ptr<double>();
+    entry.element_offset = element_offsets.empty() ? 0 : element_offsets[t];
   };
   for_each_launch<Entry>(launches_of<Entry>(numels), fill, [&](const TensorBatch<Entry>& batch,
                                                                const chunk_plan::Launch& launch) {
@@ -449,14 +588,16 @@ void run_step(const UpdateCall<AdamStepOp>& call, const StepInputs& in, cudaStre
     slots.push_back(call.slots[Op::kMaxExpAvgSq]);
   }
   const AdamArgs args{in, call.has(Op::kMaximize)};
-  dispatch_update_types(call.params[0].scalar_type(), call.has(Op::kMasterWeights), [&](auto scalar,
-                                                                                       auto master_flag) {
+  dispatch_update_types(call.params[0].scalar_type(), call.state_dtype, call.has(Op::kMasterWeights),
+                        [&](auto scalar, auto state, auto master_flag) {
     using scalar_t = decltype(scalar);
+    using state_t = decltype(state);
     with_bool(amsgrad, [&](auto amsgrad_flag) {
       with_bool(call.has(Op::kDecoupledWeightDecay), [&](auto decoupled_flag) {
-        launch_update(&adam_chunk_kernel<scalar_t, decltype(master_flag)::value, decltype(amsgrad_flag)::value,
-                                         decltype(decoupled_flag)::value>,
-                      slots, call.slots[Op::kMasterParam], call.slots[Op::kStep], args, stream);
+        launch_update(&adam_chunk_kernel<scalar_t, state_t, decltype(master_flag)::value,
+                                         decltype(amsgrad_flag)::value, decltype(decoupled_flag)::value>,
+                      slots, call.slots[Op::kMasterParam], call.slots[Op::kStep], call.element_offsets, args,
+                      stream);
       });
     });
   });
@@ -470,12 +611,15 @@ void run_step(const UpdateCall<SgdStepOp>& call, const StepInputs& in, cudaStrea
     slots.push_back(call.slots[Op::kMomentumBuffer]);
   }
   const SgdArgs args{in, call.has(Op::kNesterov), call.has(Op::kMaximize)};
-  dispatch_update_types(call.params[0].scalar_type(), call.has(Op::kMasterWeights), [&](auto scalar,
-                                                                                       auto master_flag) {
+  // The step counters (call.slots[Op::kStep]) are there with momentum or stochastic rounding.
+  dispatch_update_types(call.params[0].scalar_type(), call.state_dtype, call.has(Op::kMasterWeights),
+                        [&](auto scalar, auto state, auto master_flag) {
     using scalar_t = decltype(scalar);
+    using state_t = decltype(state);
     with_bool(has_momentum, [&](auto momentum_flag) {
-      launch_update(&sgd_chunk_kernel<scalar_t, decltype(master_flag)::value, decltype(momentum_flag)::value>,
-                    slots, call.slots[Op::kMasterParam], call.slots[Op::kStep], args, stream);
+      launch_update(
+          &sgd_chunk_kernel<scalar_t, state_t, decltype(master_flag)::value, decltype(momentum_flag)::value>,
+          slots, call.slots[Op::kMasterParam], call.slots[Op::kStep], call.element_offsets, args, stream);
     });
   });
 }
@@ -486,9 +630,9 @@ template <typename Op>
 void update_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList states,
                       const at::Tensor& schedule_state, int64_t group_index, int64_t flags,
                       const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf,
-                      const std::optional<at::Tensor>& clip_coef) {
+                      const std::optional<at::Tensor>& clip_coef, c10::ArrayRef<int64_t> element_offsets) {
   const UpdateCall<Op> call = check_update_call<Op>(params, grads, states, schedule_state, group_index, flags,
-                                                    grad_scale, found_inf, clip_coef);
+                                                    grad_scale, found_inf, clip_coef, element_offsets);
   const StepInputs in = step_inputs(call);
   if (params.empty()) {
     return;

@@ -8,12 +8,14 @@
 // TensorBatch of up to kCapacity entries, one per tensor: its slot addresses
 // (param, grad, states), the fp32 master weights' address (nullptr without,
 // NOTE: [master weights]), its float64 step counter's address (nullptr
-// without), its numel and its first chunk within the launch. The argument is
-// __grid_constant__, read in place, never copied to local memory. CUDA >=
-// 12.1 on Volta and later takes 32764 bytes of arguments, so a launch carries
-// 677 tensors of plain SGD (48-byte entries), 580 of SGD with momentum (56),
-// 507 of Adam (64), 451 of Adam with amsgrad (72) and 1015 grads of a grad
-// norm (32); older toolkits' 4 KB carry 59 and fewer.
+// without), its first element's global index (stochastic rounding's, NOTE:
+// [stochastic rounding]; 0 without), its numel and its first chunk within the
+// launch. The argument is __grid_constant__, read in place, never copied to
+// local memory. CUDA >= 12.1 on Volta and later takes 32764 bytes of
+// arguments, so a launch carries 580 tensors of plain SGD (56-byte entries),
+// 507 of SGD with momentum (64), 451 of Adam (72), 406 of Adam with amsgrad
+// (80) and 1015 grads of a grad norm (32); older toolkits' 4 KB carry 68, 59,
+// 53, 47 and 119.
 //
 // The host cuts a call's tensors, in order, into launches of at most that
 // many tensors (chunk_plan.h, checked against brute force by
@@ -21,12 +23,12 @@
 // finds its tensor by a binary search over the launch's first chunks, so
 // every chunk of every tensor belongs to exactly one block of one launch. So
 // a call of n tensors costs B = ceil(n / kCapacity) update launches (for
-// Adam, and SGD with momentum, each followed by a launch that advances the
-// step counters), and host work linear in n: an entry written per tensor and
-// each launch's argument block (up to 32 KB) copied by the driver when it is
-// enqueued. A model of 10,000 parameter tensors in one group steps Adam in
-// 2 x 20 launches; torch's multi_tensor_apply takes 36 tensors per Adam
-// launch, ~280 launches.
+// Adam, and SGD with momentum or stochastic rounding, each followed by a
+// launch that advances the step counters), and host work linear in n: an
+// entry written per tensor and each launch's argument block (up to 32 KB)
+// copied by the driver when it is enqueued. A model of 10,000 parameter
+// tensors in one group steps Adam in 2 x 23 launches; torch's
+// multi_tensor_apply takes 36 tensors per Adam launch, ~280 launches.
 //
 // Why arguments and not a device-side table cached across calls (the design
 // before this one, which did one launch per call whatever n): arguments are
@@ -36,8 +38,8 @@
 // nodes (a replay reads the tensors at the addresses of the capture, as every
 // captured kernel does). The cache needed keys, LRU eviction, graph user
 // objects holding its buffers, uploads, and a second array for grads that
-// moved; the arguments cost a launch per ~500 tensors. For a first run on a
-// GPU the simpler launcher is the safer one.
+// moved; the arguments cost a launch per 406 to 580 tensors. For a first
+// run on a GPU the simpler launcher is the safer one.
 #include <ATen/core/Tensor.h>
 #include <c10/cuda/CUDAException.h>
 #include <cuda_runtime.h>
@@ -76,6 +78,7 @@ struct UpdateEntry {
   void* slots[kDepth];
   float* master;  // the fp32 master weights (NOTE: [master weights]); nullptr without
   double* step;   // the float64 step counter; nullptr without
+  int64_t element_offset;  // the first element's global index (NOTE: [stochastic rounding]); 0 without
   int64_t numel;
   int64_t first_chunk;  // within the launch
 };
