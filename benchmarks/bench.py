@@ -20,25 +20,37 @@ row is one entry in a table.
 
 NOTE: [byte model]
 GB/s counts the bytes a step must move per parameter, the same for every
-implementation: SGD with momentum reads p, g, buf and writes p, buf (5
-elements); Adam/AdamW read p, g, exp_avg, exp_avg_sq and write p, exp_avg,
-exp_avg_sq (7 elements); with gradient clipping ("+clip" rows) the grads must
-also be read once for the global norm before any update (one element more:
-ours reads them twice; torch's recipe, clip_grad_norm_ then the step, reads
-them three times and writes them once, 3 more). An element is the parameter dtype's size (4 B fp32,
-2 B bf16; the optimizer state has the parameter's dtype), so Adam fp32 is
-28 B/param. "bf16+master" (master_weights=True, NOTE: [master weights]):
-bf16 parameter and grad, fp32 master and states; Adam reads g (2 B), master
-and exp_avg, exp_avg_sq (12 B) and writes p (2 B), master and the states
-(12 B): 28 B/param, SGD with momentum 2 + 8 + 2 + 8 = 20 B/param, the same
-bytes as fp32. Its torch competitors step fp32 copies of the parameters with
-fp32 grads (cast before timing) and write the bf16 weights back with
+implementation but in "fp32+bf16 states" (below): SGD with momentum reads p,
+g, buf and writes p, buf (5 elements); Adam/AdamW read p, g, exp_avg,
+exp_avg_sq and write p, exp_avg, exp_avg_sq (7 elements); with gradient
+clipping ("+clip" rows) the grads must also be read once for the global norm
+before any update (one element more: ours reads them twice; torch's recipe,
+clip_grad_norm_ then the step, reads them three times and writes them once, 3
+more). An element is the parameter dtype's size (4 B fp32, 2 B bf16; the
+optimizer state has the parameter's dtype), so Adam fp32 is 28 B/param.
+"bf16+master" (master_weights=True, NOTE: [master weights]): bf16 parameter
+and grad, fp32 master and states; Adam reads g (2 B), master and exp_avg,
+exp_avg_sq (12 B) and writes p (2 B), master and the states (12 B): 28
+B/param, SGD with momentum 2 + 8 + 2 + 8 = 20 B/param, the same bytes as
+fp32. Its torch competitors step fp32 copies of the parameters with fp32
+grads (cast before timing) and write the bf16 weights back with
 ``torch._foreach_copy_``: the same trajectory, the way one gets it from torch.
-The ceiling is ``a.add_(b, alpha=s)`` on one tensor with the
-workload's element count (reads a, b, writes a: 3 elements; on a GPU the
-device-copy bandwidth), timed in the same round-robin as the optimizers, so
-"share" is a fraction of what this machine's memory system sustains for an
-in-place update at that moment.
+"bf16+SR" (stochastic_rounding=True): bf16 parameters and states, as "bf16",
+and the same bytes (Adam 14 B/param, SGD 10 B/param: the random bits are
+computed where each element is, not loaded); its torch competitors are their
+bf16 optimizers (round to nearest) on the same bf16 parameters.
+"fp32+bf16 states" (state_dtype=torch.bfloat16): fp32 parameters and grads,
+bf16 states, so the bytes differ by implementation and each row's GB/s (and
+bytes_per_param) is from its own: ours (and ours+cudagraph) reads p, g (8 B),
+exp_avg, exp_avg_sq (4 B) and writes p (4 B) and the states (4 B): Adam 20
+B/param, SGD with momentum 4 + 4 + 2 + 4 + 2 = 16 B/param; its torch
+competitors are their fp32 optimizers on the same fp32 parameters, with fp32
+states: 28 and 20 B/param, as "fp32".
+The ceiling is ``a.add_(b, alpha=s)`` on one tensor with the workload's
+element count (reads a, b, writes a: 3 elements; on a GPU the device-copy
+bandwidth), timed in the same round-robin as the optimizers, so "share" is a
+fraction of what this machine's memory system sustains for an in-place update
+at that moment.
 
 NOTE: [host cost]
 The host-* workloads are tensors of 16 elements: the arithmetic is
@@ -174,10 +186,15 @@ CLIP_ELEMENTS_MOVED = 1  # the norm's read of the grads (NOTE: [byte model])
 # clip leaves the grads that every implementation shares unchanged.
 CLIP_MAX_NORM = 1e30
 MASTER_BYTES_PER_PARAM = {"SGD": 20, "Adam": 28, "AdamW": 28}  # bf16+master, NOTE: [byte model]
+# fp32+bf16 states, ours only (torch's fp32 competitors move BYTES_PER_ELEMENT_MOVED fp32 elements), NOTE: [byte model]
+BF16_STATES_BYTES_PER_PARAM = {"SGD": 16, "Adam": 20, "AdamW": 20}
 CEILING_ELEMENTS_MOVED = 3
 STATE_TENSORS = {"SGD": 1, "Adam": 2, "AdamW": 2}
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "bf16+master": torch.bfloat16}
-MASTER_WEIGHT_DTYPES = ("bf16+master",)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "bf16+master": torch.bfloat16,
+          "bf16+SR": torch.bfloat16, "fp32+bf16 states": torch.float32}  # the parameters' dtype
+MASTER_WEIGHT_DTYPES = ("bf16+master",)  # ours with master_weights=True
+STOCHASTIC_ROUNDING_DTYPES = ("bf16+SR",)  # ours with stochastic_rounding=True
+BF16_STATE_DTYPES = ("fp32+bf16 states",)  # ours with state_dtype=torch.bfloat16
 
 TORCH_OPTIMIZER = {"SGD": torch.optim.SGD, "Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}
 OUR_OPTIMIZER = {"SGD": FusedSGD, "Adam": FusedAdam, "AdamW": FusedAdamW}
@@ -325,7 +342,10 @@ def build_ours(config: Config, inputs: Inputs) -> Step:
     clipping = dict(max_grad_norm=CLIP_MAX_NORM) if config.clip else {}
     optimizer = OUR_OPTIMIZER[config.optimizer](inputs.fresh_params(), **OPTIMIZERS[config.optimizer],
                                                 schedule=schedule,
-                                                master_weights=config.dtype in MASTER_WEIGHT_DTYPES, **clipping)
+                                                master_weights=config.dtype in MASTER_WEIGHT_DTYPES,
+                                                stochastic_rounding=config.dtype in STOCHASTIC_ROUNDING_DTYPES,
+                                                state_dtype=torch.bfloat16 if config.dtype in BF16_STATE_DTYPES
+                                                else None, **clipping)
     return _step_and_schedule(optimizer, optimizer.schedule_step, config, inputs)
 
 
@@ -376,6 +396,8 @@ class Competitor:
 
 CEILING = "add_ ceiling"
 OURS = "ours"
+OURS_GRAPH = "ours+cudagraph"
+OUR_IMPLS = (OURS, OURS_GRAPH)  # built by build_ours: ours' byte model where it differs (NOTE: [byte model])
 REFERENCE = "torch-fused"  # the pair the summary compares ours with
 COMPETITORS: Dict[str, Competitor] = {
     CEILING: Competitor(build_ceiling, ("cpu", "cuda"), "a.add_(b, alpha) on one tensor of the workload's size"),
@@ -385,7 +407,7 @@ COMPETITORS: Dict[str, Competitor] = {
     "torch-tensor-lr": Competitor(build_torch_tensor_lr, ("cuda",),
                                   "torch capturable (Adam) / fused (SGD) with a tensor lr + torch scheduler"),
     OURS: Competitor(build_ours, ("cpu", "cuda"), "ours, eager: step() + schedule_step()"),
-    "ours+cudagraph": Competitor(build_ours_graph, ("cuda",), "ours, one step captured in a CUDA graph, replayed"),
+    OURS_GRAPH: Competitor(build_ours_graph, ("cuda",), "ours, one step captured in a CUDA graph, replayed"),
     "deepspeed-cpu-adam": Competitor(build_deepspeed_cpu_adam, ("cpu",), "DeepSpeedCPUAdam + torch scheduler",
                                      available=deepspeed_importable),
 }
@@ -507,10 +529,15 @@ def run_config(config: Config, inputs: Inputs, impls: Sequence[str], args, timer
         optimizer_bytes = inputs.numel * MASTER_BYTES_PER_PARAM[config.optimizer]
     else:
         optimizer_bytes = inputs.numel * element_size * BYTES_PER_ELEMENT_MOVED[config.optimizer]
+    if config.dtype in BF16_STATE_DTYPES:  # ours moves fewer bytes than torch's fp32 competitors
+        our_bytes = inputs.numel * BF16_STATES_BYTES_PER_PARAM[config.optimizer]
+    else:
+        our_bytes = optimizer_bytes
     if config.clip:
         optimizer_bytes += inputs.numel * element_size * CLIP_ELEMENTS_MOVED
-    moved = {impl: inputs.numel * element_size * CEILING_ELEMENTS_MOVED if impl == CEILING else optimizer_bytes
-             for impl in impls}
+        our_bytes += inputs.numel * element_size * CLIP_ELEMENTS_MOVED
+    moved = {impl: inputs.numel * element_size * CEILING_ELEMENTS_MOVED if impl == CEILING
+             else our_bytes if impl in OUR_IMPLS else optimizer_bytes for impl in impls}
     medians = {impl: statistics.median(t) for impl, t in times.items()}
     ceiling_gbps = moved[CEILING] / medians[CEILING] / 1e9 if CEILING in medians else float("nan")
     rows = []
@@ -553,7 +580,8 @@ CLIP_CONFIGS = [Config(w, "fp32", o, "CosineAnnealingLR", clip=True) for w in ("
 QUICK_CONFIGS = (
     [Config(w, "fp32", o, "CosineAnnealingLR") for w in ("small-many", "large-few") for o in OPTIMIZERS]
     + [Config("small-many", "fp32", "Adam", s) for s in ("StepLR", "ReduceLROnPlateau")]
-    + [Config(w, "bf16+master", "Adam", "CosineAnnealingLR") for w in ("small-many", "large-few")]
+    + [Config(w, d, "Adam", "CosineAnnealingLR") for w in ("small-many", "large-few")
+       for d in ("bf16+master", "bf16+SR", "fp32+bf16 states")]
     + [Config(w, "fp32", o, "CosineAnnealingLR") for w in ("host-1000", "host-1000-new-grads")
        for o in ("SGD", "Adam")]
     + CLIP_CONFIGS
@@ -561,10 +589,11 @@ QUICK_CONFIGS = (
 # --host-cost (run it with --threads 1): the step's bookkeeping per tensor, NOTE: [host cost].
 HOST_COST_CONFIGS = [Config(w, "fp32", o, "CosineAnnealingLR") for w in HOST_COST_WORKLOADS for o in ("SGD", "Adam")]
 # benchmarks/gpu_check.sh: 100M+ parameters (GPT-2 small) and 2000 small tensors, fp32, bf16 and bf16 with
-# master weights, SGD and Adam; clipped Adam.
+# master weights, SGD and Adam; clipped Adam; GPT-2 small Adam with stochastic rounding.
 GPU_CHECK_CONFIGS = ([Config(w, d, o, "CosineAnnealingLR") for w in ("gpt2-small", "many-small")
-                      for d in DTYPES for o in ("SGD", "Adam")]
-                     + [Config(w, "fp32", "Adam", "CosineAnnealingLR", clip=True) for w in ("gpt2-small", "many-small")])
+                      for d in ("fp32", "bf16", "bf16+master") for o in ("SGD", "Adam")]
+                     + [Config(w, "fp32", "Adam", "CosineAnnealingLR", clip=True) for w in ("gpt2-small", "many-small")]
+                     + [Config("gpt2-small", "bf16+SR", "Adam", "CosineAnnealingLR")])
 
 
 def plan(args) -> List[Config]:
@@ -644,7 +673,8 @@ def plot(rows: Sequence[dict], path: str, title: str) -> Optional[str]:
             optimizer_rows = [r for r in of_group(group, None) if r["impl"] != CEILING]
             if ceiling and optimizer_rows:  # the time the ceiling's bandwidth would need for the optimizer's bytes
                 c = ceiling[0]
-                ideal = c["params"] * optimizer_rows[0]["bytes_per_param"] / (c["gbps"] * 1e9) * 1e3
+                ours = next((r for r in optimizer_rows if r["impl"] == OURS), optimizer_rows[0])  # its bytes
+                ideal = c["params"] * ours["bytes_per_param"] / (c["gbps"] * 1e9) * 1e3
                 ax.plot([g - 0.4, g + 0.4], [ideal, ideal], color="black", linewidth=1,
                         label="bytes / add_ bandwidth" if g == 0 else None)
         first = mine[0] if mine else {}
@@ -686,12 +716,14 @@ def parse_args(argv: Optional[Sequence[str]]):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="small-many and large-few, fp32, SGD/Adam/AdamW with CosineAnnealingLR (also "
-                             "clipped), small-many Adam with StepLR and ReduceLROnPlateau, host-1000 SGD/Adam")
+                             "clipped) and bf16+master/bf16+SR/fp32+bf16 states Adam, small-many Adam with StepLR "
+                             "and ReduceLROnPlateau, host-1000 SGD/Adam")
     parser.add_argument("--host-cost", action="store_true",
                         help="1000 and 4000 tensors of 16 elements, grads kept and new, SGD/Adam with "
                              "CosineAnnealingLR: the cost of a step's bookkeeping (use --threads 1)")
     parser.add_argument("--gpu-check", action="store_true",
-                        help="gpt2-small and many-small x fp32/bf16 x SGD/Adam with CosineAnnealingLR, on CUDA")
+                        help="gpt2-small and many-small x fp32/bf16/bf16+master x SGD/Adam with CosineAnnealingLR "
+                             "(and clipped fp32 Adam, gpt2-small bf16+SR Adam), on CUDA")
     parser.add_argument("--clip", action="store_true",
                         help="gradient clipping rows: small-many and large-few, fp32, SGD/Adam/AdamW + "
                              "CosineAnnealingLR, torch's clip_grad_norm_ + step against ours with max_grad_norm")
@@ -763,7 +795,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   rounds=args.rounds, min_run_time=args.min_run_time, machine=info,
                   load_average_1min=dict(start=load_at_start, end=_load()),
                   byte_model="per parameter: SGD momentum 5 elements, Adam/AdamW 7, add_ ceiling 3; "
-                             "element = parameter dtype size",
+                             "element = parameter dtype size; bf16+master 20/28 B; fp32+bf16 states: ours "
+                             "16/20 B, torch 20/28 B (each row's bytes_per_param)",
                   competitors={name: COMPETITORS[name].description for name in impls},
                   optimizers=OPTIMIZERS, schedules=SCHEDULES, results=rows)
     paths = []

@@ -3,10 +3,11 @@
 # matplotlib for the plot), builds the extension in place and runs
 # benchmarks/bench.py on the CPU.
 #   bash benchmarks/run.sh              the representative set (bench.py --quick: every optimizer on few
-#                                       large and many small tensors, StepLR/Plateau, bf16+master, +clip,
-#                                       the host-cost rows), a few minutes on 2 cores; table and PNG in
-#                                       benchmarks/results/
-#   bash benchmarks/run.sh --full       every configuration (about half an hour on 2 cores)
+#                                       large and many small tensors, StepLR/Plateau, bf16+master, bf16+SR,
+#                                       fp32+bf16 states, +clip, the host-cost rows), a few minutes on 2 cores;
+#                                       table and PNG in benchmarks/results/
+#   bash benchmarks/run.sh --full       every configuration (about half an hour on 2 cores with 3 dtypes;
+#                                       5 now, with bf16+SR and fp32+bf16 states: not re-measured)
 #   bash benchmarks/run.sh ARGS...      anything else goes to bench.py as it is, e.g. --device cuda
 set -euo pipefail
 cd "$(dirname "$0")/.."

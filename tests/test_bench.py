@@ -66,13 +66,15 @@ def test_the_clip_rows_time_torchs_recipe_and_ours(tmp_path):
 
 def test_the_gpu_check_covers_what_it_promises():
     """benchmarks/gpu_check.sh: 100M+ parameters and 1000+ small tensors, fp32,
-    bf16 and bf16 with master weights, Adam and SGD, every CUDA competitor."""
+    bf16 and bf16 with master weights, Adam and SGD, every CUDA competitor;
+    GPT-2 small Adam with stochastic rounding."""
     bench = load_bench()
     workloads = {c.workload for c in bench.GPU_CHECK_CONFIGS}
     sizes = {w: bench.WORKLOADS[w].shapes() for w in workloads}
     assert any(sum(math.prod(s) for s in shapes) >= 100e6 for shapes in sizes.values())
     assert any(len(shapes) >= 1000 for shapes in sizes.values())
-    assert {c.dtype for c in bench.GPU_CHECK_CONFIGS} == {"fp32", "bf16", "bf16+master"}
+    assert {c.dtype for c in bench.GPU_CHECK_CONFIGS} == {"fp32", "bf16", "bf16+master", "bf16+SR"}
+    assert bench.Config("gpt2-small", "bf16+SR", "Adam", "CosineAnnealingLR") in bench.GPU_CHECK_CONFIGS
     assert {c.optimizer for c in bench.GPU_CHECK_CONFIGS} == {"SGD", "Adam"}
     cuda = [name for name, c in bench.COMPETITORS.items() if "cuda" in c.devices]
     assert cuda == ["add_ ceiling", "torch-fused", "torch-tensor-lr", "ours", "ours+cudagraph"]
@@ -91,3 +93,39 @@ def test_the_harness_times_master_weights(tmp_path):
     assert rows[("Adam", "ours")]["bytes_per_param"] == 28
     assert rows[("SGD", "ours")]["bytes_per_param"] == 20
     assert rows[("Adam", "torch-fused")]["median_ms"] > 0
+
+
+def test_the_harness_times_stochastic_rounding_and_bf16_states(tmp_path, monkeypatch):
+    """bf16+SR rows: ours with stochastic_rounding=True on bf16 parameters,
+    the bytes of bf16; fp32+bf16 states rows: ours with state_dtype=bfloat16,
+    its own bytes (20 B/param Adam), torch's fp32 bytes (28) for torch."""
+    bench = load_bench()
+    built = []
+
+    class RecordedFusedAdam(bench.FusedAdam):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(self)
+    monkeypatch.setitem(bench.OUR_OPTIMIZER, "Adam", RecordedFusedAdam)
+    path = tmp_path / "bench.json"
+    bench.main(["--workloads", "tiny", "--dtypes", "bf16+SR", "fp32+bf16 states", "--optimizers", "Adam", "SGD",
+                "--schedules", "CosineAnnealingLR", "--competitors", "torch-fused", "ours", "--rounds", "1",
+                "--min-run-time", "0.01", "--warmup", "1", "--threads", "1", "--json", str(path)])
+    record = json.loads(path.read_text())
+    rows = {(r["dtype"], r["optimizer"], r["impl"]): r for r in record["results"] if "median_ms" in r}
+    assert len(rows) == 2 * 2 * 3  # the ceiling, torch-fused and ours, every dtype and optimizer
+    bytes_per_param = {key: r["bytes_per_param"] for key, r in rows.items() if key[2] != "add_ ceiling"}
+    assert bytes_per_param == {
+        ("bf16+SR", "Adam", "torch-fused"): 14, ("bf16+SR", "Adam", "ours"): 14,
+        ("bf16+SR", "SGD", "torch-fused"): 10, ("bf16+SR", "SGD", "ours"): 10,
+        ("fp32+bf16 states", "Adam", "torch-fused"): 28, ("fp32+bf16 states", "Adam", "ours"): 20,
+        ("fp32+bf16 states", "SGD", "torch-fused"): 20, ("fp32+bf16 states", "SGD", "ours"): 16}
+    rounding, bf16_states = built
+    assert rounding.stochastic_rounding and rounding.state_dtype is None
+    assert {v.dtype for s in rounding.state.values() for k, v in s.items() if k != "step"} == {torch.bfloat16}
+    assert not bf16_states.stochastic_rounding and bf16_states.state_dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for g in bf16_states.param_groups for p in g["params"])
+    assert {v.dtype for s in bf16_states.state.values() for k, v in s.items() if k != "step"} == {torch.bfloat16}
+    quick = {(c.workload, c.dtype) for c in bench.QUICK_CONFIGS if c.optimizer == "Adam"
+             and c.schedule == "CosineAnnealingLR" and not c.clip}
+    assert {(w, d) for w in ("small-many", "large-few") for d in ("bf16+SR", "fp32+bf16 states")} <= quick
