@@ -127,3 +127,85 @@ def test_precision_options_allocate_nothing_after_the_first_step(optimizer, opti
     for _ in range(3):
         backward(params)
         assert allocations(opt.step) == []
+
+
+# ------------------------------------------------ bytes per parameter element
+# What the optimizer holds per parameter element, after one step: the
+# parameter + every tensor in opt.state (exp_avg, exp_avg_sq, max_exp_avg_sq,
+# momentum_buffer, master_param), each distinct storage counted at its
+# untyped_storage().nbytes(). Not counted: the grad (autograd's, in the
+# parameter's dtype: +4 B fp32, +2 B bf16), the 0-dim float64 step counter
+# of each parameter tensor (8 B per tensor, not per element; asserted to be
+# the only 0-dim entries) and the schedule state (a few float64 per group).
+MEMORY_KINDS = {
+    "sgd": lambda ps, **kw: FusedSGD(ps, lr=0.1, **kw),
+    "sgd momentum": lambda ps, **kw: FusedSGD(ps, lr=0.1, momentum=0.9, **kw),
+    "adam": lambda ps, **kw: FusedAdam(ps, lr=1e-3, **kw),
+    "adam amsgrad": lambda ps, **kw: FusedAdam(ps, lr=1e-3, amsgrad=True, **kw),
+}
+# mode: (parameter dtype, options, bytes per element for each of MEMORY_KINDS)
+BYTES_PER_ELEMENT = {
+    "fp32": (torch.float32, {}, (4, 8, 12, 16)),
+    "bf16 (torch's layout)": (torch.bfloat16, {}, (2, 4, 6, 8)),
+    "bf16 + master_weights": (torch.bfloat16, {"master_weights": True}, (6, 10, 14, 18)),
+    "bf16 + stochastic_rounding": (torch.bfloat16, {"stochastic_rounding": True}, (2, 4, 6, 8)),
+    # the same mode as the previous one: a bf16 parameter's states are bf16 already
+    "bf16 + stochastic_rounding + state_dtype=bf16": (
+        torch.bfloat16, {"stochastic_rounding": True, "state_dtype": torch.bfloat16}, (2, 4, 6, 8)),
+    "fp32 + state_dtype=bf16": (torch.float32, {"state_dtype": torch.bfloat16}, (4, 6, 8, 10)),
+    # exp_avg / momentum_buffer in fp16, exp_avg_sq / max_exp_avg_sq in bf16 (NOTE: [float16 second moments])
+    "fp32 + state_dtype=fp16": (torch.float32, {"state_dtype": torch.float16}, (4, 6, 8, 10)),
+    "bf16 + master_weights + state_dtype=bf16": (
+        torch.bfloat16, {"master_weights": True, "state_dtype": torch.bfloat16}, (6, 8, 10, 12)),
+    "bf16 + master_weights + stochastic_rounding + state_dtype=bf16": (
+        torch.bfloat16, {"master_weights": True, "stochastic_rounding": True, "state_dtype": torch.bfloat16},
+        (6, 8, 10, 12)),
+}
+
+
+def transformer_like_params(dtype):
+    """A small transformer's tensors: embedding, attention, MLP, norms, an odd-sized head (1,839,623 elements)."""
+    g = torch.Generator().manual_seed(0)
+    shapes = [(4096, 256), (768, 256), (768,), (256, 256), (256,), (1024, 256), (1024,), (256, 1024), (256,),
+              (256,), (256,), (7, 256), (7,)]
+    return [(torch.randn(s, generator=g) * 0.02).to(dtype).requires_grad_() for s in shapes]
+
+
+def held_bytes(opt, params):
+    """Bytes of the distinct storages of the parameters and their state tensors (0-dim step counters aside)."""
+    storages = {}
+    for p in params:
+        storages[p.untyped_storage().data_ptr()] = p.untyped_storage().nbytes()
+        for key, value in opt.state[p].items():
+            if value.dim() == 0:
+                assert key == "step" and value.dtype == torch.float64, (key, value)
+                continue
+            storages[value.untyped_storage().data_ptr()] = value.untyped_storage().nbytes()
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize("kind", list(MEMORY_KINDS))
+def test_bytes_per_parameter_element(kind):
+    column = list(MEMORY_KINDS).index(kind)
+    measured, held = {}, {}
+    for mode, (dtype, options, expected) in BYTES_PER_ELEMENT.items():
+        params = transformer_like_params(dtype)
+        torch.manual_seed(7)  # the rounding seed: the two stochastic rounding modes draw the same
+        opt = MEMORY_KINDS[kind](params, **options)
+        g = torch.Generator().manual_seed(1)
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=g).to(dtype)
+        opt.step()
+        numel = sum(p.numel() for p in params)
+        measured[mode] = held_bytes(opt, params) / numel
+        held[mode] = [p.detach().clone() for p in params] + [
+            value for p in params for value in opt.state[p].values()]
+        if options.get("state_dtype") == torch.float16:
+            for p in params:
+                for key, value in opt.state[p].items():
+                    if key != "step":
+                        assert value.dtype == (torch.bfloat16 if key.endswith("exp_avg_sq") else torch.float16), key
+    assert measured == {mode: expected[column] for mode, (_, _, expected) in BYTES_PER_ELEMENT.items()}
+    # bf16 + stochastic_rounding with and without state_dtype=bf16: one mode, the same bits
+    same = held["bf16 + stochastic_rounding"], held["bf16 + stochastic_rounding + state_dtype=bf16"]
+    assert len(same[0]) == len(same[1]) and all(torch.equal(a, b) for a, b in zip(*same))
