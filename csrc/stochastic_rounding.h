@@ -136,6 +136,14 @@ C10_HOST_DEVICE inline c10::Half half_stochastic(float value, uint32_t random) {
 template <typename T>
 constexpr bool is_16_bit_float_v = std::is_same_v<T, c10::BFloat16> || std::is_same_v<T, c10::Half>;
 
+// Whether a kernel over these types stores a value that stochastic rounding
+// rounds: a 16-bit param without master weights, or 16-bit states (when it
+// has states; Adam's second moments are 16-bit when the states are). Without
+// one, the stochastic_rounding flag changes nothing and no bits are drawn.
+template <typename scalar_t, typename state_t, bool kMaster, bool kHasStates = true>
+constexpr bool kHasRoundedStores =
+    (is_16_bit_float_v<scalar_t> && !kMaster) || (kHasStates && is_16_bit_float_v<state_t>);
+
 // A 16-bit value rounded stochastically with `random` (a Philox word).
 template <typename T>
 C10_HOST_DEVICE inline T round_stochastic(float value, uint32_t random) {

@@ -34,7 +34,43 @@ class FusedOptimizer(Optimizer):
     (``_flags``), where a group keeps its momentum (``momentum_field``) and
     the hyperparameters the kernels read (``hyperparameter_slots``, NOTE:
     [hyperparameters on the device]), check their hyperparameters and start
-    a parameter's state (``_start_state``)."""
+    a parameter's state (``_start_state``).
+
+    Args:
+        params (Iterable): As each optimizer documents it.
+        defaults: The optimizer's hyperparameters (its own arguments).
+        schedule: The lr schedule, a ``lrsched_fused.schedules`` object
+            (``None``: a constant lr). ``LambdaLR`` and ``MultiplicativeLR``
+            are refused (a Python callable cannot run on the device).
+        schedule_interval: ``"epoch"``: the schedule advances at each
+            ``schedule_step()``; ``"step"``: inside every ``step()``
+            (refused for ``ReduceLROnPlateau``, which needs a metric).
+        skip_schedule_on_overflow: With ``"step"``, hold the schedule still
+            on a step that ``GradScaler`` skips for an overflow.
+        max_grad_norm: Clip the grads' total norm to this inside ``step()``,
+            as ``torch.nn.utils.clip_grad_norm_`` would, without writing
+            ``p.grad`` (``None``: no clipping). Fixed at construction.
+        grad_norm_type: The p of the norm: any p > 0, or ``inf``.
+        master_weights: Step bf16/fp16 parameters through fp32 master
+            weights (``state["master_param"]``) with fp32 state; fp32/fp64
+            parameters are not affected.
+        stochastic_rounding: Round every bf16/fp16 value the step writes
+            (the parameter without master weights, 16-bit states)
+            stochastically, with reproducible Philox bits keyed by
+            ``rounding_seed`` (drawn from torch's default CPU generator
+            here), the step and the element; fp32/fp64 values are written
+            as computed.
+        state_dtype: The dtype of every floating state tensor:
+            ``torch.float32``, ``torch.bfloat16`` or ``torch.float16``
+            (``None``: the parameter's, fp32 with master weights); the math
+            runs in fp32 (fp64 for fp64 parameters).
+
+    Raises:
+        ValueError: An invalid hyperparameter (negative lr, betas outside
+            [0, 1), ...), a parameter listed twice, parameters on several
+            devices, complex or integer parameters; before anything changes.
+        TypeError: An argument of the wrong type, or a refused schedule.
+    """
 
     _step_supports_amp_scaling = True
     update_op: str
@@ -574,6 +610,12 @@ class FusedSGD(FusedOptimizer):
     weight decay, maximize); a parameter's momentum buffer starts at its
     first grad, as torch's for-loop SGD does.
 
+    The keyword arguments every optimizer takes (``schedule``,
+    ``schedule_interval``, ``skip_schedule_on_overflow``, ``max_grad_norm``,
+    ``grad_norm_type``, ``master_weights``, ``stochastic_rounding``,
+    ``state_dtype``) and the errors raised are documented on
+    [`FusedOptimizer`][lrsched_fused.optimizers.FusedOptimizer].
+
     Args:
         params (Iterable): An iterable of floating-point dense tensors, of
             ``(name, tensor)`` pairs, or of param-group dicts, all on one
@@ -586,37 +628,6 @@ class FusedSGD(FusedOptimizer):
         nesterov: Nesterov momentum (needs ``momentum > 0`` and
             ``dampening == 0``).
         maximize: Maximize the objective instead of minimizing it.
-        schedule: The lr schedule, a ``lrsched_fused.schedules`` object
-            (``None``: a constant lr). ``LambdaLR`` and ``MultiplicativeLR``
-            are refused (a Python callable cannot run on the device).
-        schedule_interval: ``"epoch"``: the schedule advances at each
-            ``schedule_step()``; ``"step"``: inside every ``step()``
-            (refused for ``ReduceLROnPlateau``, which needs a metric).
-        skip_schedule_on_overflow: With ``"step"``, hold the schedule still
-            on a step that ``GradScaler`` skips for an overflow.
-        max_grad_norm: Clip the grads' total norm to this inside ``step()``,
-            as ``torch.nn.utils.clip_grad_norm_`` would, without writing
-            ``p.grad`` (``None``: no clipping). Fixed at construction.
-        grad_norm_type: The p of the norm: any p > 0, or ``inf``.
-        master_weights: Step bf16/fp16 parameters through fp32 master
-            weights (``state["master_param"]``) with fp32 state; fp32/fp64
-            parameters are not affected.
-        stochastic_rounding: Round every bf16/fp16 value the step writes
-            (the parameter without master weights, 16-bit states)
-            stochastically, with reproducible Philox bits keyed by
-            ``rounding_seed`` (drawn from torch's default CPU generator
-            here), the step and the element; fp32/fp64 values are written
-            as computed.
-        state_dtype: The dtype of every floating state tensor:
-            ``torch.float32``, ``torch.bfloat16`` or ``torch.float16``
-            (``None``: the parameter's, fp32 with master weights); the math
-            runs in fp32 (fp64 for fp64 parameters).
-
-    Raises:
-        ValueError: An invalid hyperparameter (negative lr, betas outside
-            [0, 1), ...), a parameter listed twice, parameters on several
-            devices, complex or integer parameters; before anything changes.
-        TypeError: An argument of the wrong type, or a refused schedule.
 
     Example:
         ```python
@@ -686,6 +697,12 @@ class FusedAdam(FusedOptimizer):
     The update is torch's fused Adam's (bias corrections in float64 from a
     float64 step count, amsgrad, maximize, L2 or decoupled weight decay).
 
+    The keyword arguments every optimizer takes (``schedule``,
+    ``schedule_interval``, ``skip_schedule_on_overflow``, ``max_grad_norm``,
+    ``grad_norm_type``, ``master_weights``, ``stochastic_rounding``,
+    ``state_dtype``) and the errors raised are documented on
+    [`FusedOptimizer`][lrsched_fused.optimizers.FusedOptimizer].
+
     Args:
         params (Iterable): An iterable of floating-point dense tensors, of
             ``(name, tensor)`` pairs, or of param-group dicts, all on one
@@ -701,37 +718,6 @@ class FusedAdam(FusedOptimizer):
         amsgrad: Keep the maximum of the second moments (``max_exp_avg_sq``).
         maximize: Maximize the objective instead of minimizing it.
         decoupled_weight_decay: AdamW's weight decay (``FusedAdamW`` sets it).
-        schedule: The lr schedule, a ``lrsched_fused.schedules`` object
-            (``None``: a constant lr). ``LambdaLR`` and ``MultiplicativeLR``
-            are refused (a Python callable cannot run on the device).
-        schedule_interval: ``"epoch"``: the schedule advances at each
-            ``schedule_step()``; ``"step"``: inside every ``step()``
-            (refused for ``ReduceLROnPlateau``, which needs a metric).
-        skip_schedule_on_overflow: With ``"step"``, hold the schedule still
-            on a step that ``GradScaler`` skips for an overflow.
-        max_grad_norm: Clip the grads' total norm to this inside ``step()``,
-            as ``torch.nn.utils.clip_grad_norm_`` would, without writing
-            ``p.grad`` (``None``: no clipping). Fixed at construction.
-        grad_norm_type: The p of the norm: any p > 0, or ``inf``.
-        master_weights: Step bf16/fp16 parameters through fp32 master
-            weights (``state["master_param"]``) with fp32 state; fp32/fp64
-            parameters are not affected.
-        stochastic_rounding: Round every bf16/fp16 value the step writes
-            (the parameter without master weights, 16-bit states)
-            stochastically, with reproducible Philox bits keyed by
-            ``rounding_seed`` (drawn from torch's default CPU generator
-            here), the step and the element; fp32/fp64 values are written
-            as computed.
-        state_dtype: The dtype of every floating state tensor:
-            ``torch.float32``, ``torch.bfloat16`` or ``torch.float16``
-            (``None``: the parameter's, fp32 with master weights); the math
-            runs in fp32 (fp64 for fp64 parameters).
-
-    Raises:
-        ValueError: An invalid hyperparameter (negative lr, betas outside
-            [0, 1), ...), a parameter listed twice, parameters on several
-            devices, complex or integer parameters; before anything changes.
-        TypeError: An argument of the wrong type, or a refused schedule.
 
     Example:
         ```python

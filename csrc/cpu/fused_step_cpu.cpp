@@ -40,11 +40,6 @@ LRSCHED_FUSED_ALWAYS_INLINE T store_as(opmath_t value, uint32_t random) {
   }
 }
 
-// Whether a (param, state, master) combination writes a 16-bit value that
-// stochastic rounding would round: the param without master weights, or the states.
-template <typename scalar_t, typename state_t, bool kMaster>
-constexpr bool kHasRoundedStores = (is_16_bit_float_v<scalar_t> && !kMaster) || is_16_bit_float_v<state_t>;  // and so second_moment_type
-
 // Calls f(std::bool_constant<round>{}), with round false where the types
 // store nothing that stochastic rounding rounds (no loop is compiled for it).
 template <typename scalar_t, typename state_t, bool kMaster, typename F>

@@ -107,13 +107,6 @@ __device__ __forceinline__ state_t store_state(int s, opmath_t value, bool round
   return store_as<state_t>(value, round, random);
 }
 
-// Whether a kernel stores a value that stochastic rounding rounds: a 16-bit
-// param without master weights, or 16-bit states (when it has states).
-// Without one, the stochastic_rounding flag changes nothing in the kernel
-// and its random bits are not computed.
-template <typename scalar_t, typename state_t, bool kMaster, int kDepth>
-constexpr bool kHasRoundedStores =
-    (is_16_bit_float_v<scalar_t> && !kMaster) || (is_16_bit_float_v<state_t> && kDepth > kFirstState);
 
 // Where a chunk's elements draw their random bits (NOTE: [stochastic
 // rounding]): their tensor's stream this step and the chunk's first element's
@@ -222,7 +215,7 @@ __device__ __forceinline__ void apply_to_chunk(const ChunkSlots<scalar_t, state_
   constexpr int kILP = 4;
   const auto stored = [&](int s) { return ((store_mask >> s) & 1u) != 0; };
   // Folded to false at compile time for a kernel with no store to round.
-  const bool round = kHasRoundedStores<scalar_t, state_t, kMaster, kDepth> && rounding.on;
+  const bool round = kHasRoundedStores<scalar_t, state_t, kMaster, (kDepth > kFirstState)> && rounding.on;
   const auto words_of = [&](int i) {  // element i of the chunk
     PhiloxWords bits{};
     if (round) {
