@@ -21,7 +21,8 @@ row is one entry in a table.
 NOTE: [byte model]
 GB/s counts the bytes a step must move per parameter, the same for every
 implementation but in "fp32+bf16 states" (below): SGD with momentum reads p,
-g, buf and writes p, buf (5 elements); Adam/AdamW read p, g, exp_avg,
+g, buf and writes p, buf (5 elements), and so does Lion (p, g, exp_avg);
+Adam/AdamW read p, g, exp_avg,
 exp_avg_sq and write p, exp_avg, exp_avg_sq (7 elements); with gradient
 clipping ("+clip" rows) the grads must also be read once for the global norm
 before any update (one element more: ours reads them twice; torch's recipe,
@@ -85,7 +86,7 @@ import torch
 from torch.utils import benchmark as torch_benchmark
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the in-place build
-from lrsched_fused import FusedAdam, FusedAdamW, FusedSGD, schedules  # noqa: E402
+from lrsched_fused import FusedAdam, FusedAdamW, FusedLion, FusedSGD, schedules  # noqa: E402
 
 Shape = Tuple[int, ...]
 Step = Callable[[], None]
@@ -172,32 +173,34 @@ OPTIMIZERS = {
     "SGD": dict(lr=1e-3, momentum=0.9),
     "Adam": dict(lr=1e-3),
     "AdamW": dict(lr=1e-3, weight_decay=1e-2),
+    "Lion": dict(lr=1e-4, weight_decay=1e-1),
 }
 SCHEDULES = {
     "StepLR": dict(step_size=1000, gamma=0.5),
     "CosineAnnealingLR": dict(T_max=1000, eta_min=1e-5),
     "ReduceLROnPlateau": dict(factor=0.5, patience=10, min_lr=1e-5),
 }
-BYTES_PER_ELEMENT_MOVED = {"SGD": 5, "Adam": 7, "AdamW": 7}  # NOTE: [byte model]
+BYTES_PER_ELEMENT_MOVED = {"SGD": 5, "Adam": 7, "AdamW": 7, "Lion": 5}  # NOTE: [byte model]
 CLIP_ELEMENTS_MOVED = 1  # the norm's read of the grads (NOTE: [byte model])
 # max_grad_norm of the "+clip" rows: the norm is computed and the grads are
 # multiplied by the coefficient as in any clipped step (torch: _foreach_mul_,
 # ours: inside the update), but the coefficient is 1, so torch's in-place
 # clip leaves the grads that every implementation shares unchanged.
 CLIP_MAX_NORM = 1e30
-MASTER_BYTES_PER_PARAM = {"SGD": 20, "Adam": 28, "AdamW": 28}  # bf16+master, NOTE: [byte model]
+MASTER_BYTES_PER_PARAM = {"SGD": 20, "Adam": 28, "AdamW": 28, "Lion": 20}  # bf16+master, NOTE: [byte model]
 # fp32+bf16 states, ours only (torch's fp32 competitors move BYTES_PER_ELEMENT_MOVED fp32 elements), NOTE: [byte model]
-BF16_STATES_BYTES_PER_PARAM = {"SGD": 16, "Adam": 20, "AdamW": 20}
+BF16_STATES_BYTES_PER_PARAM = {"SGD": 16, "Adam": 20, "AdamW": 20, "Lion": 16}
 CEILING_ELEMENTS_MOVED = 3
-STATE_TENSORS = {"SGD": 1, "Adam": 2, "AdamW": 2}
+STATE_TENSORS = {"SGD": 1, "Adam": 2, "AdamW": 2, "Lion": 1}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "bf16+master": torch.bfloat16,
           "bf16+SR": torch.bfloat16, "fp32+bf16 states": torch.float32}  # the parameters' dtype
 MASTER_WEIGHT_DTYPES = ("bf16+master",)  # ours with master_weights=True
 STOCHASTIC_ROUNDING_DTYPES = ("bf16+SR",)  # ours with stochastic_rounding=True
 BF16_STATE_DTYPES = ("fp32+bf16 states",)  # ours with state_dtype=torch.bfloat16
 
+# torch's optimizers (torch has no Lion: lion-pytorch's is its competitor, "lion-pytorch")
 TORCH_OPTIMIZER = {"SGD": torch.optim.SGD, "Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}
-OUR_OPTIMIZER = {"SGD": FusedSGD, "Adam": FusedAdam, "AdamW": FusedAdamW}
+OUR_OPTIMIZER = {"SGD": FusedSGD, "Adam": FusedAdam, "AdamW": FusedAdamW, "Lion": FusedLion}
 TORCH_SCHEDULER = {
     "StepLR": torch.optim.lr_scheduler.StepLR,
     "CosineAnnealingLR": torch.optim.lr_scheduler.CosineAnnealingLR,
@@ -320,16 +323,20 @@ def build_ceiling(config: Config, inputs: Inputs) -> Step:
 
 def torch_pair(**options) -> Callable[[Config, Inputs], Step]:
     """torch's optimizer with `options` + its scheduler, stepped as users do."""
-    def build(config: Config, inputs: Inputs) -> Step:
+    def build(config: Config, inputs: Inputs) -> Optional[Step]:
+        if config.optimizer not in TORCH_OPTIMIZER:
+            return None
         optimizer = TORCH_OPTIMIZER[config.optimizer](_torch_params(config, inputs), **OPTIMIZERS[config.optimizer],
                                                       **options)
         return _with_torch_scheduler(optimizer, config, inputs)
     return build
 
 
-def build_torch_tensor_lr(config: Config, inputs: Inputs) -> Step:
+def build_torch_tensor_lr(config: Config, inputs: Inputs) -> Optional[Step]:
     """torch's sync-free pair: a device tensor lr that the scheduler writes in
     place; Adam/AdamW capturable (foreach), SGD fused (it has no capturable flag)."""
+    if config.optimizer not in TORCH_OPTIMIZER:
+        return None
     hyper = dict(OPTIMIZERS[config.optimizer])
     hyper["lr"] = torch.tensor(hyper["lr"], device=inputs.device)
     options = dict(fused=True) if config.optimizer == "SGD" else dict(capturable=True, foreach=True)
@@ -369,21 +376,31 @@ def build_ours_graph(config: Config, inputs: Inputs) -> Step:
     return replay
 
 
+def build_lion_pytorch(config: Config, inputs: Inputs) -> Optional[Step]:
+    """lion-pytorch's Lion (a for-loop over the tensors, four torch ops each) + torch's scheduler."""
+    if config.optimizer != "Lion":
+        return None
+    from lion_pytorch import Lion
+    return _with_torch_scheduler(Lion(_torch_params(config, inputs), **OPTIMIZERS["Lion"]), config, inputs)
+
+
+def importable(module: str) -> Callable[[], bool]:
+    def available() -> bool:
+        try:
+            __import__(module)
+        except Exception:  # absent, or present but broken: either way not measured
+            return False
+        return True
+    return available
+
+
 def build_deepspeed_cpu_adam(config: Config, inputs: Inputs) -> Optional[Step]:
-    if config.optimizer == "SGD":
+    if config.optimizer not in ("Adam", "AdamW"):
         return None
     from deepspeed.ops.adam import DeepSpeedCPUAdam  # imported here only: optional and heavy
     optimizer = DeepSpeedCPUAdam(_torch_params(config, inputs), **OPTIMIZERS[config.optimizer],
                                  adamw_mode=config.optimizer == "AdamW")
     return _with_torch_scheduler(optimizer, config, inputs)
-
-
-def deepspeed_importable() -> bool:
-    try:
-        import deepspeed.ops.adam  # noqa: F401
-    except Exception:  # absent, or present but broken: either way not measured
-        return False
-    return True
 
 
 @dataclass(frozen=True)
@@ -408,8 +425,10 @@ COMPETITORS: Dict[str, Competitor] = {
                                   "torch capturable (Adam) / fused (SGD) with a tensor lr + torch scheduler"),
     OURS: Competitor(build_ours, ("cpu", "cuda"), "ours, eager: step() + schedule_step()"),
     OURS_GRAPH: Competitor(build_ours_graph, ("cuda",), "ours, one step captured in a CUDA graph, replayed"),
+    "lion-pytorch": Competitor(build_lion_pytorch, ("cpu", "cuda"), "lion-pytorch's Lion + torch scheduler (Lion)",
+                               available=importable("lion_pytorch")),
     "deepspeed-cpu-adam": Competitor(build_deepspeed_cpu_adam, ("cpu",), "DeepSpeedCPUAdam + torch scheduler",
-                                     available=deepspeed_importable),
+                                     available=importable("deepspeed.ops.adam")),
 }
 
 # ------------------------------------------------------------------------ timing
@@ -589,11 +608,13 @@ QUICK_CONFIGS = (
 # --host-cost (run it with --threads 1): the step's bookkeeping per tensor, NOTE: [host cost].
 HOST_COST_CONFIGS = [Config(w, "fp32", o, "CosineAnnealingLR") for w in HOST_COST_WORKLOADS for o in ("SGD", "Adam")]
 # benchmarks/gpu_check.sh: 100M+ parameters (GPT-2 small) and 2000 small tensors, fp32, bf16 and bf16 with
-# master weights, SGD and Adam; clipped Adam; GPT-2 small Adam with stochastic rounding.
+# master weights, SGD and Adam; clipped Adam; GPT-2 small Adam with stochastic rounding; GPT-2 small Lion
+# (fp32, bf16) against lion-pytorch.
 GPU_CHECK_CONFIGS = ([Config(w, d, o, "CosineAnnealingLR") for w in ("gpt2-small", "many-small")
                       for d in ("fp32", "bf16", "bf16+master") for o in ("SGD", "Adam")]
                      + [Config(w, "fp32", "Adam", "CosineAnnealingLR", clip=True) for w in ("gpt2-small", "many-small")]
-                     + [Config("gpt2-small", "bf16+SR", "Adam", "CosineAnnealingLR")])
+                     + [Config("gpt2-small", "bf16+SR", "Adam", "CosineAnnealingLR")]
+                     + [Config("gpt2-small", d, "Lion", "CosineAnnealingLR") for d in ("fp32", "bf16")])
 
 
 def plan(args) -> List[Config]:

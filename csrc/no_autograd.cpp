@@ -30,6 +30,7 @@ void refuse_grad_requiring(const char* op, const Arg& arg) {
 
 constexpr char kAdamStep[] = "lrsched_fused::adam_step_";  // AdamStepOp::kName
 constexpr char kSgdStep[] = "lrsched_fused::sgd_step_";    // SgdStepOp::kName
+constexpr char kLionStep[] = "lrsched_fused::lion_step_";  // LionStepOp::kName
 constexpr char kGradNormPartial[] = "lrsched_fused::grad_norm_partial_";
 constexpr char kClipCoefficient[] = "lrsched_fused::clip_coefficient_";
 
@@ -53,6 +54,7 @@ struct BelowAutograd<void(Args...), kName> {
 TORCH_LIBRARY_IMPL(lrsched_fused, Autograd, m) {
   m.impl(AdamStepOp::kName, &BelowAutograd<UpdateStepSignature, kAdamStep>::call);
   m.impl(SgdStepOp::kName, &BelowAutograd<UpdateStepSignature, kSgdStep>::call);
+  m.impl(LionStepOp::kName, &BelowAutograd<UpdateStepSignature, kLionStep>::call);
   m.impl("grad_norm_partial_", &BelowAutograd<GradNormPartialSignature, kGradNormPartial>::call);
   m.impl("clip_coefficient_", &BelowAutograd<ClipCoefficientSignature, kClipCoefficient>::call);
 }

@@ -48,6 +48,16 @@ C10_HOST_DEVICE inline SgdGroupValues sgd_group_values(const double* state, int6
           block[layout::kGroupWeightDecay]};
 }
 
+struct LionGroupValues {
+  double lr, beta1, beta2, weight_decay;
+};
+
+C10_HOST_DEVICE inline LionGroupValues lion_group_values(const double* state, int64_t group) {
+  const double* block = state + layout::group_offset(group);
+  return {block[layout::kGroupLr], block[layout::kGroupMomentum], block[layout::kGroupBeta2],
+          block[layout::kGroupWeightDecay]};
+}
+
 // What a call's runtime options make of a grad (NOTE: [kernel instantiations]):
 // the sign (maximize), a GradScaler's unscale, clipping's coefficient.
 template <typename opmath_t>
@@ -210,6 +220,46 @@ C10_HOST_DEVICE inline void sgd_update(
     g = on(c.nesterov) ? g + momentum_buffer * c.momentum : momentum_buffer;
   }
   param = param - c.lr * g;
+}
+
+template <typename opmath_t>
+struct LionCoefficients {
+  GradOptions<opmath_t> grad;
+  opmath_t decay_factor;     // 1 - lr * weight_decay (1 without decay: exact)
+  opmath_t beta1;
+  opmath_t one_minus_beta1;  // 1 - beta1 in float64, then rounded, as the reference computes it
+  opmath_t beta2;
+  opmath_t one_minus_beta2;
+  opmath_t lr;
+};
+
+template <typename opmath_t>
+C10_HOST_DEVICE inline LionCoefficients<opmath_t> make_lion_coefficients(const LionGroupValues& group,
+                                                                         const GradOptions<opmath_t>& grad) {
+  LionCoefficients<opmath_t> c;
+  c.grad = grad;
+  c.decay_factor = opmath_t(1 - group.lr * group.weight_decay);
+  c.beta1 = opmath_t(group.beta1);
+  c.one_minus_beta1 = opmath_t(1 - group.beta1);
+  c.beta2 = opmath_t(group.beta2);
+  c.one_minus_beta2 = opmath_t(1 - group.beta2);
+  c.lr = opmath_t(group.lr);
+  return c;
+}
+
+// One element of Lion (Chen et al. 2023), in lion-pytorch's order: decoupled
+// decay, then the sign of the interpolation c = beta1 * m + (1 - beta1) * g
+// steps the param by lr, then m moves toward g with beta2. sign(0) = 0, and
+// as torch.sgn a NaN c gives 0 (the NaN stays in exp_avg). The grad as
+// grad_to_apply gives it.
+template <typename T, typename GradStorage = T>
+C10_HOST_DEVICE inline void lion_update(T& param, T& grad, T& exp_avg, const LionCoefficients<T>& c) {
+  const T g = grad_to_apply<T, GradStorage>(grad, c.grad);
+  param = param * c.decay_factor;
+  const T interpolated = exp_avg * c.beta1 + c.one_minus_beta1 * g;
+  const T sign = T(interpolated > T(0)) - T(interpolated < T(0));
+  param = param - c.lr * sign;
+  exp_avg = exp_avg * c.beta2 + c.one_minus_beta2 * g;
 }
 
 }  // namespace lrsched_fused

@@ -93,11 +93,26 @@ struct SgdStepOp {
        {"master_param", SlotKind::Master, kMasterWeights}}};
 };
 
+struct LionStepOp {
+  static constexpr const char* kName = "lion_step_";
+  static constexpr int64_t kMaximize = 1 << 0;
+  static constexpr int64_t kMasterWeights = 1 << 1;
+  static constexpr int64_t kStochasticRounding = 1 << 2;  // NOTE: [stochastic rounding]
+  static constexpr std::array<const char*, 3> kFlagNames{"maximize", "master_weights", "stochastic_rounding"};
+  // Lion keeps no step count (nor does lion-pytorch); with stochastic
+  // rounding a counter keys the rounding bits, as for SGD.
+  enum State { kExpAvg, kStep, kMasterParam, kNumStates };
+  static constexpr std::array<StateSlot, kNumStates> kStates{{{"exp_avg", SlotKind::State, 0},
+                                                              {"step", SlotKind::Step, kStochasticRounding},
+                                                              {"master_param", SlotKind::Master, kMasterWeights}}};
+};
+
 // Calls f(Op{}) for each update op.
 template <typename F>
 void for_each_update_op(const F& f) {
   f(AdamStepOp{});
   f(SgdStepOp{});
+  f(LionStepOp{});
 }
 
 // The op's state slots cut out of `states` (an absent slot is an empty list).

@@ -1,11 +1,11 @@
-"""lrsched_fused: fused SGD/Adam/AdamW whose learning-rate schedule is
+"""lrsched_fused: fused SGD/Adam/AdamW/Lion whose learning-rate schedule is
 computed on the device, inside the step, with no host sync."""
 import torch  # noqa: F401  (loads libc10 and libtorch before the extension)
 
 from . import schedules
 from .integrations import PlateauScheduleView, ScheduleView, as_lr_scheduler
-from .optimizers import FusedAdam, FusedAdamW, FusedSGD
+from .optimizers import FusedAdam, FusedAdamW, FusedLion, FusedSGD
 
-__all__ = ["FusedSGD", "FusedAdam", "FusedAdamW", "schedules", "as_lr_scheduler", "ScheduleView",
-           "PlateauScheduleView"]
+__all__ = ["FusedSGD", "FusedAdam", "FusedAdamW", "FusedLion", "schedules", "as_lr_scheduler",
+           "ScheduleView", "PlateauScheduleView"]
 __version__ = "0.1.0"

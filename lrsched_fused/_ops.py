@@ -46,7 +46,7 @@ def update_step_(
     clip_coef: Optional[torch.Tensor] = None,
     element_offsets: Sequence[int] = (),
 ) -> None:
-    """One step of update op ``op_name`` ("adam_step_", "sgd_step_"): ``states``
+    """One step of update op ``op_name`` ("adam_step_", "sgd_step_", "lion_step_"): ``states``
     holds the slots ``state_names(op_name, flags)`` names, slot after slot; the
     group's lr and hyperparameters are read from its block of
     ``schedule_state`` (NOTE: [hyperparameters on the device]). With the

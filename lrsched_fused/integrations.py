@@ -27,7 +27,7 @@ def as_lr_scheduler(optimizer: FusedOptimizer) -> "ScheduleView":
     ``ScheduleView`` (an ``LRScheduler``) otherwise.
 
     Raises:
-        TypeError: ``optimizer`` is not a ``FusedSGD``/``FusedAdam``/``FusedAdamW``.
+        TypeError: ``optimizer`` is not one of this package's optimizers (``FusedSGD``, ``FusedAdam``, ...).
         ValueError: the optimizer was built with ``schedule_interval="step"``
             (the trainer would advance the schedule a second time).
 
@@ -44,7 +44,8 @@ def as_lr_scheduler(optimizer: FusedOptimizer) -> "ScheduleView":
 
 def _check_optimizer(optimizer, owner: str) -> None:
     if not isinstance(optimizer, FusedOptimizer):
-        raise TypeError(f"{owner}: expected a FusedSGD, FusedAdam or FusedAdamW, got {type(optimizer).__name__} "
+        raise TypeError(f"{owner}: expected one of lrsched_fused's optimizers (FusedSGD, FusedAdam, FusedAdamW, "
+                        f"FusedLion), got {type(optimizer).__name__} "
                         "(a torch.optim optimizer takes a torch.optim.lr_scheduler scheduler)")
     if optimizer.device_schedule.interval == "step":
         raise ValueError(f"{owner}: the optimizer's schedule advances inside step() (schedule_interval='step'); "

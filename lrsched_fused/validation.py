@@ -134,23 +134,37 @@ def check_sgd_hyperparameters(group: Dict[str, Any], owner: str, where: str, mom
              f"momentum={group['momentum']!r}, dampening={group['dampening']!r}")
 
 
-def check_adam_hyperparameters(group: Dict[str, Any], owner: str, where: str, momentum_on_device: bool) -> None:
-    """``momentum_on_device``: beta1 is the schedule's view (cycle_momentum), not checked here."""
-    for key in ("eps", "weight_decay"):
-        check_nonnegative(group, key, owner, where)
+def check_betas(group: Dict[str, Any], owner: str, where: str, momentum_on_device: bool, one_taken: bool) -> None:
+    """``group["betas"]``: a pair of numbers in [0, 1) ([0, 1] with ``one_taken``); beta1 is not checked
+    when it is the schedule's view (``momentum_on_device``)."""
+    interval = "[0, 1]" if one_taken else "[0, 1)"
     betas = group["betas"]
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         fail(TypeError if not isinstance(betas, (tuple, list)) else ValueError, owner, where,
-             f"betas must be a pair of numbers in [0, 1), got {betas!r}")
+             f"betas must be a pair of numbers in {interval}, got {betas!r}")
     for i, beta in enumerate(betas):
         if i == 0 and momentum_on_device:
             continue
         if not is_real(beta):
-            fail(TypeError, owner, where, f"betas[{i}] must be a number in [0, 1), got {beta!r}")
-        if not 0.0 <= beta < 1.0:
-            fail(ValueError, owner, where, f"betas[{i}] must be in [0, 1), got {beta!r}")
+            fail(TypeError, owner, where, f"betas[{i}] must be a number in {interval}, got {beta!r}")
+        if not (0.0 <= beta <= 1.0 if one_taken else 0.0 <= beta < 1.0):
+            fail(ValueError, owner, where, f"betas[{i}] must be in {interval}, got {beta!r}")
+
+
+def check_adam_hyperparameters(group: Dict[str, Any], owner: str, where: str, momentum_on_device: bool) -> None:
+    """``momentum_on_device``: beta1 is the schedule's view (cycle_momentum), not checked here."""
+    for key in ("eps", "weight_decay"):
+        check_nonnegative(group, key, owner, where)
+    check_betas(group, owner, where, momentum_on_device, one_taken=False)
     for key in ("amsgrad", "maximize", "decoupled_weight_decay"):
         check_flag(group, key, owner, where)
+
+
+def check_lion_hyperparameters(group: Dict[str, Any], owner: str, where: str, momentum_on_device: bool) -> None:
+    """Lion's betas may be 1 (lion-pytorch takes [0, 1]); ``momentum_on_device``: beta1 is the schedule's view."""
+    check_nonnegative(group, "weight_decay", owner, where)
+    check_betas(group, owner, where, momentum_on_device, one_taken=True)
+    check_flag(group, "maximize", owner, where)
 
 
 def check_momentum_value(value, owner: str, where: str) -> None:

@@ -9,7 +9,9 @@
 #     of transformers.get_scheduler and a Trainer run; these versions leave
 #     torch as it is), scikit-learn and matplotlib (examples/), expecttest
 #     (torch.testing._internal.common_optimizers imports it:
-#     tests/test_torch_conformance.py) (+ any extra packages given as arguments)
+#     tests/test_torch_conformance.py), lion-pytorch (the reference of FusedLion:
+#     tests/test_lion.py; it leaves torch as it is) (+ any extra packages given
+#     as arguments)
 #   - LRSCHED_SKIP_INSTALL=1 skips the pip step (a machine that has them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +20,7 @@ PY=${PYTHON:-python3}
 if [ "${LRSCHED_SKIP_INSTALL:-0}" != "1" ]; then
   "$PY" -m pip install -q --disable-pip-version-check "torch==2.14.1" ninja pybind11 pytest hypothesis \
     "pytorch-lightning==2.6.6" "transformers==5.24.0" "accelerate==1.16.0" "scikit-learn==1.9.1" \
-    "matplotlib==3.11.2" "expecttest==0.3.0" "$@"
+    "matplotlib==3.11.2" "expecttest==0.3.0" "lion-pytorch==0.2.5" "$@"
 fi
 
 # nvcc: the toolkit at /usr/local/cuda unless CUDA_HOME says otherwise.

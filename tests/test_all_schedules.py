@@ -1,5 +1,5 @@
 """Every schedule and composite against torch's scheduler driving a torch
-optimizer: the lr sequence (get_last_lr) to 1e-12 relative, the cycled
+optimizer (for Lion, lion-pytorch's): the lr sequence (get_last_lr) to 1e-12 relative, the cycled
 momentum/beta1, and the parameters of the optimizer pair, over horizons that
 cross every milestone, restart and phase boundary, for three param groups."""
 import math
@@ -20,6 +20,7 @@ OPTIMIZERS = {
     "sgd momentum": ("sgd", {"momentum": 0.9, "weight_decay": 0.01}),
     "sgd no momentum": ("sgd", {}),
     "adam": ("adam", {"weight_decay": 0.01}),
+    "lion": ("lion", {"weight_decay": 0.01}),  # against lion-pytorch's Lion
 }
 
 

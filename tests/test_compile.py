@@ -5,16 +5,21 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from lrsched_fused import FusedAdam, schedules
+from lrsched_fused import FusedAdam, FusedLion, schedules
 
 
-OPTIONS = {"plain": {}, "clipped": {"max_grad_norm": 0.05},
-           "stochastic rounding, bf16 states": {"stochastic_rounding": True, "state_dtype": torch.bfloat16}}
+# The optimizer and its arguments.
+OPTIONS = {"plain": (FusedAdam, {}), "clipped": (FusedAdam, {"max_grad_norm": 0.05}),
+           "stochastic rounding, bf16 states": (FusedAdam, {"stochastic_rounding": True,
+                                                            "state_dtype": torch.bfloat16}),
+           "lion": (FusedLion, {"weight_decay": 0.1}),
+           "lion, stochastic rounding, bf16 states": (FusedLion, {"stochastic_rounding": True,
+                                                                  "state_dtype": torch.bfloat16})}
 
 
 @pytest.mark.parametrize("options", list(OPTIONS))
 def test_compiled_step_and_schedule_step_fullgraph_without_recompiles(options):
-    clipping = OPTIONS[options]
+    optimizer, clipping = OPTIONS[options]
     torch._dynamo.reset()
     counters.clear()
     torch.manual_seed(0)
@@ -22,9 +27,10 @@ def test_compiled_step_and_schedule_step_fullgraph_without_recompiles(options):
     eager_model = torch.nn.Linear(4, 2)
     eager_model.load_state_dict(model.state_dict())
     torch.manual_seed(1)  # the same rounding seed for both
-    opt = FusedAdam(model.parameters(), lr=0.01, schedule=schedules.ReduceLROnPlateau(patience=0), **clipping)
+    opt = optimizer(model.parameters(), lr=0.01, schedule=schedules.ReduceLROnPlateau(patience=0), **clipping)
     torch.manual_seed(1)
-    eager = FusedAdam(eager_model.parameters(), lr=0.01, schedule=schedules.ReduceLROnPlateau(patience=0), **clipping)
+    eager = optimizer(eager_model.parameters(), lr=0.01, schedule=schedules.ReduceLROnPlateau(patience=0),
+                      **clipping)
 
     @torch.compile(fullgraph=True, backend="aot_eager")
     def compiled_step(metric):

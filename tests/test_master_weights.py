@@ -17,7 +17,7 @@ import io
 import pytest
 import torch
 
-from lrsched_fused import FusedAdam, FusedAdamW, FusedSGD
+from lrsched_fused import FusedAdam, FusedAdamW, FusedLion, FusedSGD
 from schedule_specs import MASTER_SCHEDULES as SCHEDULES
 from torch_pair import (OUR_OPTIMIZERS, TORCH_OPTIMIZERS, assert_lr_sequences_close, compare,
                         masters_and_references, record_worst, relative_error)
@@ -38,6 +38,8 @@ CONFIGS = [
     ("adam", {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True}),
     ("adamw", {"lr": 0.01}),
     ("adamw", {"lr": 0.01, "amsgrad": True, "maximize": True, "weight_decay": 0.05}),
+    ("lion", {"lr": 1e-3, "weight_decay": 0.1}),  # against lion-pytorch on fp32 copies
+    ("lion", {"lr": 3e-4, "betas": (0.5, 0.9)}),
 ]
 
 def master_pair(kind, kwargs, spec, dtype, *, epochs=8, steps_per_epoch=2, layout="mixed",
@@ -181,11 +183,13 @@ def _make(kind, params, **extra):
     schedule = schedules.StepLR(step_size=1, gamma=0.9)
     if kind == "sgd":
         return FusedSGD(params, lr=0.05, momentum=0.9, schedule=schedule, **extra)
+    if kind == "lion":
+        return FusedLion(params, lr=1e-3, weight_decay=0.1, schedule=schedule, **extra)
     return {"adam": FusedAdam, "adamw": FusedAdamW}[kind](params, lr=0.01, amsgrad=True, schedule=schedule, **extra)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
-@pytest.mark.parametrize("kind", ["sgd", "adam", "adamw"])
+@pytest.mark.parametrize("kind", ["sgd", "adam", "adamw", "lion"])
 def test_resume_is_bit_identical(kind, dtype):
     torch.manual_seed(0)
     init = [torch.randn(4, 3).to(dtype), torch.randn(70000).to(dtype)]

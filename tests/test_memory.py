@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from lrsched_fused import FusedAdam, FusedAdamW, FusedSGD
+from lrsched_fused import FusedAdam, FusedAdamW, FusedLion, FusedSGD
 import schedule_specs
 
 OPTIMIZERS = {
@@ -20,6 +20,7 @@ OPTIMIZERS = {
     "sgd without momentum": lambda ps, **kw: FusedSGD(ps, lr=0.1, **kw),
     "adam amsgrad": lambda ps, **kw: FusedAdam(ps, lr=0.01, amsgrad=True, weight_decay=0.1, **kw),
     "adamw": lambda ps, **kw: FusedAdamW(ps, lr=0.01, **kw),
+    "lion": lambda ps, **kw: FusedLion(ps, lr=1e-3, weight_decay=0.1, **kw),
     "adam clipped": lambda ps, **kw: FusedAdam(ps, lr=0.01, max_grad_norm=1.0, **kw),
     "sgd clipped, p=3": lambda ps, **kw: FusedSGD(ps, lr=0.1, momentum=0.9, max_grad_norm=0.5, grad_norm_type=3.0,
                                                   **kw),
@@ -142,24 +143,25 @@ MEMORY_KINDS = {
     "sgd momentum": lambda ps, **kw: FusedSGD(ps, lr=0.1, momentum=0.9, **kw),
     "adam": lambda ps, **kw: FusedAdam(ps, lr=1e-3, **kw),
     "adam amsgrad": lambda ps, **kw: FusedAdam(ps, lr=1e-3, amsgrad=True, **kw),
+    "lion": lambda ps, **kw: FusedLion(ps, lr=1e-4, **kw),
 }
 # mode: (parameter dtype, options, bytes per element for each of MEMORY_KINDS)
 BYTES_PER_ELEMENT = {
-    "fp32": (torch.float32, {}, (4, 8, 12, 16)),
-    "bf16 (torch's layout)": (torch.bfloat16, {}, (2, 4, 6, 8)),
-    "bf16 + master_weights": (torch.bfloat16, {"master_weights": True}, (6, 10, 14, 18)),
-    "bf16 + stochastic_rounding": (torch.bfloat16, {"stochastic_rounding": True}, (2, 4, 6, 8)),
+    "fp32": (torch.float32, {}, (4, 8, 12, 16, 8)),
+    "bf16 (torch's layout)": (torch.bfloat16, {}, (2, 4, 6, 8, 4)),
+    "bf16 + master_weights": (torch.bfloat16, {"master_weights": True}, (6, 10, 14, 18, 10)),
+    "bf16 + stochastic_rounding": (torch.bfloat16, {"stochastic_rounding": True}, (2, 4, 6, 8, 4)),
     # the same mode as the previous one: a bf16 parameter's states are bf16 already
     "bf16 + stochastic_rounding + state_dtype=bf16": (
-        torch.bfloat16, {"stochastic_rounding": True, "state_dtype": torch.bfloat16}, (2, 4, 6, 8)),
-    "fp32 + state_dtype=bf16": (torch.float32, {"state_dtype": torch.bfloat16}, (4, 6, 8, 10)),
+        torch.bfloat16, {"stochastic_rounding": True, "state_dtype": torch.bfloat16}, (2, 4, 6, 8, 4)),
+    "fp32 + state_dtype=bf16": (torch.float32, {"state_dtype": torch.bfloat16}, (4, 6, 8, 10, 6)),
     # exp_avg / momentum_buffer in fp16, exp_avg_sq / max_exp_avg_sq in bf16 (NOTE: [float16 second moments])
-    "fp32 + state_dtype=fp16": (torch.float32, {"state_dtype": torch.float16}, (4, 6, 8, 10)),
+    "fp32 + state_dtype=fp16": (torch.float32, {"state_dtype": torch.float16}, (4, 6, 8, 10, 6)),
     "bf16 + master_weights + state_dtype=bf16": (
-        torch.bfloat16, {"master_weights": True, "state_dtype": torch.bfloat16}, (6, 8, 10, 12)),
+        torch.bfloat16, {"master_weights": True, "state_dtype": torch.bfloat16}, (6, 8, 10, 12, 8)),
     "bf16 + master_weights + stochastic_rounding + state_dtype=bf16": (
         torch.bfloat16, {"master_weights": True, "stochastic_rounding": True, "state_dtype": torch.bfloat16},
-        (6, 8, 10, 12)),
+        (6, 8, 10, 12, 8)),
 }
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from lrsched_fused import FusedAdam, FusedAdamW, FusedSGD, schedules
+from lrsched_fused import FusedAdam, FusedAdamW, FusedLion, FusedSGD, schedules
 import schedule_specs
 
 FORBIDDEN = {"_local_scalar_dense", "item", "equal", "is_nonzero"}
@@ -36,6 +36,7 @@ OPTIMIZERS = {
     "sgd": lambda ps, **kw: FusedSGD(ps, lr=0.1, momentum=0.9, **kw),
     "adam": lambda ps, **kw: FusedAdam(ps, lr=0.01, amsgrad=True, **kw),
     "adamw": lambda ps, **kw: FusedAdamW(ps, lr=0.01, **kw),
+    "lion": lambda ps, **kw: FusedLion(ps, lr=1e-3, weight_decay=0.1, **kw),
     "adamw clipped": lambda ps, **kw: FusedAdamW(ps, lr=0.01, max_grad_norm=1.0, **kw),
     "sgd clipped, inf norm": lambda ps, **kw: FusedSGD(ps, lr=0.1, momentum=0.9, max_grad_norm=0.5,
                                                        grad_norm_type=float("inf"), **kw),

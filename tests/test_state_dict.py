@@ -6,13 +6,14 @@ import io
 import pytest
 import torch
 
-from lrsched_fused import FusedAdam, FusedAdamW, FusedSGD, schedules
+from lrsched_fused import FusedAdam, FusedAdamW, FusedLion, FusedSGD, schedules
 import schedule_specs
 
 OPTIMIZERS = {
     "sgd": lambda ps, s: FusedSGD(ps, lr=0.1, momentum=0.9, schedule=s),
     "adam": lambda ps, s: FusedAdam(ps, lr=0.01, amsgrad=True, weight_decay=0.1, schedule=s),
     "adamw": lambda ps, s: FusedAdamW(ps, lr=0.01, schedule=s),
+    "lion": lambda ps, s: FusedLion(ps, lr=1e-3, weight_decay=0.1, schedule=s),
 }
 SCHEDULES = schedule_specs.STATE_DICT_SCHEDULES
 

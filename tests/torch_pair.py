@@ -11,11 +11,22 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 
 import schedule_specs
-from lrsched_fused import FusedAdam, FusedAdamW, FusedSGD
+from lrsched_fused import FusedAdam, FusedAdamW, FusedLion, FusedSGD
 from lrsched_fused.testing import torch_reference
 
-TORCH_OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
-OUR_OPTIMIZERS = {"sgd": FusedSGD, "adam": FusedAdam, "adamw": FusedAdamW}
+
+def lion_reference(params, **kwargs):
+    """lion-pytorch's Lion (pinned in tests/build.sh): torch has no Lion."""
+    from lion_pytorch import Lion
+    return Lion(params, **kwargs)
+
+
+# The reference of each kind: torch's optimizer, or for Lion lion-pytorch's.
+TORCH_OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+                    "lion": lion_reference}
+OUR_OPTIMIZERS = {"sgd": FusedSGD, "adam": FusedAdam, "adamw": FusedAdamW, "lion": FusedLion}
+# References with one implementation: torch_impl does not apply.
+SINGLE_IMPLEMENTATION = {"lion"}
 
 # Every OptimizerInput that torch/testing/_internal/common_optimizers.py lists for
 # SGD, Adam and AdamW (CPU and CUDA lists), transcribed: importing that module
@@ -155,7 +166,8 @@ def build_pair(kind: str, kwargs: dict, *, spec: Optional[dict] = None, layout: 
     our_params = [[v.clone().to(device).requires_grad_() for v in group] for group in values]
     # The reference pair uses a float lr: torch computes a Tensor
     # lr's schedule in the tensor's dtype (float32 here), ours in float64.
-    torch_kwargs = dict(kwargs, **({"fused": True} if torch_impl == "fused" else {"foreach": False}))
+    impl = {} if kind in SINGLE_IMPLEMENTATION else {"fused": True} if torch_impl == "fused" else {"foreach": False}
+    torch_kwargs = dict(kwargs, **impl)
     if isinstance(torch_kwargs.get("lr"), torch.Tensor):
         torch_kwargs["lr"] = float(torch_kwargs["lr"])
     torch_opt = TORCH_OPTIMIZERS[kind](groups(torch_params, True), **torch_kwargs)

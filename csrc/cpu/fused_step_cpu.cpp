@@ -1,4 +1,4 @@
-// CPU kernels of adam_step_, sgd_step_ and schedule_step_: one parallel pass over the
+// CPU kernels of adam_step_, sgd_step_, lion_step_ and schedule_step_: one parallel pass over the
 // elements of all tensors of a call (NOTE: [CPU work split], NOTE: [CPU instruction
 // sets] in cpu_loops.h).
 #include <ATen/OpMathType.h>
@@ -51,6 +51,31 @@ void with_rounding(bool round, const F& f) {
   }
 }
 
+// Element i's Philox words (NOTE: [stochastic rounding]); none without kRound.
+template <bool kRound>
+LRSCHED_FUSED_ALWAYS_INLINE PhiloxWords element_words(const RoundingStream& stream, uint64_t first_index,
+                                                      int64_t i) {
+  PhiloxWords bits{};
+  if constexpr (kRound) {
+    bits = rounding_words(stream, first_index + static_cast<uint64_t>(i));
+  }
+  return bits;
+}
+
+// Stores element i's new value p: with kMaster in the master, and the param
+// rounded to nearest (NOTE: [master weights]); else the param, rounded with
+// word `random` when kRound (store_as).
+template <typename scalar_t, bool kMaster, bool kRound, typename opmath_t>
+LRSCHED_FUSED_ALWAYS_INLINE void store_param(scalar_t* __restrict__ param, float* __restrict__ master, int64_t i,
+                                             opmath_t p, uint32_t random) {
+  if constexpr (kMaster) {
+    master[i] = static_cast<float>(p);
+    param[i] = to_storage<scalar_t>(p);
+  } else {
+    param[i] = store_as<scalar_t, kRound>(p, random);
+  }
+}
+
 // n consecutive elements of one tensor: the loop each instruction set compiles.
 // scalar_t: the param's and grad's storage; state_t: the states'; with
 // kMaster (NOTE: [master weights]) `master` (float) holds the value the update
@@ -85,16 +110,8 @@ struct AdamElements {
       opmath_t v = exp_avg_sq[i];
       opmath_t v_max = kAmsgrad ? opmath_t(max_exp_avg_sq[i]) : opmath_t(0);
       adam_update<opmath_t, kAmsgrad, kDecoupled, scalar_t>(p, g, m, v, v_max, c);
-      PhiloxWords bits{};
-      if constexpr (kRound) {
-        bits = rounding_words(stream, first_index + static_cast<uint64_t>(i));
-      }
-      if constexpr (kMaster) {
-        master[i] = static_cast<float>(p);
-        param[i] = to_storage<scalar_t>(p);
-      } else {
-        param[i] = store_as<scalar_t, kRound>(p, bits.w[0]);
-      }
+      const PhiloxWords bits = element_words<kRound>(stream, first_index, i);
+      store_param<scalar_t, kMaster, kRound>(param, master, i, p, bits.w[0]);
       exp_avg[i] = store_as<state_t, kRound>(m, bits.w[1]);
       exp_avg_sq[i] = store_as<second_t, kRound>(v, bits.w[2]);
       if constexpr (kAmsgrad) {
@@ -132,19 +149,45 @@ struct SgdElements {
       opmath_t g = grad[i];
       opmath_t b = kMomentum ? opmath_t(momentum_buffer[i]) : opmath_t(0);
       sgd_update<opmath_t, kMomentum, scalar_t>(p, g, b, opmath_t(first_step), c);
-      PhiloxWords bits{};
-      if constexpr (kRound) {
-        bits = rounding_words(stream, first_index + static_cast<uint64_t>(i));
-      }
-      if constexpr (kMaster) {
-        master[i] = static_cast<float>(p);
-        param[i] = to_storage<scalar_t>(p);
-      } else {
-        param[i] = store_as<scalar_t, kRound>(p, bits.w[0]);
-      }
+      const PhiloxWords bits = element_words<kRound>(stream, first_index, i);
+      store_param<scalar_t, kMaster, kRound>(param, master, i, p, bits.w[0]);
       if constexpr (kMomentum) {
         momentum_buffer[i] = store_as<state_t, kRound>(b, bits.w[1]);
       }
+      if constexpr (kUnscale) {
+        grad[i] = to_storage<scalar_t>(g);
+      }
+    }
+  }
+};
+
+template <typename scalar_t, typename state_t, bool kMaster, bool kRound>
+struct LionElements {
+  using opmath_t = at::opmath_type<scalar_t>;
+  static LRSCHED_FUSED_ALWAYS_INLINE void run(
+      scalar_t* __restrict__ param, scalar_t* __restrict__ grad, state_t* __restrict__ exp_avg,
+      float* __restrict__ master, int64_t n, const LionCoefficients<opmath_t>& c, const PieceRounding& rounding) {
+    const std::array<bool, 2> flags{c.grad.unscale, c.grad.clip};
+    run_pinned<LionElements>(flags, param, grad, exp_avg, master, n, c, rounding);
+  }
+
+  template <bool kUnscale, bool kClip>
+  static LRSCHED_FUSED_ALWAYS_INLINE void loop(
+      scalar_t* __restrict__ param, scalar_t* __restrict__ grad, state_t* __restrict__ exp_avg,
+      float* __restrict__ master, int64_t n, const LionCoefficients<opmath_t>& coefficients,
+      const PieceRounding& rounding) {
+    LionCoefficients<opmath_t> c = coefficients;  // a local copy: the stores cannot alias it
+    c.grad.clip = kClip;
+    const RoundingStream stream = rounding.stream;
+    const uint64_t first_index = rounding.first_index;
+    for (int64_t i = 0; i < n; ++i) {
+      opmath_t p = kMaster ? opmath_t(master[i]) : opmath_t(param[i]);
+      opmath_t g = grad[i];
+      opmath_t m = exp_avg[i];
+      lion_update<opmath_t, scalar_t>(p, g, m, c);
+      const PhiloxWords bits = element_words<kRound>(stream, first_index, i);
+      store_param<scalar_t, kMaster, kRound>(param, master, i, p, bits.w[0]);
+      exp_avg[i] = store_as<state_t, kRound>(m, bits.w[1]);
       if constexpr (kUnscale) {
         grad[i] = to_storage<scalar_t>(g);
       }
@@ -269,6 +312,38 @@ void run_step(const UpdateCall<SgdStepOp>& call) {
                                  end - begin, is_first[t] != 0, c,
                                  piece_rounding(streams, call.element_offsets, t, begin));
         });
+      });
+    });
+  });
+}
+
+void run_step(const UpdateCall<LionStepOp>& call) {
+  using Op = LionStepOp;
+  const LionGroupValues group = lion_group_values(call.schedule_state.const_data_ptr<double>(), call.group_index);
+  const ElementSpace space(call.params);
+  const bool avx2 = use_avx2();
+  const bool round = call.has(Op::kStochasticRounding);
+  for (const at::Tensor& step : call.slots[Op::kStep]) {  // with stochastic rounding: the bits' counter
+    *step.mutable_data_ptr<double>() += 1;
+  }
+  const std::vector<RoundingStream> streams = rounding_streams(call);
+  dispatch_update_types(call.params[0].scalar_type(), call.state_dtype, call.has(Op::kMasterWeights),
+                        [&](auto scalar, auto state, auto master_flag) {
+    using scalar_t = decltype(scalar);
+    using state_t = decltype(state);
+    constexpr bool kMaster = decltype(master_flag)::value;
+    using opmath_t = at::opmath_type<scalar_t>;
+    const LionCoefficients<opmath_t> c = make_lion_coefficients<opmath_t>(group, grad_options<opmath_t>(call));
+    const auto param_data = data_pointers<scalar_t>(call.params);
+    const auto grad_data = data_pointers<scalar_t>(call.grads);
+    const auto exp_avg_data = data_pointers<state_t>(call.slots[Op::kExpAvg]);
+    const auto master_data = data_pointers<float>(call.slots[Op::kMasterParam]);
+    with_rounding<scalar_t, state_t, kMaster>(round, [&](auto round_flag) {
+      using Elements = LionElements<scalar_t, state_t, kMaster, decltype(round_flag)::value>;
+      for_each_piece_in_parallel(space, [&](size_t t, int64_t begin, int64_t end) {
+        run_elements<Elements>(avx2, param_data[t] + begin, grad_data[t] + begin, exp_avg_data[t] + begin,
+                               offset_or_null(master_data, t, begin), end - begin, c,
+                               piece_rounding(streams, call.element_offsets, t, begin));
       });
     });
   });

@@ -1,4 +1,4 @@
-// CUDA kernels of adam_step_, sgd_step_ and schedule_step_, and their
+// CUDA kernels of adam_step_, sgd_step_, lion_step_ and schedule_step_, and their
 // registration. The per-element math and the schedule are the shared headers'
 // (csrc/update_math.h, csrc/schedule_math.h); the chunking is the launcher's
 // (NOTE: [tensors in kernel arguments]).
@@ -14,7 +14,8 @@
 // (NOTE: [tensors in kernel arguments]: 406 to 580 tensors): adam_step_ 2B
 // (per launch of tensors the update, then one thread per tensor advances its
 // step counter), sgd_step_ 2B with momentum or stochastic rounding (likewise)
-// and B without, schedule_step_ 1. The update reads the step counter before
+// and B without, lion_step_ likewise (2B with stochastic rounding, whose
+// step counter it keeps, B without), schedule_step_ 1. The update reads the step counter before
 // the step: Adam's bias corrections of step + 1, SGD's "the momentum buffer
 // is new" (step == 0) and stochastic rounding's stream (keyed by step + 1,
 // NOTE: [stochastic rounding]) are computed by thread 0 of each block, in
@@ -58,6 +59,7 @@ constexpr int kExpAvg = 2;          // Adam
 constexpr int kExpAvgSq = 3;        // Adam
 constexpr int kMaxExpAvgSq = 4;     // Adam with amsgrad
 constexpr int kMomentumBuffer = 2;  // SGD with momentum
+constexpr int kLionExpAvg = 2;      // Lion
 
 // The Philox word that rounds slot s (NOTE: [stochastic rounding]): word 0
 // the param, word 1 + i the i-th state (exp_avg 1, exp_avg_sq 2,
@@ -317,9 +319,10 @@ __device__ __forceinline__ void apply_to_chunk(const ChunkSlots<scalar_t, state_
 // fp64 before the compiler shortens live ranges. A memory-bound update needs
 // no more than 50%: 1024 resident threads x 5 vectors x 16 B = 80 KB in
 // flight per SM, several times what an H100/H200 SM needs to cover DRAM
-// latency. `-Xptxas -v` (nvcc 13.0) reports 45 to 64 registers for the 114
-// update kernels (76 adam_chunk_kernel, 38 sgd_chunk_kernel, each on sm_80
-// and sm_90) at this bound, no spills, 0-byte stack frames; the grad norm
+// latency. `-Xptxas -v` (nvcc 13.0) reports 45 to 64 registers for the 152
+// update kernels (76 adam_chunk_kernel, 38 sgd_chunk_kernel, 38
+// lion_chunk_kernel: 48 to 64, each on sm_80 and sm_90) at this bound, no
+// spills, 0-byte stack frames; the grad norm
 // kernels (grad_norm_cuda.cu, 44 to 64 registers, no spills) were measured
 // before the states got their own dtype and not re-measured since.
 constexpr int kMinBlocksPerSm = 4;
@@ -505,6 +508,33 @@ __global__ void __launch_bounds__(kBlockThreads, kMinBlocksPerSm)
   });
 }
 
+struct LionArgs {
+  StepInputs in;
+  bool maximize;
+};
+
+template <typename scalar_t, typename state_t, bool kMaster>
+__global__ void __launch_bounds__(kBlockThreads, kMinBlocksPerSm)
+    lion_chunk_kernel(const LRSCHED_FUSED_GRID_CONSTANT TensorBatch<UpdateEntry<3>> batch, LionArgs args) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  constexpr int kDepth = 3;
+  const unsigned store_mask = store_mask_of((1u << kParam) | (1u << kLionExpAvg), args.in);
+  const auto* plan = plan_block<scalar_t, state_t, kMaster, kDepth, LionCoefficients<opmath_t>>(
+      batch, args.in, [&](double, double scale, double clip) {
+        const GradOptions<opmath_t> grad = make_grad_options<opmath_t>(
+            args.maximize, args.in.grad_scale.data != nullptr, scale, args.in.clip_coef.data != nullptr, clip);
+        return make_lion_coefficients<opmath_t>(lion_group_values(args.in.schedule_state, args.in.group_index),
+                                                grad);
+      });
+  if (plan == nullptr) {
+    return;
+  }
+  const LionCoefficients<opmath_t> c = plan->values;
+  apply_to_block(*plan, store_mask, [&](opmath_t(&v)[kDepth]) {
+    lion_update<opmath_t, scalar_t>(v[kParam], v[kGrad], v[kLionExpAvg], c);
+  });
+}
+
 template <typename Op>
 StepInputs step_inputs(const UpdateCall<Op>& call) {
   const at::Tensor& state = call.schedule_state;
@@ -617,6 +647,18 @@ void run_step(const UpdateCall<SgdStepOp>& call, const StepInputs& in, cudaStrea
   });
 }
 
+void run_step(const UpdateCall<LionStepOp>& call, const StepInputs& in, cudaStream_t stream) {
+  using Op = LionStepOp;
+  const std::vector<at::TensorList> slots{call.params, call.grads, call.slots[Op::kExpAvg]};
+  const LionArgs args{in, call.has(Op::kMaximize)};
+  // The step counters (call.slots[Op::kStep]) are there with stochastic rounding only.
+  dispatch_update_types(call.params[0].scalar_type(), call.state_dtype, call.has(Op::kMasterWeights),
+                        [&](auto scalar, auto state, auto master_flag) {
+    launch_update(&lion_chunk_kernel<decltype(scalar), decltype(state), decltype(master_flag)::value>, slots,
+                  call.slots[Op::kMasterParam], call.slots[Op::kStep], call.element_offsets, args, stream);
+  });
+}
+
 // The CUDA kernels of update op Op (UpdateStepSignature): the shared checks,
 // then the launches on the current stream; found_inf is read on the device.
 template <typename Op>
@@ -662,6 +704,7 @@ void schedule_step_cuda(
 std::map<std::string, int64_t> tensors_per_launch() {
   return {{"sgd", TensorBatch<UpdateEntry<2>>::kCapacity},
           {"sgd_momentum", TensorBatch<UpdateEntry<3>>::kCapacity},
+          {"lion", TensorBatch<UpdateEntry<3>>::kCapacity},
           {"adam", TensorBatch<UpdateEntry<4>>::kCapacity},
           {"adam_amsgrad", TensorBatch<UpdateEntry<5>>::kCapacity},
           {"grad_norm", TensorBatch<GradEntry>::kCapacity}};
