@@ -88,7 +88,7 @@ def extension():
 setup(
     name="lrsched_fused",
     version="0.1.0",
-    description="Fused SGD/Adam/AdamW with the learning-rate schedule computed on the device",
+    description="Fused SGD/Adam/AdamW/Lion/Muon with the learning-rate schedule computed on the device",
     packages=find_packages(include=["lrsched_fused", "lrsched_fused.*"]),
     ext_modules=[extension()],
     cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},

@@ -86,7 +86,7 @@ import torch
 from torch.utils import benchmark as torch_benchmark
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the in-place build
-from lrsched_fused import FusedAdam, FusedAdamW, FusedLion, FusedSGD, schedules  # noqa: E402
+from lrsched_fused import FusedAdam, FusedAdamW, FusedLion, FusedMuon, FusedSGD, schedules  # noqa: E402
 
 Shape = Tuple[int, ...]
 Step = Callable[[], None]
@@ -174,24 +174,26 @@ OPTIMIZERS = {
     "Adam": dict(lr=1e-3),
     "AdamW": dict(lr=1e-3, weight_decay=1e-2),
     "Lion": dict(lr=1e-4, weight_decay=1e-1),
+    # the Muon group's; the other parameters are an AdamW group with torch AdamW's defaults (muon_split)
+    "Muon": dict(lr=2e-2),
 }
 SCHEDULES = {
     "StepLR": dict(step_size=1000, gamma=0.5),
     "CosineAnnealingLR": dict(T_max=1000, eta_min=1e-5),
     "ReduceLROnPlateau": dict(factor=0.5, patience=10, min_lr=1e-5),
 }
-BYTES_PER_ELEMENT_MOVED = {"SGD": 5, "Adam": 7, "AdamW": 7, "Lion": 5}  # NOTE: [byte model]
+BYTES_PER_ELEMENT_MOVED = {"SGD": 5, "Adam": 7, "AdamW": 7, "Lion": 5, "Muon": 7}  # NOTE: [byte model]
 CLIP_ELEMENTS_MOVED = 1  # the norm's read of the grads (NOTE: [byte model])
 # max_grad_norm of the "+clip" rows: the norm is computed and the grads are
 # multiplied by the coefficient as in any clipped step (torch: _foreach_mul_,
 # ours: inside the update), but the coefficient is 1, so torch's in-place
 # clip leaves the grads that every implementation shares unchanged.
 CLIP_MAX_NORM = 1e30
-MASTER_BYTES_PER_PARAM = {"SGD": 20, "Adam": 28, "AdamW": 28, "Lion": 20}  # bf16+master, NOTE: [byte model]
+MASTER_BYTES_PER_PARAM = {"SGD": 20, "Adam": 28, "AdamW": 28, "Lion": 20, "Muon": 28}  # bf16+master, NOTE: [byte model]
 # fp32+bf16 states, ours only (torch's fp32 competitors move BYTES_PER_ELEMENT_MOVED fp32 elements), NOTE: [byte model]
-BF16_STATES_BYTES_PER_PARAM = {"SGD": 16, "Adam": 20, "AdamW": 20, "Lion": 16}
+BF16_STATES_BYTES_PER_PARAM = {"SGD": 16, "Adam": 20, "AdamW": 20, "Lion": 16, "Muon": 20}
 CEILING_ELEMENTS_MOVED = 3
-STATE_TENSORS = {"SGD": 1, "Adam": 2, "AdamW": 2, "Lion": 1}
+STATE_TENSORS = {"SGD": 1, "Adam": 2, "AdamW": 2, "Lion": 1, "Muon": 1}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "bf16+master": torch.bfloat16,
           "bf16+SR": torch.bfloat16, "fp32+bf16 states": torch.float32}  # the parameters' dtype
 MASTER_WEIGHT_DTYPES = ("bf16+master",)  # ours with master_weights=True
@@ -323,20 +325,16 @@ def build_ceiling(config: Config, inputs: Inputs) -> Step:
 
 def torch_pair(**options) -> Callable[[Config, Inputs], Step]:
     """torch's optimizer with `options` + its scheduler, stepped as users do."""
-    def build(config: Config, inputs: Inputs) -> Optional[Step]:
-        if config.optimizer not in TORCH_OPTIMIZER:
-            return None
+    def build(config: Config, inputs: Inputs) -> Step:
         optimizer = TORCH_OPTIMIZER[config.optimizer](_torch_params(config, inputs), **OPTIMIZERS[config.optimizer],
                                                       **options)
         return _with_torch_scheduler(optimizer, config, inputs)
     return build
 
 
-def build_torch_tensor_lr(config: Config, inputs: Inputs) -> Optional[Step]:
+def build_torch_tensor_lr(config: Config, inputs: Inputs) -> Step:
     """torch's sync-free pair: a device tensor lr that the scheduler writes in
     place; Adam/AdamW capturable (foreach), SGD fused (it has no capturable flag)."""
-    if config.optimizer not in TORCH_OPTIMIZER:
-        return None
     hyper = dict(OPTIMIZERS[config.optimizer])
     hyper["lr"] = torch.tensor(hyper["lr"], device=inputs.device)
     options = dict(fused=True) if config.optimizer == "SGD" else dict(capturable=True, foreach=True)
@@ -344,9 +342,50 @@ def build_torch_tensor_lr(config: Config, inputs: Inputs) -> Optional[Step]:
     return _with_torch_scheduler(optimizer, config, inputs)
 
 
-def build_ours(config: Config, inputs: Inputs) -> Step:
+def muon_split(params: List[torch.Tensor], workload: str) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+    """(the Muon group, the AdamW group): the 2-D parameters but a GPT-2's
+    embeddings (wte, wpe: its first two tensors), as Muon's recipes split a
+    transformer; the rest."""
+    skip = 2 if workload.startswith("gpt2") else 0
+    matrices = [p for i, p in enumerate(params) if p.dim() == 2 and i >= skip]
+    chosen = {id(p) for p in matrices}
+    return matrices, [p for p in params if id(p) not in chosen]
+
+
+class _Together:
+    """Optimizers stepped as one (torch's Muon + AdamW pair)."""
+
+    def __init__(self, *optimizers):
+        self.optimizers = optimizers
+        self.param_groups = [g for opt in optimizers for g in opt.param_groups]
+
+    def step(self):
+        for opt in self.optimizers:
+            opt.step()
+
+
+def build_torch_muon(config: Config, inputs: Inputs) -> Optional[Step]:
+    """torch.optim.Muon for the matrices + torch.optim.AdamW(fused=True) for the rest, a torch scheduler each."""
+    if config.dtype not in ("fp32", "bf16") or config.clip:
+        return None
+    matrices, others = muon_split(_torch_params(config, inputs), config.workload)
+    muon = torch.optim.Muon(matrices, **OPTIMIZERS["Muon"])
+    adamw = torch.optim.AdamW(others, fused=True)
+    schedulers = [TORCH_SCHEDULER[config.schedule](opt, **SCHEDULES[config.schedule]) for opt in (muon, adamw)]
+    return _step_and_schedule(_Together(muon, adamw), lambda *metric: [s.step(*metric) for s in schedulers],
+                              config, inputs)
+
+
+def build_ours(config: Config, inputs: Inputs) -> Optional[Step]:
     schedule = OUR_SCHEDULE[config.schedule](**SCHEDULES[config.schedule])
     clipping = dict(max_grad_norm=CLIP_MAX_NORM) if config.clip else {}
+    if config.optimizer == "Muon":
+        if config.dtype not in ("fp32", "bf16"):
+            return None
+        matrices, others = muon_split(inputs.fresh_params(), config.workload)
+        optimizer = FusedMuon([{"params": matrices}, {"params": others, "use_muon": False}], **OPTIMIZERS["Muon"],
+                              schedule=schedule, **clipping)
+        return _step_and_schedule(optimizer, optimizer.schedule_step, config, inputs)
     optimizer = OUR_OPTIMIZER[config.optimizer](inputs.fresh_params(), **OPTIMIZERS[config.optimizer],
                                                 schedule=schedule,
                                                 master_weights=config.dtype in MASTER_WEIGHT_DTYPES,
@@ -378,8 +417,6 @@ def build_ours_graph(config: Config, inputs: Inputs) -> Step:
 
 def build_lion_pytorch(config: Config, inputs: Inputs) -> Optional[Step]:
     """lion-pytorch's Lion (a for-loop over the tensors, four torch ops each) + torch's scheduler."""
-    if config.optimizer != "Lion":
-        return None
     from lion_pytorch import Lion
     return _with_torch_scheduler(Lion(_torch_params(config, inputs), **OPTIMIZERS["Lion"]), config, inputs)
 
@@ -394,9 +431,7 @@ def importable(module: str) -> Callable[[], bool]:
     return available
 
 
-def build_deepspeed_cpu_adam(config: Config, inputs: Inputs) -> Optional[Step]:
-    if config.optimizer not in ("Adam", "AdamW"):
-        return None
+def build_deepspeed_cpu_adam(config: Config, inputs: Inputs) -> Step:
     from deepspeed.ops.adam import DeepSpeedCPUAdam  # imported here only: optional and heavy
     optimizer = DeepSpeedCPUAdam(_torch_params(config, inputs), **OPTIMIZERS[config.optimizer],
                                  adamw_mode=config.optimizer == "AdamW")
@@ -409,6 +444,10 @@ class Competitor:
     devices: Tuple[str, ...]
     description: str
     available: Callable[[], bool] = lambda: True
+    optimizers: Optional[Tuple[str, ...]] = None  # the optimizers it implements (None: every one torch has)
+
+    def applies_to(self, optimizer: str) -> bool:
+        return optimizer in TORCH_OPTIMIZER if self.optimizers is None else optimizer in self.optimizers
 
 
 CEILING = "add_ ceiling"
@@ -417,18 +456,24 @@ OURS_GRAPH = "ours+cudagraph"
 OUR_IMPLS = (OURS, OURS_GRAPH)  # built by build_ours: ours' byte model where it differs (NOTE: [byte model])
 REFERENCE = "torch-fused"  # the pair the summary compares ours with
 COMPETITORS: Dict[str, Competitor] = {
-    CEILING: Competitor(build_ceiling, ("cpu", "cuda"), "a.add_(b, alpha) on one tensor of the workload's size"),
+    CEILING: Competitor(build_ceiling, ("cpu", "cuda"), "a.add_(b, alpha) on one tensor of the workload's size",
+                        optimizers=tuple(OPTIMIZERS)),
     "torch-forloop": Competitor(torch_pair(foreach=False), ("cpu",), "torch for-loop optimizer + torch scheduler"),
     "torch-foreach": Competitor(torch_pair(foreach=True), ("cpu",), "torch foreach optimizer + torch scheduler"),
     REFERENCE: Competitor(torch_pair(fused=True), ("cpu", "cuda"), "torch fused optimizer + torch scheduler (eager)"),
     "torch-tensor-lr": Competitor(build_torch_tensor_lr, ("cuda",),
                                   "torch capturable (Adam) / fused (SGD) with a tensor lr + torch scheduler"),
-    OURS: Competitor(build_ours, ("cpu", "cuda"), "ours, eager: step() + schedule_step()"),
-    OURS_GRAPH: Competitor(build_ours_graph, ("cuda",), "ours, one step captured in a CUDA graph, replayed"),
+    OURS: Competitor(build_ours, ("cpu", "cuda"), "ours, eager: step() + schedule_step()",
+                     optimizers=tuple(OPTIMIZERS)),
+    OURS_GRAPH: Competitor(build_ours_graph, ("cuda",), "ours, one step captured in a CUDA graph, replayed",
+                           optimizers=tuple(OPTIMIZERS)),
+    "torch-muon": Competitor(build_torch_muon, ("cpu", "cuda"),
+                             "torch.optim.Muon + torch.optim.AdamW(fused=True) + torch schedulers (Muon)",
+                             optimizers=("Muon",)),
     "lion-pytorch": Competitor(build_lion_pytorch, ("cpu", "cuda"), "lion-pytorch's Lion + torch scheduler (Lion)",
-                               available=importable("lion_pytorch")),
+                               available=importable("lion_pytorch"), optimizers=("Lion",)),
     "deepspeed-cpu-adam": Competitor(build_deepspeed_cpu_adam, ("cpu",), "DeepSpeedCPUAdam + torch scheduler",
-                                     available=importable("deepspeed.ops.adam")),
+                                     available=importable("deepspeed.ops.adam"), optimizers=("Adam", "AdamW")),
 }
 
 # ------------------------------------------------------------------------ timing
@@ -512,6 +557,8 @@ def _all_fit(config: Config, inputs: Inputs, impls: Sequence[str]) -> bool:
 
 
 def _build_and_warm(impl: str, config: Config, inputs: Inputs, warmup: int, errors: Dict[str, str]):
+    if not COMPETITORS[impl].applies_to(config.optimizer):
+        return None
     try:
         step = COMPETITORS[impl].build(config, inputs)
         if step is not None:
@@ -594,27 +641,32 @@ def format_rows(rows: Sequence[dict]) -> str:
 
 
 # "+clip" rows (--clip): every optimizer, clip + step + schedule against torch's recipe.
+# Muon's rows need matrices: the GPT-2 workloads only (MUON_ROWS).
+ELEMENTWISE_OPTIMIZERS = [o for o in OPTIMIZERS if o != "Muon"]
+MUON_ROWS = [Config("gpt2-small", d, "Muon", "CosineAnnealingLR") for d in ("fp32", "bf16")]
 CLIP_CONFIGS = [Config(w, "fp32", o, "CosineAnnealingLR", clip=True) for w in ("small-many", "large-few")
-                for o in OPTIMIZERS]
+                for o in ELEMENTWISE_OPTIMIZERS]
 QUICK_CONFIGS = (
-    [Config(w, "fp32", o, "CosineAnnealingLR") for w in ("small-many", "large-few") for o in OPTIMIZERS]
+    [Config(w, "fp32", o, "CosineAnnealingLR") for w in ("small-many", "large-few") for o in ELEMENTWISE_OPTIMIZERS]
     + [Config("small-many", "fp32", "Adam", s) for s in ("StepLR", "ReduceLROnPlateau")]
     + [Config(w, d, "Adam", "CosineAnnealingLR") for w in ("small-many", "large-few")
        for d in ("bf16+master", "bf16+SR", "fp32+bf16 states")]
     + [Config(w, "fp32", o, "CosineAnnealingLR") for w in ("host-1000", "host-1000-new-grads")
        for o in ("SGD", "Adam")]
     + CLIP_CONFIGS
+    + MUON_ROWS[:1]
 )
 # --host-cost (run it with --threads 1): the step's bookkeeping per tensor, NOTE: [host cost].
 HOST_COST_CONFIGS = [Config(w, "fp32", o, "CosineAnnealingLR") for w in HOST_COST_WORKLOADS for o in ("SGD", "Adam")]
 # benchmarks/gpu_check.sh: 100M+ parameters (GPT-2 small) and 2000 small tensors, fp32, bf16 and bf16 with
 # master weights, SGD and Adam; clipped Adam; GPT-2 small Adam with stochastic rounding; GPT-2 small Lion
-# (fp32, bf16) against lion-pytorch.
+# and Muon (fp32, bf16) against lion-pytorch and torch's Muon + AdamW.
 GPU_CHECK_CONFIGS = ([Config(w, d, o, "CosineAnnealingLR") for w in ("gpt2-small", "many-small")
                       for d in ("fp32", "bf16", "bf16+master") for o in ("SGD", "Adam")]
                      + [Config(w, "fp32", "Adam", "CosineAnnealingLR", clip=True) for w in ("gpt2-small", "many-small")]
                      + [Config("gpt2-small", "bf16+SR", "Adam", "CosineAnnealingLR")]
-                     + [Config("gpt2-small", d, "Lion", "CosineAnnealingLR") for d in ("fp32", "bf16")])
+                     + [Config("gpt2-small", d, "Lion", "CosineAnnealingLR") for d in ("fp32", "bf16")]
+                     + MUON_ROWS)
 
 
 def plan(args) -> List[Config]:
@@ -638,7 +690,8 @@ def plan(args) -> List[Config]:
         configs = list(CLIP_CONFIGS)
     else:
         workloads = args.workloads or [w for w, spec in WORKLOADS.items() if spec.in_full_run]
-        configs = [Config(w, d, o, s) for w in workloads for d in DTYPES for o in OPTIMIZERS for s in SCHEDULES]
+        configs = [Config(w, d, o, s) for w in workloads for d in DTYPES for o in ELEMENTWISE_OPTIMIZERS
+                   for s in SCHEDULES] + [c for c in MUON_ROWS if c.workload in workloads]
     return [c for c in configs if all(values is None or getattr(c, name) in values for name, values in chosen.items())]
 
 

@@ -1,4 +1,4 @@
-// The Autograd kernels of the update ops and of the clipping ops. They have no derivative: they
+// The Autograd kernels of the update ops, Muon's passes and the clipping ops. They have no derivative: they
 // update parameters in place, as torch's fused optimizers do under
 // torch.no_grad(). Without a kernel of their own, torch's boxed autograd
 // fallback would run, which boxes every argument (each tensor of each list
@@ -31,6 +31,8 @@ void refuse_grad_requiring(const char* op, const Arg& arg) {
 constexpr char kAdamStep[] = "lrsched_fused::adam_step_";  // AdamStepOp::kName
 constexpr char kSgdStep[] = "lrsched_fused::sgd_step_";    // SgdStepOp::kName
 constexpr char kLionStep[] = "lrsched_fused::lion_step_";  // LionStepOp::kName
+constexpr char kMuonMomentum[] = "lrsched_fused::muon_momentum_";
+constexpr char kMuonApply[] = "lrsched_fused::muon_apply_";
 constexpr char kGradNormPartial[] = "lrsched_fused::grad_norm_partial_";
 constexpr char kClipCoefficient[] = "lrsched_fused::clip_coefficient_";
 
@@ -55,6 +57,8 @@ TORCH_LIBRARY_IMPL(lrsched_fused, Autograd, m) {
   m.impl(AdamStepOp::kName, &BelowAutograd<UpdateStepSignature, kAdamStep>::call);
   m.impl(SgdStepOp::kName, &BelowAutograd<UpdateStepSignature, kSgdStep>::call);
   m.impl(LionStepOp::kName, &BelowAutograd<UpdateStepSignature, kLionStep>::call);
+  m.impl("muon_momentum_", &BelowAutograd<MuonMomentumSignature, kMuonMomentum>::call);
+  m.impl("muon_apply_", &BelowAutograd<MuonApplySignature, kMuonApply>::call);
   m.impl("grad_norm_partial_", &BelowAutograd<GradNormPartialSignature, kGradNormPartial>::call);
   m.impl("clip_coefficient_", &BelowAutograd<ClipCoefficientSignature, kClipCoefficient>::call);
 }

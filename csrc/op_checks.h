@@ -226,6 +226,34 @@ UpdateCall<Op> check_update_call(at::TensorList params, at::TensorList grads, at
           element_offsets};
 }
 
+// The arguments of muon_momentum_ (NOTE: [Muon's passes]), the same on every device.
+inline void check_muon_momentum_args(at::TensorList grads, at::TensorList buffers, at::TensorList updates,
+                                     const at::Tensor& schedule_state, int64_t group_index, int64_t flags,
+                                     const std::optional<at::Tensor>& grad_scale,
+                                     const std::optional<at::Tensor>& found_inf,
+                                     const std::optional<at::Tensor>& clip_coef) {
+  check_group_index(schedule_state, group_index);
+  check_params(grads, schedule_state);
+  check_slot(grads, buffers, "momentum_buffers");
+  check_slot(grads, updates, "updates", at::kBFloat16);
+  TORCH_CHECK(flags >= 0 && flags <= 1, "muon_momentum_: flags ", flags, " has bits no flag names (bit 0: nesterov)");
+  check_scalar_tensor(grad_scale, "grad_scale");
+  check_scalar_tensor(found_inf, "found_inf");
+  check_scalar_tensor(clip_coef, "clip_coef");
+}
+
+// The arguments of muon_apply_ (NOTE: [Muon's passes]), the same on every device.
+inline void check_muon_apply_args(at::TensorList params, at::TensorList orthogonalized,
+                                  const at::Tensor& schedule_state, int64_t group_index,
+                                  c10::ArrayRef<double> lr_ratios, const std::optional<at::Tensor>& found_inf) {
+  check_group_index(schedule_state, group_index);
+  check_params(params, schedule_state);
+  check_slot(params, orthogonalized, "orthogonalized", at::kBFloat16);
+  TORCH_CHECK(lr_ratios.size() == params.size(), "muon_apply_: lr_ratios has ", lr_ratios.size(),
+              " values, expected ", params.size(), " (one per param)");
+  check_scalar_tensor(found_inf, "found_inf");
+}
+
 // A schedule program (NOTE: [schedule program]) read in full before any state
 // changes; returns it, checked.
 inline Program check_schedule_program(c10::ArrayRef<double> program, bool has_metric) {

@@ -42,6 +42,26 @@ TORCH_LIBRARY(lrsched_fused, m) {
   m.def(
       "clip_coefficient_(Tensor partial, float norm_type, float max_norm, Tensor(a!) total_norm, "
       "Tensor(b!) clip_coef) -> ()");
+  // NOTE: [Muon's passes]
+  // Muon (lrsched_fused/muon.py) steps a param group of matrices in three
+  // passes: muon_momentum_, the Newton-Schulz iteration (batched matmuls,
+  // torch ops), muon_apply_. muon_momentum_: per matrix, with the group's
+  // momentum read from schedule_state, buf.lerp_(grad, 1 - momentum) and
+  // updates (bfloat16, the iteration's input) = buf, or with flags bit 0
+  // (nesterov) grad.lerp(buf, momentum); grads, as the update ops take them
+  // (unscaled in place with grad_scale, times clip_coef), buffers in the
+  // grads' dtype, every tensor matching its grad in shape and strides.
+  // muon_apply_: param = param * (1 - lr * weight_decay) (rounded to the
+  // param's dtype), then + (-(lr * lr_ratios[i])) * orthogonalized[i]
+  // (bfloat16), lr and weight_decay the group's in schedule_state. With
+  // found_inf != 0 neither changes anything.
+  m.def(
+      "muon_momentum_(Tensor(a!)[] grads, Tensor(b!)[] momentum_buffers, Tensor(c!)[] updates, "
+      "Tensor schedule_state, int group_index, int flags, Tensor? grad_scale=None, Tensor? found_inf=None, "
+      "Tensor? clip_coef=None) -> ()");
+  m.def(
+      "muon_apply_(Tensor(a!)[] params, Tensor[] orthogonalized, Tensor schedule_state, int group_index, "
+      "float[] lr_ratios, Tensor? found_inf=None) -> ()");
   // One scheduler.step() on the device, of the schedule `program` (NOTE:
   // [schedule program]). `metric` (one element, any real dtype) feeds
   // ReduceLROnPlateau; with skip_if given and != 0 nothing changes. With

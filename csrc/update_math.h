@@ -58,6 +58,15 @@ C10_HOST_DEVICE inline LionGroupValues lion_group_values(const double* state, in
           block[layout::kGroupWeightDecay]};
 }
 
+struct MuonGroupValues {
+  double lr, momentum, weight_decay;
+};
+
+C10_HOST_DEVICE inline MuonGroupValues muon_group_values(const double* state, int64_t group) {
+  const double* block = state + layout::group_offset(group);
+  return {block[layout::kGroupLr], block[layout::kGroupMomentum], block[layout::kGroupWeightDecay]};
+}
+
 // What a call's runtime options make of a grad (NOTE: [kernel instantiations]):
 // the sign (maximize), a GradScaler's unscale, clipping's coefficient.
 template <typename opmath_t>
@@ -260,6 +269,81 @@ C10_HOST_DEVICE inline void lion_update(T& param, T& grad, T& exp_avg, const Lio
   const T sign = T(interpolated > T(0)) - T(interpolated < T(0));
   param = param - c.lr * sign;
   exp_avg = exp_avg * c.beta2 + c.one_minus_beta2 * g;
+}
+
+// torch's lerp (aten/src/ATen/native/Lerp.h): start + w * (end - start)
+// for |w| < 0.5, else end - (end - start) * (1 - w), the weight in opmath_t.
+template <typename T>
+struct LerpWeight {
+  T weight;
+  T complement;  // 1 - weight, in T as torch computes it
+  T is_small;    // 1 or 0 (NOTE: [switches as numbers])
+};
+
+template <typename T>
+C10_HOST_DEVICE inline LerpWeight<T> make_lerp_weight(double weight) {
+  const T w = T(weight);
+  return {w, T(1) - w, T((w < T(0.5)) && (w > T(-0.5)))};
+}
+
+template <typename T>
+C10_HOST_DEVICE inline T lerp(T start, T end, const LerpWeight<T>& w) {
+  return on(w.is_small) ? start + w.weight * (end - start) : end - (end - start) * w.complement;
+}
+
+// Muon's elementwise passes around its Newton-Schulz iteration (the
+// orthogonalization runs as batched matmuls: lrsched_fused/muon.py), in
+// torch.optim.Muon's order.
+template <typename opmath_t>
+struct MuonMomentumCoefficients {
+  GradOptions<opmath_t> grad;
+  LerpWeight<opmath_t> toward_grad;    // buf.lerp_(grad, 1 - momentum)
+  LerpWeight<opmath_t> toward_buffer;  // nesterov: grad.lerp(buf, momentum)
+  opmath_t nesterov;                   // 1 or 0
+};
+
+template <typename opmath_t>
+C10_HOST_DEVICE inline MuonMomentumCoefficients<opmath_t> make_muon_momentum_coefficients(
+    const MuonGroupValues& group, bool nesterov, const GradOptions<opmath_t>& grad) {
+  return {grad, make_lerp_weight<opmath_t>(1 - group.momentum), make_lerp_weight<opmath_t>(group.momentum),
+          opmath_t(nesterov)};
+}
+
+// The momentum pass: buffer moves toward the grad; `update` (what the
+// Newton-Schulz iteration orthogonalizes) is the buffer, or with nesterov the
+// grad moved toward it. The buffer is stored in BufferStorage and nesterov
+// reads it back from there, as torch's two ops do. The grad as grad_to_apply
+// gives it (no maximize: torch's Muon has none).
+template <typename T, typename BufferStorage, typename GradStorage = BufferStorage>
+C10_HOST_DEVICE inline void muon_momentum(T& grad, T& buffer, T& update, const MuonMomentumCoefficients<T>& c) {
+  const T g = grad_to_apply<T, GradStorage>(grad, c.grad);
+  buffer = static_cast<T>(static_cast<BufferStorage>(lerp(buffer, g, c.toward_grad)));
+  update = on(c.nesterov) ? lerp(g, buffer, c.toward_buffer) : buffer;
+}
+
+template <typename opmath_t>
+struct MuonApplyCoefficients {
+  opmath_t decay_factor;  // 1 - lr * weight_decay
+  opmath_t step;          // -(lr * the shape's lr ratio): torch's add_(update, alpha=-adjusted_lr)
+};
+
+C10_HOST_DEVICE inline double muon_step_size(const MuonGroupValues& group, double lr_ratio) {
+  return -(group.lr * lr_ratio);
+}
+
+template <typename opmath_t>
+C10_HOST_DEVICE inline MuonApplyCoefficients<opmath_t> make_muon_apply_coefficients(const MuonGroupValues& group,
+                                                                                   double lr_ratio) {
+  return {opmath_t(1 - group.lr * group.weight_decay), opmath_t(muon_step_size(group, lr_ratio))};
+}
+
+// The final pass: decoupled decay, then the orthogonalized update times the
+// adjusted lr; the decayed param is rounded to ParamStorage between the two,
+// as torch's two in-place ops round it.
+template <typename T, typename ParamStorage>
+C10_HOST_DEVICE inline void muon_apply(T& param, T orthogonalized, const MuonApplyCoefficients<T>& c) {
+  const T decayed = static_cast<T>(static_cast<ParamStorage>(param * c.decay_factor));
+  param = decayed + c.step * orthogonalized;
 }
 
 }  // namespace lrsched_fused

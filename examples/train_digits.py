@@ -17,7 +17,7 @@ import argparse
 import copy
 import os
 import sys
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 
@@ -110,6 +110,45 @@ def plot(histories, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def compare_optimizers(doc: str, default_png: str, run: Callable[[int], Dict[str, Dict[str, List[float]]]],
+                       reference: str, ours: str, title: str, styles: Dict[str, dict],
+                       argv: Optional[List[str]] = None) -> Dict[str, Dict[str, List[float]]]:
+    """The main() of an example that trains this MLP with several optimizers
+    (examples/train_digits_lion.py, train_digits_muon.py): --epochs / --out,
+    ``run(epochs)`` -> {name: history}, the final validation losses, the
+    largest gap between ``reference`` and ``ours``, a PNG of the validation
+    loss curves (``styles``: matplotlib keywords per name)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=40, help="epochs per run (default 40)")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), default_png),
+                        help=f"where to save the PNG (default examples/{default_png})")
+    args = parser.parse_args(argv)
+    if args.epochs < 1:
+        parser.error(f"--epochs must be >= 1, got {args.epochs}")
+    histories = run(args.epochs)
+    for name, history in histories.items():
+        print(f"{name:>20}: final validation loss {history['val_loss'][-1]:.5f}, accuracy {history['val_acc'][-1]:.4f}")
+    worst = max(abs(a - b) for a, b in zip(histories[reference]["val_loss"], histories[ours]["val_loss"]))
+    print(f"largest |{reference} - {ours}| validation loss: {worst:.3g}")
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, history in histories.items():
+        epochs = range(1, len(history["val_loss"]) + 1)
+        ax.plot(epochs, history["val_loss"], label=f"{name} (final {history['val_loss'][-1]:.4f})", **styles[name])
+    ax.set(xlabel="epoch", ylabel="validation cross-entropy", yscale="log", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=110)
+    plt.close(fig)
+    print(f"saved {args.out}")
+    return histories
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, List[float]]]:

@@ -12,7 +12,6 @@ Needs the extension built, lion-pytorch, scikit-learn and matplotlib.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import sys
@@ -24,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from lrsched_fused import FusedAdamW, FusedLion, schedules  # noqa: E402
 
-from train_digits import HIDDEN, load_digits_split, train  # noqa: E402
+from train_digits import HIDDEN, compare_optimizers, load_digits_split, train  # noqa: E402
 
 LION_LR, LION_WEIGHT_DECAY = 1e-3, 0.1
 ADAMW_LR, ADAMW_WEIGHT_DECAY = 3e-3, 0.01
@@ -54,44 +53,14 @@ def run(epochs: int) -> Dict[str, Dict[str, List[float]]]:
     }
 
 
-def plot(histories, path: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    styles = {"lion-pytorch": dict(color="tab:blue", linewidth=4, alpha=0.4),
-              "FusedLion": dict(color="black", linewidth=1, marker="."),
-              "FusedAdamW": dict(color="tab:orange", linewidth=1)}
-    for name, history in histories.items():
-        epochs = range(1, len(history["val_loss"]) + 1)
-        ax.plot(epochs, history["val_loss"], label=f"{name} (final {history['val_loss'][-1]:.4f})", **styles[name])
-    ax.set(xlabel="epoch", ylabel="validation cross-entropy", yscale="log",
-           title="digits MLP, cosine schedule: Lion (lr 1e-3) and AdamW (lr 3e-3)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+STYLES = {"lion-pytorch": dict(color="tab:blue", linewidth=4, alpha=0.4),
+          "FusedLion": dict(color="black", linewidth=1, marker="."),
+          "FusedAdamW": dict(color="tab:orange", linewidth=1)}
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, List[float]]]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=40, help="epochs per run (default 40)")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                      "train_digits_lion.png"),
-                        help="where to save the PNG (default examples/train_digits_lion.png)")
-    args = parser.parse_args(argv)
-    if args.epochs < 1:
-        parser.error(f"--epochs must be >= 1, got {args.epochs}")
-    histories = run(args.epochs)
-    for name, history in histories.items():
-        print(f"{name:>13}: final validation loss {history['val_loss'][-1]:.5f}, accuracy {history['val_acc'][-1]:.4f}")
-    worst = max(abs(a - b) for a, b in zip(histories["lion-pytorch"]["val_loss"], histories["FusedLion"]["val_loss"]))
-    print(f"largest |lion-pytorch - FusedLion| validation loss: {worst:.3g}")
-    plot(histories, args.out)
-    print(f"saved {args.out}")
-    return histories
+    return compare_optimizers(__doc__, "train_digits_lion.png", run, "lion-pytorch", "FusedLion",
+                              "digits MLP, cosine: Lion (lr 1e-3); AdamW (lr 3e-3)", STYLES, argv)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ _update_ops = {name: getattr(torch.ops.lrsched_fused, name).default for name in 
 _schedule_step = torch.ops.lrsched_fused.schedule_step_.default
 _grad_norm_partial = torch.ops.lrsched_fused.grad_norm_partial_.default
 _clip_coefficient = torch.ops.lrsched_fused.clip_coefficient_.default
+_muon_momentum = torch.ops.lrsched_fused.muon_momentum_.default
+_muon_apply = torch.ops.lrsched_fused.muon_apply_.default
 
 
 def update_flags(op_name: str, **flags: bool) -> int:
@@ -56,6 +58,37 @@ def update_step_(
                          clip_coef, list(element_offsets))
 
 
+def muon_momentum_(
+    grads: Sequence[torch.Tensor],
+    momentum_buffers: Sequence[torch.Tensor],
+    updates: Sequence[torch.Tensor],
+    schedule_state: torch.Tensor,
+    group_index: int,
+    nesterov: bool,
+    grad_scale: Optional[torch.Tensor] = None,
+    found_inf: Optional[torch.Tensor] = None,
+    clip_coef: Optional[torch.Tensor] = None,
+) -> None:
+    """Muon's momentum pass (NOTE: [Muon's passes] in csrc/ops.cpp): each
+    buffer moves toward its grad by 1 - the group's momentum, and its bfloat16
+    ``updates`` tensor receives the buffer (nesterov: the grad moved toward it)."""
+    _muon_momentum(grads, momentum_buffers, updates, schedule_state, group_index, int(nesterov), grad_scale,
+                   found_inf, clip_coef)
+
+
+def muon_apply_(
+    params: Sequence[torch.Tensor],
+    orthogonalized: Sequence[torch.Tensor],
+    schedule_state: torch.Tensor,
+    group_index: int,
+    lr_ratios: Sequence[float],
+    found_inf: Optional[torch.Tensor] = None,
+) -> None:
+    """Muon's last pass: param * (1 - lr * weight_decay) - lr * lr_ratio * orthogonalized,
+    lr and weight_decay the group's in ``schedule_state``."""
+    _muon_apply(params, orthogonalized, schedule_state, group_index, list(lr_ratios), found_inf)
+
+
 def grad_norm_partial_(
     grads: Sequence[torch.Tensor],
     norm_type: float,
@@ -94,6 +127,17 @@ def _update_step_fake(params, grads, states, schedule_state, group_index, flags,
 
 for _name in _C.UPDATE_OPS:
     torch.library.register_fake(f"{_LIB}::{_name}")(_update_step_fake)
+
+
+@torch.library.register_fake(f"{_LIB}::muon_momentum_")
+def _muon_momentum_fake(grads, momentum_buffers, updates, schedule_state, group_index, flags, grad_scale=None,
+                        found_inf=None, clip_coef=None) -> None:
+    return None
+
+
+@torch.library.register_fake(f"{_LIB}::muon_apply_")
+def _muon_apply_fake(params, orthogonalized, schedule_state, group_index, lr_ratios, found_inf=None) -> None:
+    return None
 
 
 @torch.library.register_fake(f"{_LIB}::grad_norm_partial_")

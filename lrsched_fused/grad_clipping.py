@@ -65,7 +65,8 @@ class GradClipping:
         self.total_norm: Optional[torch.Tensor] = None
         self.clip_coef: Optional[torch.Tensor] = None
         self._partial: Optional[torch.Tensor] = None  # float64: the op's output, then the global sum
-        self._replicated_partial: Optional[torch.Tensor] = None  # float64: plain grads beside DTensor ones
+        # float64: a second set of grads (plain ones beside DTensor ones, Python buckets beside native ones)
+        self._replicated_partial: Optional[torch.Tensor] = None
 
     def clip_coefficient(self, buckets: List, grad_scale: Optional[torch.Tensor],
                          device: torch.device) -> torch.Tensor:
@@ -80,6 +81,10 @@ class GradClipping:
         native = list({id(b.native): b.native for b in buckets if b.native is not None}.values())
         if native:
             _C.grad_norm_partial_of_plans(native, p, grad_scale, partial)
+            rest = [g for b in buckets if b.native is None for g in b.grads]
+            if rest:  # buckets kept in Python beside native ones (FusedMuon's matrices)
+                _ops.grad_norm_partial_(rest, p, grad_scale, self._replicated_partial)
+                self._combine_partials()
         else:
             self._python_partial(buckets, grad_scale)
         _ops.clip_coefficient_(partial, p, self.max_norm, self.total_norm, self.clip_coef)
@@ -102,17 +107,21 @@ class GradClipping:
             return
         group = self._shard_group(sharded)
         _ops.grad_norm_partial_([g.to_local() for g in sharded], self.norm_type, grad_scale, self._partial)
-        infinite = math.isinf(self.norm_type)
         torch.distributed.all_reduce(
-            self._partial, op=torch.distributed.ReduceOp.MAX if infinite else torch.distributed.ReduceOp.SUM,
+            self._partial, op=torch.distributed.ReduceOp.MAX if math.isinf(self.norm_type)
+            else torch.distributed.ReduceOp.SUM,
             group=group)
         replicated = [g for g in grads if not is_dtensor(g)]
         if replicated:
             _ops.grad_norm_partial_(replicated, self.norm_type, grad_scale, self._replicated_partial)
-            if infinite:
-                torch.maximum(self._partial, self._replicated_partial, out=self._partial)
-            else:
-                self._partial.add_(self._replicated_partial)
+            self._combine_partials()
+
+    def _combine_partials(self) -> None:
+        """partial <- the max (p = inf) or the sum of partial and the second partial."""
+        if math.isinf(self.norm_type):
+            torch.maximum(self._partial, self._replicated_partial, out=self._partial)
+        else:
+            self._partial.add_(self._replicated_partial)
 
     def _shard_group(self, grads: List[torch.Tensor]):
         """The process group over which DTensor grads' shards are summed: one

@@ -124,8 +124,12 @@ class FusedOptimizer(Optimizer):
             self.state = ParamStates(self.state)
 
     def _new_plan(self) -> StepPlan:
-        return StepPlan(type(self).__name__, self.update_op, self._hyperparameters_of, self._check_edited_group,
+        return StepPlan(type(self).__name__, self._update_op_of, self._hyperparameters_of, self._check_edited_group,
                         self._fill_states)
+
+    def _update_op_of(self, group: Dict[str, Any]) -> Optional[str]:
+        """The update op of the group's buckets (None: ``_update`` steps them otherwise)."""
+        return self.update_op
 
     # -------------------------------------------------------- subclasses
     def _normalize_hyperparameters(self, group: Dict[str, Any], where: str) -> None:
@@ -146,12 +150,13 @@ class FusedOptimizer(Optimizer):
         list: the op's present slots by name, slot after slot."""
         master = bool(bucket.params) and self._precision.uses_master(bucket.params[0].dtype)
         flags = self._flags(bucket.group, master)
-        rounds = flags & _C.UPDATE_OPS[self.update_op]["flags"]["stochastic_rounding"]
+        update_op = self._update_op_of(bucket.group)
+        rounds = flags & _C.UPDATE_OPS[update_op]["flags"]["stochastic_rounding"]
         states = [self.state[p] for p in bucket.params]
         for p, state in zip(bucket.params, states):
             self._start_state(p, state, flags)
         tensors = []
-        for name in _ops.state_names(self.update_op, flags):
+        for name in _ops.state_names(update_op, flags):
             if name == "master_param":
                 tensors += self._master_params(bucket)
             elif name == "step":
@@ -174,8 +179,8 @@ class FusedOptimizer(Optimizer):
             return
         grads = bucket.op_grads()
         params, local_grads, states = self._local_shards(bucket.params, grads, bucket.states)
-        _ops.update_step_(self.update_op, params, local_grads, states, self.schedule_state, bucket.group_index,
-                          bucket.flags, grad_scale, found_inf, clip_coef, bucket.element_offsets)
+        _ops.update_step_(self._update_op_of(bucket.group), params, local_grads, states, self.schedule_state,
+                          bucket.group_index, bucket.flags, grad_scale, found_inf, clip_coef, bucket.element_offsets)
         if grad_scale is not None:  # the kernels unscaled the grads in place; a copy goes back
             for i in bucket.relayout:
                 bucket.grads[i].copy_(grads[i])

@@ -159,7 +159,7 @@ class Bucket:
     """One op call: the parameters of one param group and one dtype that have a grad."""
 
     __slots__ = ("group_index", "group", "positions", "params", "grads", "relayout", "flags", "states",
-                 "element_offsets", "unchecked", "native", "native_index")
+                 "element_offsets", "unchecked", "native", "native_index", "extra")
 
     def __init__(self, group_index: int, group: Dict[str, Any], positions: List[int], params: List[torch.Tensor]):
         self.group_index = group_index
@@ -178,6 +178,7 @@ class Bucket:
         # Python object does, e.g. for DTensors or under torch.compile).
         self.native: Optional[_C.GroupPlan] = None
         self.native_index = -1
+        self.extra: Any = None  # what the optimizer keeps for a bucket it steps itself (FusedMuon's batches)
 
     def take_grads(self, group_grads: List[Optional[torch.Tensor]]) -> None:
         positions = self.positions
@@ -219,17 +220,20 @@ class _PlannedGroup:
 class StepPlan:
     """The buckets of every step of one optimizer (NOTE: [step plan]).
 
+    ``update_op_of(group)`` names the update op of a group's buckets (None:
+    the optimizer steps them itself, and their lists stay in Python);
     ``hyperparameters_of(group)`` returns what a group's buckets depend on
     (compared by identity each step); ``check_group(index, group)`` checks a
     group whose hyperparameters changed (and every group once);
     ``fill_states(bucket)`` creates missing state, the bucket's flags and its
-    states list for ``update_op``.
+    states list for its update op.
     """
 
-    def __init__(self, owner: str, update_op: str, hyperparameters_of: Callable[[Dict[str, Any]], tuple],
+    def __init__(self, owner: str, update_op_of: Callable[[Dict[str, Any]], Optional[str]],
+                 hyperparameters_of: Callable[[Dict[str, Any]], tuple],
                  check_group: Callable[[int, Dict[str, Any]], None], fill_states: Callable[[Bucket], None]):
         self.owner = owner
-        self.update_op = update_op
+        self._update_op_of = update_op_of
         self._hyperparameters_of = hyperparameters_of
         self._check_group = check_group
         self._fill_states = fill_states
@@ -310,12 +314,13 @@ class StepPlan:
                 continue
             for bucket in plan.buckets:
                 self._fill_states(bucket)
-            if not self.has_dtensors:
-                self._hand_to_native(plan)
+            update_op = self._update_op_of(self._param_groups[i])
+            if not self.has_dtensors and update_op is not None:
+                self._hand_to_native(plan, update_op)
         self._states_version = states.version
 
-    def _hand_to_native(self, plan: _PlannedGroup) -> None:
-        native = _C.GroupPlan(list(plan.params), self.update_op)
+    def _hand_to_native(self, plan: _PlannedGroup, update_op: str) -> None:
+        native = _C.GroupPlan(list(plan.params), update_op)
         for bucket in plan.buckets:
             bucket.native = native
             bucket.native_index = native.add_bucket(bucket.positions, bucket.states, bucket.element_offsets)

@@ -139,6 +139,7 @@ def run_ranks(rank: int, init_file: str, names: List[str], out_dir: str) -> None
             torch.save(_run_scenario(SCENARIOS[name], rank), os.path.join(out_dir, f"{name}.rank{rank}.pt"))
         torch.save(_mismatched_grad_error(), os.path.join(out_dir, f"mismatched-grad.rank{rank}.pt"))
         torch.save(_stochastic_rounding_runs(rank), os.path.join(out_dir, f"stochastic-rounding.rank{rank}.pt"))
+        torch.save(_muon_runs(rank), os.path.join(out_dir, f"muon.rank{rank}.pt"))
         dist.barrier()  # neither rank tears down while the other still talks to it
     finally:
         dist.destroy_process_group()
@@ -271,3 +272,47 @@ def _stochastic_rounding_runs(rank: int) -> dict:
     unsharded, _ = run(lambda v: v.clone(), lambda grad: grad.clone())
     replicated, _ = run(lambda v: v.clone(), lambda grad: grad.clone())
     return {"fsdp2": sharded, "unsharded": unsharded, "replicated": replicated, "seed": seed}
+
+
+def _muon_optimizer(model: torch.nn.Module):
+    """FusedMuon over the MLP: its weights a Muon group, its biases an AdamW group; a cosine schedule."""
+    from lrsched_fused import FusedMuon
+
+    weights = [p for name, p in model.named_parameters() if name.endswith("weight")]
+    biases = [p for name, p in model.named_parameters() if name.endswith("bias")]
+    return FusedMuon([{"params": weights}, {"params": biases, "use_muon": False, "lr": 0.01}], lr=0.05,
+                     schedule=schedules.CosineAnnealingLR(T_max=4, eta_min=1e-3))
+
+
+def muon_single_process_trace() -> Trace:
+    """FusedMuon in one process on full batches: what DDP's ranks must follow."""
+    model = make_model()
+    optimizer = _muon_optimizer(model)
+    return train(model, optimizer, lambda metric: optimizer.schedule_step(), optimizer.get_last_lr)
+
+
+def _muon_runs(rank: int) -> dict:
+    """FusedMuon under torch.distributed:
+    - "ddp": the MLP under DistributedDataParallel, each rank half of every
+      batch: a replica of the single-process run (muon_single_process_trace),
+      the same on both ranks;
+    - "fsdp2": the MLP under fully_shard: its weights are DTensor shards, and
+      FusedMuon refuses them at construction (the message)."""
+    from torch.distributed.fsdp import fully_shard
+    from torch.nn.parallel import DistributedDataParallel
+
+    model = DistributedDataParallel(make_model())
+    optimizer = _muon_optimizer(model.module)
+    trace = train(model, optimizer, lambda metric: optimizer.schedule_step(), optimizer.get_last_lr, rank=rank,
+                  world_size=WORLD_SIZE)
+    sharded = make_model()
+    for layer in sharded:
+        if isinstance(layer, torch.nn.Linear):
+            fully_shard(layer)
+    fully_shard(sharded)
+    try:
+        _muon_optimizer(sharded)
+        refusal = None
+    except ValueError as error:
+        refusal = str(error)
+    return {"ddp": trace, "fsdp2 refusal": refusal}

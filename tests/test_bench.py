@@ -40,7 +40,7 @@ def test_the_harness_times_every_cpu_competitor(tmp_path):
     assert {"add_ ceiling", "torch-forloop", "torch-foreach", "torch-fused", "ours"} <= set(competitors)
     for optimizer in ("SGD", "Adam"):
         for impl in competitors:
-            if impl == "deepspeed-cpu-adam" and optimizer == "SGD":
+            if not bench.COMPETITORS[impl].applies_to(optimizer):  # lion-pytorch, torch-muon, deepspeed for SGD
                 continue
             row = timed[(optimizer, impl)]
             assert row["median_ms"] > 0 and row["tensors"] == 4
@@ -61,13 +61,14 @@ def test_the_clip_rows_time_torchs_recipe_and_ours(tmp_path):
     assert all(r["optimizer"] == "Adam+clip" for r in rows)
     assert next(r for r in rows if r["impl"] == "ours")["bytes_per_param"] == 4 * (7 + 1)
     assert all(torch.equal(a, b) for a, b in zip(grads, inputs.grads))
-    assert all(c.clip for c in bench.CLIP_CONFIGS) and {c.optimizer for c in bench.CLIP_CONFIGS} == set(bench.OPTIMIZERS)
+    assert all(c.clip for c in bench.CLIP_CONFIGS)
+    assert {c.optimizer for c in bench.CLIP_CONFIGS} == set(bench.ELEMENTWISE_OPTIMIZERS)
 
 
 def test_the_gpu_check_covers_what_it_promises():
     """benchmarks/gpu_check.sh: 100M+ parameters and 1000+ small tensors, fp32,
     bf16 and bf16 with master weights, Adam and SGD, every CUDA competitor;
-    GPT-2 small Adam with stochastic rounding."""
+    GPT-2 small Adam with stochastic rounding, Lion and Muon."""
     bench = load_bench()
     workloads = {c.workload for c in bench.GPU_CHECK_CONFIGS}
     sizes = {w: bench.WORKLOADS[w].shapes() for w in workloads}
@@ -75,9 +76,10 @@ def test_the_gpu_check_covers_what_it_promises():
     assert any(len(shapes) >= 1000 for shapes in sizes.values())
     assert {c.dtype for c in bench.GPU_CHECK_CONFIGS} == {"fp32", "bf16", "bf16+master", "bf16+SR"}
     assert bench.Config("gpt2-small", "bf16+SR", "Adam", "CosineAnnealingLR") in bench.GPU_CHECK_CONFIGS
-    assert {c.optimizer for c in bench.GPU_CHECK_CONFIGS} == {"SGD", "Adam"}
+    assert {c.optimizer for c in bench.GPU_CHECK_CONFIGS} == {"SGD", "Adam", "Lion", "Muon"}
     cuda = [name for name, c in bench.COMPETITORS.items() if "cuda" in c.devices]
-    assert cuda == ["add_ ceiling", "torch-fused", "torch-tensor-lr", "ours", "ours+cudagraph"]
+    assert cuda == ["add_ ceiling", "torch-fused", "torch-tensor-lr", "ours", "ours+cudagraph", "torch-muon",
+                    "lion-pytorch"]
 
 
 def test_the_harness_times_master_weights(tmp_path):

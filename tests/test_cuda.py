@@ -28,7 +28,7 @@ if not ON_CPU and not torch.cuda.is_available():
     )
 
 import torch_pair  # noqa: E402
-from lrsched_fused import FusedAdam, FusedAdamW, FusedLion, FusedSGD, schedules  # noqa: E402
+from lrsched_fused import FusedAdam, FusedAdamW, FusedLion, FusedMuon, FusedSGD, schedules  # noqa: E402
 from schedule_specs import CUDA_SCHEDULES as SCHEDULES  # noqa: E402
 from torch_pair import (assert_lr_sequences_close, build_pair, masters_and_references, record_worst,  # noqa: E402
                         run_pair)
@@ -532,7 +532,8 @@ def test_zero_size_tensors_alone_advance_their_steps(opt_name):
 def replay_against_eager(opt_eager, opt_captured, grads, state_name) -> int:
     """Steps opt_eager eagerly and replays a captured step of opt_captured
     (the same parameters) with grads[k] at step k, then checks the params and
-    state_name bit for bit. Returns the allocations the capture made."""
+    every state tensor bit for bit (state_name among them). Returns the
+    allocations the capture made."""
     eager = [p for g in opt_eager.param_groups for p in g["params"]]
     captured = [p for g in opt_captured.param_groups for p in g["params"]]
     static_grads = [torch.zeros_like(p) for p in captured]
@@ -563,7 +564,10 @@ def replay_against_eager(opt_eager, opt_captured, grads, state_name) -> int:
                 graph.replay()
     for a, b in zip(eager, captured):
         assert torch.equal(a, b)
-        assert torch.equal(opt_eager.state[a][state_name], opt_captured.state[b][state_name])
+        assert opt_eager.state[a].keys() == opt_captured.state[b].keys()
+        for key, value in opt_eager.state[a].items():
+            assert torch.equal(value, opt_captured.state[b][key]), key
+    assert any(state_name in opt_eager.state[p] for p in eager)
     return allocations
 
 
@@ -1328,6 +1332,43 @@ def test_lion_graph_replay_matches_eager_in_one_launch():
     opt = make(eager)
     opt.step()  # the state is made on the first step
     assert len(count_kernels(opt.step)) == 2
+
+
+# ------------------------------------------------------------------- Muon
+@pytest.mark.parametrize("schedule", ["constant", "OneCycleLR per step (cycles momentum and beta1)", "ReduceLROnPlateau"])
+def test_muon_matches_torch_muon_and_adamw(schedule):
+    """tests/test_muon.py's pair on this device: torch.optim.Muon (per-matrix
+    addmm) + fused AdamW against FusedMuon (batched baddbmm, fused passes),
+    40 steps, the issue's bounds (the Muon part 1e-4, the AdamW part 1e-6; on
+    CUDA the AdamW part to ADAMW_FP32_VS_FUSED_CUDA, the decay form above).
+    On a GPU cuBLAS may round a batched product's element unlike the
+    per-matrix one (a bfloat16 flip, spread by the iteration): not run on one yet."""
+    from test_muon import ADAMW_RTOL, MUON_RTOL, run
+    with no_sync_allowed():
+        pair = run({}, schedule, device=DEVICE)
+    muon, adamw = pair.errors()
+    record_worst(f"cuda tests {DEVICE.type} muon", param=muon)
+    assert muon <= MUON_RTOL and adamw <= (ADAMW_RTOL if ON_CPU else ADAMW_FP32_VS_FUSED_CUDA), (muon, adamw)
+    assert_lr_sequences_close(pair.torch_lrs, pair.our_lrs, "lr", f"cuda tests {DEVICE.type}", rtol=LR_RTOL,
+                              count_run=False)
+
+
+@needs_cuda
+def test_muon_graph_replay_matches_eager_and_allocates_nothing():
+    """A captured FusedMuon step (momentum pass, batched Newton-Schulz into
+    buffers allocated once, apply pass, AdamW group) replays as the eager step
+    does, bit for bit, and the capture allocates nothing."""
+    from test_muon import MATRICES
+    torch.manual_seed(3)
+    shapes = MATRICES + [(64,), (32,)]
+    init = [torch.randn(s, device=DEVICE) for s in shapes]
+    grads = [[torch.randn(s, device=DEVICE) for s in shapes] for _ in range(6)]
+    eager = [t.clone().requires_grad_() for t in init]
+    captured = [t.clone().requires_grad_() for t in init]
+    make = lambda ps: FusedMuon([{"params": ps[:len(MATRICES)]},  # noqa: E731
+                                 {"params": ps[len(MATRICES):], "use_muon": False}], lr=0.02,
+                                schedule=schedules.CosineAnnealingLR(T_max=10), schedule_interval="step")
+    assert replay_against_eager(make(eager), make(captured), grads, "momentum_buffer") == 0
 
 
 @needs_cuda

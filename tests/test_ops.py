@@ -63,7 +63,7 @@ def update_op(op):
 def test_update_op_declarations():
     """_C.UPDATE_OPS (csrc/update_ops.h) names each op's flag bits and state
     slots; every op of the declaration is registered, with the one shared schema."""
-    assert set(_C.UPDATE_OPS) == {"adam_step_", "sgd_step_"}
+    assert set(_C.UPDATE_OPS) == {"adam_step_", "sgd_step_", "lion_step_"}
     for name, declaration in _C.UPDATE_OPS.items():
         bits = sorted(declaration["flags"].values())
         assert bits == [1 << i for i in range(len(bits))]
@@ -81,6 +81,10 @@ def test_update_op_declarations():
         "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "step", "master_param"]
     assert _ops.state_names("sgd_step_", 0) == []
     assert _ops.state_names("sgd_step_", _C.UPDATE_OPS["sgd_step_"]["flags"]["stochastic_rounding"]) == ["step"]
+    assert _ops.state_names("lion_step_", 0) == ["exp_avg"]
+    lion_flags = _C.UPDATE_OPS["lion_step_"]["flags"]
+    assert _ops.state_names("lion_step_", lion_flags["stochastic_rounding"] | lion_flags["master_weights"]) == [
+        "exp_avg", "step", "master_param"]
     with pytest.raises(TypeError, match="its flags are"):
         _ops.update_flags("sgd_step_", momentum=True)
 
