@@ -1,12 +1,13 @@
 #pragma once
-// The per-element SGD and Adam/AdamW updates, written once for the CPU and the
-// CUDA path. Everything is computed in `opmath_t` (float for fp16/bf16/fp32,
+// The per-element updates (SGD, Adam/AdamW, Lion, Muon's two passes), written
+// once for the CPU and the CUDA path. Everything is computed in `opmath_t` (float for fp16/bf16/fp32,
 // double for fp64); what is the same for a whole tensor (lr, bias corrections,
 // the AdamW decay factor) is computed once per tensor in float64, as torch's
 // fused optimizers do, and passed in a coefficient struct.
 //
 // The order of operations follows torch's fused CPU kernels
-// (aten/src/ATen/native/cpu/FusedAdamKernel.cpp, FusedSGDKernel.cpp), so the
+// (aten/src/ATen/native/cpu/FusedAdamKernel.cpp, FusedSGDKernel.cpp), and for
+// Lion and Muon their references' ops (lion-pytorch, torch.optim.Muon), so the
 // two agree to rounding.
 
 #include <c10/macros/Macros.h>
@@ -96,15 +97,33 @@ C10_HOST_DEVICE inline bool on(T switch_value) {
   return switch_value != T(0);
 }
 
+// torch's lerp (aten/src/ATen/native/Lerp.h): start + w * (end - start)
+// for |w| < 0.5, else end - (end - start) * (1 - w), the weight in opmath_t.
+template <typename T>
+struct LerpWeight {
+  T weight;
+  T complement;  // 1 - weight, in T as torch computes it
+  T is_small;    // 1 or 0 (NOTE: [switches as numbers])
+};
+
+template <typename T>
+C10_HOST_DEVICE inline LerpWeight<T> make_lerp_weight(double weight) {
+  const T w = T(weight);
+  return {w, T(1) - w, T((w < T(0.5)) && (w > T(-0.5)))};
+}
+
+template <typename T>
+C10_HOST_DEVICE inline T torch_lerp(T start, T end, const LerpWeight<T>& w) {
+  return on(w.is_small) ? start + w.weight * (end - start) : end - (end - start) * w.complement;
+}
+
 template <typename opmath_t>
 struct AdamCoefficients {
   GradOptions<opmath_t> grad;
   opmath_t has_weight_decay;        // 1 or 0: torch skips the decay when weight_decay == 0
   opmath_t weight_decay;            // L2: added to the gradient
   opmath_t decay_factor;            // decoupled: 1 - lr * weight_decay
-  opmath_t lerp_weight;             // 1 - beta1
-  opmath_t lerp_weight_complement;  // 1 - (1 - beta1), in opmath_t as torch computes it
-  opmath_t lerp_weight_is_small;    // 1 or 0: torch's lerp picks its form by |weight| < 0.5
+  LerpWeight<opmath_t> toward_grad;  // exp_avg.lerp_(grad, 1 - beta1)
   opmath_t beta2;
   opmath_t one_minus_beta2;
   opmath_t step_size;               // lr / (1 - beta1**step)
@@ -133,9 +152,7 @@ C10_HOST_DEVICE inline AdamCoefficients<opmath_t> make_adam_coefficients(
   c.has_weight_decay = opmath_t(group.weight_decay != 0.0);
   c.weight_decay = opmath_t(group.weight_decay);
   c.decay_factor = opmath_t(1 - group.lr * group.weight_decay);
-  c.lerp_weight = opmath_t(1 - group.beta1);
-  c.lerp_weight_complement = opmath_t(1) - c.lerp_weight;
-  c.lerp_weight_is_small = opmath_t((c.lerp_weight < opmath_t(0.5)) && (c.lerp_weight > opmath_t(-0.5)));
+  c.toward_grad = make_lerp_weight<opmath_t>(1 - group.beta1);
   c.beta2 = opmath_t(group.beta2);
   c.one_minus_beta2 = opmath_t(1 - group.beta2);
   c.step_size = opmath_t(terms.step_size);
@@ -176,9 +193,7 @@ C10_HOST_DEVICE inline void adam_update(
   } else {  // param * 0 would turn an inf param's grad into NaN: no decay when weight_decay == 0
     g = on(c.has_weight_decay) ? g + param * c.weight_decay : g;
   }
-  // exp_avg.lerp_(g, 1 - beta1), in the two forms torch's lerp uses.
-  exp_avg = on(c.lerp_weight_is_small) ? exp_avg + c.lerp_weight * (g - exp_avg)
-                                   : g - (g - exp_avg) * c.lerp_weight_complement;
+  exp_avg = torch_lerp(exp_avg, g, c.toward_grad);
   exp_avg_sq = exp_avg_sq * c.beta2 + c.one_minus_beta2 * g * g;
   T second_moment = exp_avg_sq;
   if constexpr (kAmsgrad) {
@@ -271,26 +286,6 @@ C10_HOST_DEVICE inline void lion_update(T& param, T& grad, T& exp_avg, const Lio
   exp_avg = exp_avg * c.beta2 + c.one_minus_beta2 * g;
 }
 
-// torch's lerp (aten/src/ATen/native/Lerp.h): start + w * (end - start)
-// for |w| < 0.5, else end - (end - start) * (1 - w), the weight in opmath_t.
-template <typename T>
-struct LerpWeight {
-  T weight;
-  T complement;  // 1 - weight, in T as torch computes it
-  T is_small;    // 1 or 0 (NOTE: [switches as numbers])
-};
-
-template <typename T>
-C10_HOST_DEVICE inline LerpWeight<T> make_lerp_weight(double weight) {
-  const T w = T(weight);
-  return {w, T(1) - w, T((w < T(0.5)) && (w > T(-0.5)))};
-}
-
-template <typename T>
-C10_HOST_DEVICE inline T lerp(T start, T end, const LerpWeight<T>& w) {
-  return on(w.is_small) ? start + w.weight * (end - start) : end - (end - start) * w.complement;
-}
-
 // Muon's elementwise passes around its Newton-Schulz iteration (the
 // orthogonalization runs as batched matmuls: lrsched_fused/muon.py), in
 // torch.optim.Muon's order.
@@ -317,8 +312,8 @@ C10_HOST_DEVICE inline MuonMomentumCoefficients<opmath_t> make_muon_momentum_coe
 template <typename T, typename BufferStorage, typename GradStorage = BufferStorage>
 C10_HOST_DEVICE inline void muon_momentum(T& grad, T& buffer, T& update, const MuonMomentumCoefficients<T>& c) {
   const T g = grad_to_apply<T, GradStorage>(grad, c.grad);
-  buffer = static_cast<T>(static_cast<BufferStorage>(lerp(buffer, g, c.toward_grad)));
-  update = on(c.nesterov) ? lerp(g, buffer, c.toward_buffer) : buffer;
+  buffer = static_cast<T>(static_cast<BufferStorage>(torch_lerp(buffer, g, c.toward_grad)));
+  update = on(c.nesterov) ? torch_lerp(g, buffer, c.toward_buffer) : buffer;
 }
 
 template <typename opmath_t>
