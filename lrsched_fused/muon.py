@@ -221,7 +221,6 @@ class FusedMuon(FusedOptimizer):
     update_op = "adam_step_"  # the AdamW groups'; a Muon group's buckets are stepped by _update
     momentum_field = MomentumByKind()
     hyperparameter_slots = HyperparametersByKind()
-    legacy_defaults = {"use_muon": True}
 
     def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
                  nesterov: bool = True, ns_coefficients: Tuple[float, float, float] = DEFAULT_NS_COEFFICIENTS,
