@@ -153,6 +153,14 @@ class MuonBucketPlan:
         for batch in self.batches:
             for position, view in zip(batch.positions, batch.input_views):
                 self.updates[position] = view
+        self._shapes = [tuple(p.shape) for p in params]
+        self._ratios: Tuple[Any, List[float]] = (object(), [])  # (adjust_lr_fn, a ratio per matrix)
+
+    def lr_ratios(self, adjust_lr_fn: Optional[str]) -> List[float]:
+        """Each matrix's adjust_lr_fn factor, computed again only when the group's adjust_lr_fn changed."""
+        if self._ratios[0] != adjust_lr_fn:
+            self._ratios = (adjust_lr_fn, [lr_ratio(adjust_lr_fn, shape) for shape in self._shapes])
+        return self._ratios[1]
 
     def orthogonalize(self, coefficients: Sequence[float], steps: int, eps: float) -> List[torch.Tensor]:
         results: List[Optional[torch.Tensor]] = [None] * len(self.updates)
@@ -330,8 +338,8 @@ class FusedMuon(FusedOptimizer):
         _ops.muon_momentum_(grads, bucket.states, plan.updates, self.schedule_state, bucket.group_index,
                             bool(bucket.flags), grad_scale, found_inf, clip_coef)
         orthogonalized = plan.orthogonalize(group["ns_coefficients"], group["ns_steps"], group["eps"])
-        ratios = [lr_ratio(group["adjust_lr_fn"], p.shape) for p in bucket.params]
-        _ops.muon_apply_(bucket.params, orthogonalized, self.schedule_state, bucket.group_index, ratios, found_inf)
+        _ops.muon_apply_(bucket.params, orthogonalized, self.schedule_state, bucket.group_index,
+                         plan.lr_ratios(group["adjust_lr_fn"]), found_inf)
         if grad_scale is not None:  # the kernel unscaled the grads in place; a copy goes back
             for i in bucket.relayout:
                 bucket.grads[i].copy_(grads[i])

@@ -404,3 +404,21 @@ def test_the_ops_check_their_arguments():
     with pytest.raises(RuntimeError, match="orthogonalized\\[0\\] must match"):
         _ops.muon_apply_(params, [torch.zeros(4, 4)], state, 0, [1.0])
     assert torch.equal(params[0], torch.ones(4, 4))
+
+
+def test_an_edited_adjust_lr_fn_is_taken():
+    """The lr ratios are kept per bucket and computed again when the group's adjust_lr_fn is edited."""
+    pair = MuonPair({})
+    gen = torch.Generator().manual_seed(1)
+    for step in range(10):
+        if step == 5:
+            for group in (pair.muon.param_groups[0], pair.ours.param_groups[0]):
+                group["adjust_lr_fn"] = "match_rms_adamw"
+        pair.step(gen)
+    muon, adamw = pair.errors()
+    assert muon <= MUON_RTOL and adamw <= ADAMW_RTOL, (muon, adamw)
+    unedited = MuonPair({})
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(10):
+        unedited.step(gen)
+    assert not torch.equal(unedited.our_matrices[0], pair.our_matrices[0])  # the edit changed the trajectory
