@@ -47,6 +47,12 @@ exp_avg, exp_avg_sq (4 B) and writes p (4 B) and the states (4 B): Adam 20
 B/param, SGD with momentum 4 + 4 + 2 + 4 + 2 = 16 B/param; its torch
 competitors are their fp32 optimizers on the same fp32 parameters, with fp32
 states: 28 and 20 B/param, as "fp32".
+"fp32+8bit states" (state_dtype="8bit", NOTE: [8-bit states] in
+csrc/states_8bit.h): fp32 parameters and grads, one-byte codes per state
+element (the absmax, 4 B per 256 elements, is left out): ours and
+bitsandbytes' 8-bit optimizers read p, g (8 B) and the codes and write p and
+the codes: Adam 16 B/param, SGD with momentum and Lion 14 B/param; torch's
+fp32 optimizers move what they move in "fp32".
 The ceiling is ``a.add_(b, alpha=s)`` on one tensor with the workload's
 element count (reads a, b, writes a: 3 elements; on a GPU the device-copy
 bandwidth), timed in the same round-robin as the optimizers, so "share" is a
@@ -192,13 +198,17 @@ CLIP_MAX_NORM = 1e30
 MASTER_BYTES_PER_PARAM = {"SGD": 20, "Adam": 28, "AdamW": 28, "Lion": 20, "Muon": 28}  # bf16+master, NOTE: [byte model]
 # fp32+bf16 states, ours only (torch's fp32 competitors move BYTES_PER_ELEMENT_MOVED fp32 elements), NOTE: [byte model]
 BF16_STATES_BYTES_PER_PARAM = {"SGD": 16, "Adam": 20, "AdamW": 20, "Lion": 16, "Muon": 20}
+# fp32+8bit states: ours and bitsandbytes' (NOTE: [byte model])
+EIGHT_BIT_STATES_BYTES_PER_PARAM = {"SGD": 14, "Adam": 16, "AdamW": 16, "Lion": 14, "Muon": 16}
 CEILING_ELEMENTS_MOVED = 3
 STATE_TENSORS = {"SGD": 1, "Adam": 2, "AdamW": 2, "Lion": 1, "Muon": 1}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "bf16+master": torch.bfloat16,
-          "bf16+SR": torch.bfloat16, "fp32+bf16 states": torch.float32}  # the parameters' dtype
+          "bf16+SR": torch.bfloat16, "fp32+bf16 states": torch.float32,
+          "fp32+8bit states": torch.float32}  # the parameters' dtype
 MASTER_WEIGHT_DTYPES = ("bf16+master",)  # ours with master_weights=True
 STOCHASTIC_ROUNDING_DTYPES = ("bf16+SR",)  # ours with stochastic_rounding=True
 BF16_STATE_DTYPES = ("fp32+bf16 states",)  # ours with state_dtype=torch.bfloat16
+EIGHT_BIT_STATE_DTYPES = ("fp32+8bit states",)  # ours with state_dtype="8bit"; bitsandbytes' 8-bit optimizers
 
 # torch's optimizers (torch has no Lion: lion-pytorch's is its competitor, "lion-pytorch")
 TORCH_OPTIMIZER = {"SGD": torch.optim.SGD, "Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}
@@ -390,9 +400,14 @@ def build_ours(config: Config, inputs: Inputs) -> Optional[Step]:
                                                 schedule=schedule,
                                                 master_weights=config.dtype in MASTER_WEIGHT_DTYPES,
                                                 stochastic_rounding=config.dtype in STOCHASTIC_ROUNDING_DTYPES,
-                                                state_dtype=torch.bfloat16 if config.dtype in BF16_STATE_DTYPES
-                                                else None, **clipping)
+                                                state_dtype=_our_state_dtype(config.dtype), **clipping)
     return _step_and_schedule(optimizer, optimizer.schedule_step, config, inputs)
+
+
+def _our_state_dtype(dtype: str):
+    if dtype in BF16_STATE_DTYPES:
+        return torch.bfloat16
+    return "8bit" if dtype in EIGHT_BIT_STATE_DTYPES else None
 
 
 def build_ours_graph(config: Config, inputs: Inputs) -> Step:
@@ -421,6 +436,15 @@ def build_lion_pytorch(config: Config, inputs: Inputs) -> Optional[Step]:
     return _with_torch_scheduler(Lion(_torch_params(config, inputs), **OPTIMIZERS["Lion"]), config, inputs)
 
 
+def build_bitsandbytes(config: Config, inputs: Inputs) -> Optional[Step]:
+    """bitsandbytes' blockwise 8-bit optimizer (Adam8bit, AdamW8bit, SGD8bit,
+    Lion8bit: their own step per tensor) + torch's scheduler."""
+    import bitsandbytes as bnb
+    optimizer = getattr(bnb.optim, f"{config.optimizer}8bit")(_torch_params(config, inputs),
+                                                               **OPTIMIZERS[config.optimizer])
+    return _with_torch_scheduler(optimizer, config, inputs)
+
+
 def importable(module: str) -> Callable[[], bool]:
     def available() -> bool:
         try:
@@ -445,8 +469,11 @@ class Competitor:
     description: str
     available: Callable[[], bool] = lambda: True
     optimizers: Optional[Tuple[str, ...]] = None  # the optimizers it implements (None: every one torch has)
+    dtypes: Optional[Tuple[str, ...]] = None  # the rows' dtypes it runs on (None: every one)
 
-    def applies_to(self, optimizer: str) -> bool:
+    def applies_to(self, optimizer: str, dtype: str) -> bool:
+        if self.dtypes is not None and dtype not in self.dtypes:
+            return False
         return optimizer in TORCH_OPTIMIZER if self.optimizers is None else optimizer in self.optimizers
 
 
@@ -454,6 +481,7 @@ CEILING = "add_ ceiling"
 OURS = "ours"
 OURS_GRAPH = "ours+cudagraph"
 OUR_IMPLS = (OURS, OURS_GRAPH)  # built by build_ours: ours' byte model where it differs (NOTE: [byte model])
+EIGHT_BIT_IMPLS = OUR_IMPLS + ("bitsandbytes-8bit",)  # 8-bit states on the fp32+8bit states rows
 REFERENCE = "torch-fused"  # the pair the summary compares ours with
 COMPETITORS: Dict[str, Competitor] = {
     CEILING: Competitor(build_ceiling, ("cpu", "cuda"), "a.add_(b, alpha) on one tensor of the workload's size",
@@ -472,6 +500,10 @@ COMPETITORS: Dict[str, Competitor] = {
                              optimizers=("Muon",)),
     "lion-pytorch": Competitor(build_lion_pytorch, ("cpu", "cuda"), "lion-pytorch's Lion + torch scheduler (Lion)",
                                available=importable("lion_pytorch"), optimizers=("Lion",)),
+    "bitsandbytes-8bit": Competitor(build_bitsandbytes, ("cpu", "cuda"),
+                                    "bitsandbytes' 8-bit optimizer + torch scheduler (fp32+8bit states rows)",
+                                    available=importable("bitsandbytes"),
+                                    optimizers=("SGD", "Adam", "AdamW", "Lion"), dtypes=EIGHT_BIT_STATE_DTYPES),
     "deepspeed-cpu-adam": Competitor(build_deepspeed_cpu_adam, ("cpu",), "DeepSpeedCPUAdam + torch scheduler",
                                      available=importable("deepspeed.ops.adam"), optimizers=("Adam", "AdamW")),
 }
@@ -557,7 +589,7 @@ def _all_fit(config: Config, inputs: Inputs, impls: Sequence[str]) -> bool:
 
 
 def _build_and_warm(impl: str, config: Config, inputs: Inputs, warmup: int, errors: Dict[str, str]):
-    if not COMPETITORS[impl].applies_to(config.optimizer):
+    if not COMPETITORS[impl].applies_to(config.optimizer, config.dtype):
         return None
     try:
         step = COMPETITORS[impl].build(config, inputs)
@@ -597,13 +629,16 @@ def run_config(config: Config, inputs: Inputs, impls: Sequence[str], args, timer
         optimizer_bytes = inputs.numel * element_size * BYTES_PER_ELEMENT_MOVED[config.optimizer]
     if config.dtype in BF16_STATE_DTYPES:  # ours moves fewer bytes than torch's fp32 competitors
         our_bytes = inputs.numel * BF16_STATES_BYTES_PER_PARAM[config.optimizer]
+    elif config.dtype in EIGHT_BIT_STATE_DTYPES:  # ours and bitsandbytes' too
+        our_bytes = inputs.numel * EIGHT_BIT_STATES_BYTES_PER_PARAM[config.optimizer]
     else:
         our_bytes = optimizer_bytes
     if config.clip:
         optimizer_bytes += inputs.numel * element_size * CLIP_ELEMENTS_MOVED
         our_bytes += inputs.numel * element_size * CLIP_ELEMENTS_MOVED
     moved = {impl: inputs.numel * element_size * CEILING_ELEMENTS_MOVED if impl == CEILING
-             else our_bytes if impl in OUR_IMPLS else optimizer_bytes for impl in impls}
+             else our_bytes if impl in OUR_IMPLS or (impl in EIGHT_BIT_IMPLS and config.dtype in EIGHT_BIT_STATE_DTYPES)
+             else optimizer_bytes for impl in impls}
     medians = {impl: statistics.median(t) for impl, t in times.items()}
     ceiling_gbps = moved[CEILING] / medians[CEILING] / 1e9 if CEILING in medians else float("nan")
     rows = []
@@ -655,18 +690,21 @@ QUICK_CONFIGS = (
        for o in ("SGD", "Adam")]
     + CLIP_CONFIGS
     + MUON_ROWS[:1]
+    + [Config(w, "fp32+8bit states", "AdamW", "CosineAnnealingLR") for w in ("small-many", "large-few")]
 )
 # --host-cost (run it with --threads 1): the step's bookkeeping per tensor, NOTE: [host cost].
 HOST_COST_CONFIGS = [Config(w, "fp32", o, "CosineAnnealingLR") for w in HOST_COST_WORKLOADS for o in ("SGD", "Adam")]
 # benchmarks/gpu_check.sh: 100M+ parameters (GPT-2 small) and 2000 small tensors, fp32, bf16 and bf16 with
 # master weights, SGD and Adam; clipped Adam; GPT-2 small Adam with stochastic rounding; GPT-2 small Lion
-# and Muon (fp32, bf16) against lion-pytorch and torch's Muon + AdamW.
+# and Muon (fp32, bf16) against lion-pytorch and torch's Muon + AdamW; AdamW with 8-bit states.
 GPU_CHECK_CONFIGS = ([Config(w, d, o, "CosineAnnealingLR") for w in ("gpt2-small", "many-small")
                       for d in ("fp32", "bf16", "bf16+master") for o in ("SGD", "Adam")]
                      + [Config(w, "fp32", "Adam", "CosineAnnealingLR", clip=True) for w in ("gpt2-small", "many-small")]
                      + [Config("gpt2-small", "bf16+SR", "Adam", "CosineAnnealingLR")]
                      + [Config("gpt2-small", d, "Lion", "CosineAnnealingLR") for d in ("fp32", "bf16")]
-                     + MUON_ROWS)
+                     + MUON_ROWS
+                     + [Config(w, "fp32+8bit states", "AdamW", "CosineAnnealingLR")
+                        for w in ("gpt2-small", "many-small")])
 
 
 def plan(args) -> List[Config]:

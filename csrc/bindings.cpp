@@ -9,8 +9,10 @@
 #include <tuple>
 #include <vector>
 
+#include "cpu/states_8bit_cpu.h"
 #include "cuda/chunk_plan.h"
 #include "schedule_math.h"
+#include "states_8bit.h"
 #include "step_plan_bindings.h"
 #include "stochastic_rounding.h"
 #include "update_ops.h"
@@ -81,6 +83,24 @@ at::Tensor round_stochastic_of(const at::Tensor& values, const at::Tensor& rando
   return out;
 }
 
+// The 8-bit codes of normalized values x (NOTE: [8-bit states]) with the
+// `signed_map` or the unsigned one, found with the CPU's search table
+// (NOTE: [8-bit search table]) or, with table=False, by nearest_code's binary search.
+at::Tensor codes_8bit(const at::Tensor& values, bool signed_map, bool table) {
+  TORCH_CHECK(values.scalar_type() == at::kFloat, "codes_8bit: float32 values");
+  namespace q = lrsched_fused::states_8bit;
+  const q::MapKind kind = signed_map ? q::MapKind::Signed : q::MapKind::Unsigned;
+  const at::Tensor x = values.contiguous().cpu();
+  at::Tensor out = at::empty(x.sizes(), x.options().dtype(at::kByte));
+  const float* value = x.const_data_ptr<float>();
+  uint8_t* code = out.mutable_data_ptr<uint8_t>();
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    code[i] = static_cast<uint8_t>(table ? cpu::search_table(kind).code(value[i])
+                                         : q::nearest_code(q::host_map(kind), value[i]));
+  }
+  return out;
+}
+
 }  // namespace testing
 
 #ifdef LRSCHED_FUSED_WITH_CUDA
@@ -139,12 +159,26 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       flags[py::str(Op::kFlagNames[i])] = int64_t{1} << i;
     }
     py::list states;
+    py::dict coded;  // with states_8bit: each coded slot's map, each absmax slot's coded slot
     for (const lrsched_fused::StateSlot& slot : Op::kStates) {
       states.append(py::make_tuple(slot.name, slot.needs_flag));
+      using lrsched_fused::SlotKind;
+      if (slot.kind == SlotKind::State || slot.kind == SlotKind::SecondMoment) {
+        coded[py::str(slot.name)] = slot.kind == SlotKind::State ? "signed" : "unsigned";
+      } else if (slot.kind == SlotKind::Absmax) {
+        coded[py::str(slot.name)] = Op::kStates[slot.coded].name;
+      }
     }
-    update_ops[py::str(Op::kName)] = py::dict(py::arg("flags") = flags, py::arg("states") = states);
+    update_ops[py::str(Op::kName)] =
+        py::dict(py::arg("flags") = flags, py::arg("states") = states, py::arg("coded") = coded,
+                 py::arg("not_8bit") = Op::kNot8Bit);
   });
   m.attr("UPDATE_OPS") = update_ops;
+  namespace q = lrsched_fused::states_8bit;  // NOTE: [8-bit states]
+  m.attr("STATES_8BIT") = py::dict(
+      py::arg("block") = q::kBlock, py::arg("min_elements") = q::kMinElements,
+      py::arg("signed_map") = std::vector<float>(q::kSignedMap, q::kSignedMap + q::kCodes),
+      py::arg("unsigned_map") = std::vector<float>(q::kUnsignedMap, q::kUnsignedMap + q::kCodes));
   m.attr("FIRST_LEAF") = layout::kFirstLeaf;
   namespace plan = lrsched_fused::chunk_plan;
   m.attr("CHUNK_ELEMENTS") = plan::kChunkElements;
@@ -172,6 +206,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
               "Philox4x32-10 of a 4-word counter and a 2-word key (NOTE: [stochastic rounding])");
   testing.def("round_stochastic", &lrsched_fused::testing::round_stochastic_of, py::arg("values"),
               py::arg("randoms"), py::arg("dtype"), "float32 values rounded stochastically with the given words");
+  testing.def("codes_8bit", &lrsched_fused::testing::codes_8bit, py::arg("values"), py::arg("signed_map"),
+              py::arg("table") = true, "the 8-bit codes of normalized float32 values (NOTE: [8-bit states])");
 #ifdef LRSCHED_FUSED_WITH_CUDA
   testing.def("cuda_tensors_per_launch", &lrsched_fused::cuda::tensors_per_launch,
               "the tensors one CUDA launch carries, per kind of launch (NOTE: [tensors in kernel arguments])");

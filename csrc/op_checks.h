@@ -14,6 +14,7 @@
 
 #include "dispatch.h"
 #include "schedule_math.h"
+#include "states_8bit.h"
 #include "update_ops.h"
 
 namespace lrsched_fused {
@@ -161,10 +162,10 @@ struct UpdateCall {
 
 // The states' dtype of a call: the first state tensor's (float32 by default
 // with master weights, else the params'), one of those update_types takes
-// (csrc/dispatch.h).
+// (csrc/dispatch.h), or uint8 with 8-bit states (NOTE: [8-bit states]).
 template <typename Op>
 at::ScalarType checked_state_dtype(at::TensorList params, const std::array<at::TensorList, Op::kNumStates>& slots,
-                                   bool master) {
+                                   bool master, bool coded) {
   at::ScalarType dtype = master || params.empty() ? at::kFloat : params[0].scalar_type();
   for (size_t s = 0; s < Op::kStates.size(); ++s) {
     if (Op::kStates[s].kind == SlotKind::State && !slots[s].empty()) {
@@ -172,11 +173,48 @@ at::ScalarType checked_state_dtype(at::TensorList params, const std::array<at::T
       break;
     }
   }
+  if (coded) {
+    TORCH_CHECK(dtype == at::kByte, Op::kName, ": with states_8bit the states are uint8 codes, got ", dtype);
+    return dtype;
+  }
   const bool accepted = dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf ||
                         (!params.empty() && dtype == params[0].scalar_type() && !master);
   TORCH_CHECK(accepted, Op::kName, ": states of dtype ", dtype, " are not taken; a state dtype is float32, ",
-              "bfloat16, float16 or the params' dtype (not with master weights)");
+              "bfloat16, float16 or the params' dtype (not with master weights), or uint8 with states_8bit");
   return dtype;
+}
+
+// With 8-bit states (NOTE: [8-bit states]): the params are float32,
+// bfloat16 or float16, no flag the coded update lacks is set, every coded
+// slot is there, and each absmax is a contiguous float32 vector of one value
+// per block of its parameter.
+template <typename Op>
+void check_8bit_slots(at::TensorList params, const std::array<at::TensorList, Op::kNumStates>& slots,
+                      int64_t flags) {
+  TORCH_CHECK((flags & Op::kNot8Bit) == 0, Op::kName, ": flags ", flags, " set a flag that states_8bit does ",
+              "not take (", Op::kNot8Bit, ")");
+  for (size_t i = 0; i < params.size(); ++i) {
+    const at::ScalarType dtype = params[i].scalar_type();
+    TORCH_CHECK(dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf, Op::kName, ": params[", i,
+                "] has dtype ", dtype, "; 8-bit states are kept for float32, bfloat16 and float16 params");
+  }
+  for (size_t s = 0; s < Op::kStates.size(); ++s) {
+    const StateSlot& slot = Op::kStates[s];
+    if (slot.kind != SlotKind::Absmax) {
+      continue;
+    }
+    TORCH_CHECK(params.empty() || !slots[slot.coded].empty(), Op::kName, ": ", slot.name, " is there but ",
+                Op::kStates[slot.coded].name, " is not (its flags)");
+    for (size_t i = 0; i < params.size(); ++i) {
+      const at::Tensor& absmax = slots[s][i];
+      const int64_t blocks = states_8bit::num_blocks(params[i].numel());
+      TORCH_CHECK(absmax.scalar_type() == at::kFloat && absmax.dim() == 1 && absmax.numel() == blocks &&
+                      absmax.is_contiguous() && absmax.device() == params[i].device(),
+                  slot.name, "[", i, "] must be a contiguous float32 vector of ", blocks, " values on ",
+                  params[i].device(), " (one per block of ", states_8bit::kBlock, " elements), got ",
+                  absmax.scalar_type(), " ", absmax.sizes(), " on ", absmax.device());
+    }
+  }
 }
 
 // The arguments of an update op, the same on every device: every tensor of a
@@ -194,18 +232,22 @@ UpdateCall<Op> check_update_call(at::TensorList params, at::TensorList grads, at
   check_slot(params, grads, "grads");
   const auto slots = state_slots<Op>(states, params.size(), flags);
   const bool master = (flags & Op::kMasterWeights) != 0;
+  const bool coded = (flags & Op::kStates8Bit) != 0;
   if (master) {
     check_master_dtypes(params);
   }
-  const at::ScalarType state_dtype = checked_state_dtype<Op>(params, slots, master);
+  if (coded) {
+    check_8bit_slots<Op>(params, slots, flags);
+  }
+  const at::ScalarType state_dtype = checked_state_dtype<Op>(params, slots, master, coded);
   for (size_t s = 0; s < Op::kStates.size(); ++s) {
     const StateSlot& slot = Op::kStates[s];
-    if (slot.needs_flag != 0 && (flags & slot.needs_flag) == 0) {
+    if ((slot.needs_flag != 0 && (flags & slot.needs_flag) == 0) || slot.kind == SlotKind::Absmax) {
       continue;
     }
     if (slot.kind == SlotKind::Step) {
       check_steps(params, slots[s]);
-    } else if (slot.kind == SlotKind::SecondMoment && !params.empty()) {
+    } else if (slot.kind == SlotKind::SecondMoment && !params.empty() && !coded) {
       check_slot(params, slots[s], slot.name, second_moment_dtype(params[0].scalar_type(), state_dtype, master));
     } else {
       check_slot(params, slots[s], slot.name, slot.kind == SlotKind::Master ? at::kFloat : state_dtype);

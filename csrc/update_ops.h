@@ -18,7 +18,10 @@
 //
 // The states' dtype (every SlotKind::State tensor of a call has one) is the
 // call's state dtype: the params' dtype, float32, bfloat16 or float16 (the
-// optimizers' state_dtype; float32 by default with master weights). With the
+// optimizers' state_dtype; float32 by default with master weights), or uint8
+// with the states_8bit flag: every State and SecondMoment slot then holds
+// codes, and an Absmax slot per coded slot the blocks' absmax (NOTE: [8-bit
+// states] in csrc/states_8bit.h). With the
 // stochastic_rounding flag, `element_offsets` holds each param's first
 // element's global index (NOTE: [stochastic rounding] in
 // csrc/stochastic_rounding.h); else it is empty.
@@ -46,8 +49,10 @@ using UpdateStepSignature = void(at::TensorList params, at::TensorList grads, at
 // call's state dtype), one that holds squares of grads (a second moment: in
 // bfloat16 where the state dtype is float16 by request, NOTE: [float16 second
 // moments] in csrc/dispatch.h), a step counter (a one-element float64 tensor),
-// or the float32 master weights (NOTE: [master weights]).
-enum class SlotKind { State, SecondMoment, Step, Master };
+// the float32 master weights (NOTE: [master weights]), or, with 8-bit states,
+// the float32 absmax of each block of the coded slot named `coded` (NOTE:
+// [8-bit states]).
+enum class SlotKind { State, SecondMoment, Step, Master, Absmax };
 
 // A state slot: its name (torch's state key), what it holds and the flag bits
 // that make it present (any of them; 0: always present).
@@ -55,6 +60,7 @@ struct StateSlot {
   const char* name;
   SlotKind kind;
   int64_t needs_flag;
+  int coded = -1;  // an Absmax slot's coded slot
 };
 
 struct AdamStepOp {
@@ -64,14 +70,19 @@ struct AdamStepOp {
   static constexpr int64_t kMaximize = 1 << 2;
   static constexpr int64_t kMasterWeights = 1 << 3;
   static constexpr int64_t kStochasticRounding = 1 << 4;  // NOTE: [stochastic rounding]
-  static constexpr std::array<const char*, 5> kFlagNames{"amsgrad", "decoupled_weight_decay", "maximize",
-                                                        "master_weights", "stochastic_rounding"};
-  enum State { kExpAvg, kExpAvgSq, kMaxExpAvgSq, kStep, kMasterParam, kNumStates };
-  static constexpr std::array<StateSlot, kNumStates> kStates{{{"exp_avg", SlotKind::State, 0},
-                                                              {"exp_avg_sq", SlotKind::SecondMoment, 0},
-                                                              {"max_exp_avg_sq", SlotKind::SecondMoment, kAmsgrad},
-                                                              {"step", SlotKind::Step, 0},
-                                                              {"master_param", SlotKind::Master, kMasterWeights}}};
+  static constexpr int64_t kStates8Bit = 1 << 5;          // NOTE: [8-bit states]
+  static constexpr int64_t kNot8Bit = kAmsgrad;           // flags 8-bit states do not take
+  static constexpr std::array<const char*, 6> kFlagNames{"amsgrad", "decoupled_weight_decay", "maximize",
+                                                        "master_weights", "stochastic_rounding", "states_8bit"};
+  enum State { kExpAvg, kExpAvgSq, kMaxExpAvgSq, kStep, kMasterParam, kExpAvgAbsmax, kExpAvgSqAbsmax, kNumStates };
+  static constexpr std::array<StateSlot, kNumStates> kStates{
+      {{"exp_avg", SlotKind::State, 0},
+       {"exp_avg_sq", SlotKind::SecondMoment, 0},
+       {"max_exp_avg_sq", SlotKind::SecondMoment, kAmsgrad},
+       {"step", SlotKind::Step, 0},
+       {"master_param", SlotKind::Master, kMasterWeights},
+       {"exp_avg_absmax", SlotKind::Absmax, kStates8Bit, kExpAvg},
+       {"exp_avg_sq_absmax", SlotKind::Absmax, kStates8Bit, kExpAvgSq}}};
 };
 
 struct SgdStepOp {
@@ -81,16 +92,19 @@ struct SgdStepOp {
   static constexpr int64_t kMaximize = 1 << 2;
   static constexpr int64_t kMasterWeights = 1 << 3;
   static constexpr int64_t kStochasticRounding = 1 << 4;  // NOTE: [stochastic rounding]
-  static constexpr std::array<const char*, 5> kFlagNames{"momentum", "nesterov", "maximize", "master_weights",
-                                                        "stochastic_rounding"};
+  static constexpr int64_t kStates8Bit = 1 << 5;          // NOTE: [8-bit states]
+  static constexpr int64_t kNot8Bit = 0;
+  static constexpr std::array<const char*, 6> kFlagNames{"momentum", "nesterov", "maximize", "master_weights",
+                                                        "stochastic_rounding", "states_8bit"};
   // The step counter counts the steps taken (kept with momentum, or with
   // stochastic rounding, whose bits it keys): at 0 a momentum buffer has no
   // history and becomes the gradient (torch's first-step buffer = grad).
-  enum State { kMomentumBuffer, kStep, kMasterParam, kNumStates };
+  enum State { kMomentumBuffer, kStep, kMasterParam, kMomentumBufferAbsmax, kNumStates };
   static constexpr std::array<StateSlot, kNumStates> kStates{
       {{"momentum_buffer", SlotKind::State, kMomentum},
        {"step", SlotKind::Step, kMomentum | kStochasticRounding},
-       {"master_param", SlotKind::Master, kMasterWeights}}};
+       {"master_param", SlotKind::Master, kMasterWeights},
+       {"momentum_buffer_absmax", SlotKind::Absmax, kStates8Bit, kMomentumBuffer}}};
 };
 
 struct LionStepOp {
@@ -98,13 +112,18 @@ struct LionStepOp {
   static constexpr int64_t kMaximize = 1 << 0;
   static constexpr int64_t kMasterWeights = 1 << 1;
   static constexpr int64_t kStochasticRounding = 1 << 2;  // NOTE: [stochastic rounding]
-  static constexpr std::array<const char*, 3> kFlagNames{"maximize", "master_weights", "stochastic_rounding"};
+  static constexpr int64_t kStates8Bit = 1 << 3;          // NOTE: [8-bit states]
+  static constexpr int64_t kNot8Bit = 0;
+  static constexpr std::array<const char*, 4> kFlagNames{"maximize", "master_weights", "stochastic_rounding",
+                                                        "states_8bit"};
   // Lion keeps no step count (nor does lion-pytorch); with stochastic
   // rounding a counter keys the rounding bits, as for SGD.
-  enum State { kExpAvg, kStep, kMasterParam, kNumStates };
-  static constexpr std::array<StateSlot, kNumStates> kStates{{{"exp_avg", SlotKind::State, 0},
-                                                              {"step", SlotKind::Step, kStochasticRounding},
-                                                              {"master_param", SlotKind::Master, kMasterWeights}}};
+  enum State { kExpAvg, kStep, kMasterParam, kExpAvgAbsmax, kNumStates };
+  static constexpr std::array<StateSlot, kNumStates> kStates{
+      {{"exp_avg", SlotKind::State, 0},
+       {"step", SlotKind::Step, kStochasticRounding},
+       {"master_param", SlotKind::Master, kMasterWeights},
+       {"exp_avg_absmax", SlotKind::Absmax, kStates8Bit, kExpAvg}}};
 };
 
 // Calls f(Op{}) for each update op.

@@ -286,12 +286,12 @@ class FusedMuon(FusedOptimizer):
     def _update_op_of(self, group: Dict[str, Any]) -> Optional[str]:
         return None if uses_muon(group) else self.update_op
 
-    def _flags(self, group: Dict[str, Any], master: bool) -> int:
+    def _flags(self, group: Dict[str, Any], master: bool, coded: bool) -> int:
         if uses_muon(group):
             return int(bool(group["nesterov"]))
         return _ops.update_flags(self.update_op, amsgrad=group["amsgrad"],
                                  decoupled_weight_decay=group["decoupled_weight_decay"], maximize=group["maximize"],
-                                 master_weights=False, stochastic_rounding=False)
+                                 master_weights=False, stochastic_rounding=False, states_8bit=False)
 
     def _start_state(self, p: torch.Tensor, state: Dict[str, Any], flags: int) -> None:
         if "step" not in state:  # an AdamW group's parameter (Muon's are filled by _fill_states)
@@ -304,7 +304,7 @@ class FusedMuon(FusedOptimizer):
             super()._fill_states(bucket)
             return
         check_matrices(bucket.params, type(self).__name__, f"param group {bucket.group_index}")
-        bucket.flags = self._flags(bucket.group, False)
+        bucket.flags = self._flags(bucket.group, False, False)
         bucket.states = [self._state_tensor(p, self.state[p], "momentum_buffer") for p in bucket.params]
         bucket.extra = self._bucket_plan(bucket)
 

@@ -19,6 +19,7 @@ from . import _C, _ops, validation
 from .device_schedule import DeviceSchedule, HyperparameterSlots, MomentumField
 from .grad_clipping import GradClipping, check_grad_clipping_arguments
 from .param_groups import ParamGroup
+from . import states_8bit
 from .precision import Precision, check_roundable, element_offsets
 from .schedules import Constant, Schedule
 from .step_plan import Bucket, ParamStates, StepPlan, plain_state
@@ -63,7 +64,12 @@ class FusedOptimizer(Optimizer):
         state_dtype: The dtype of every floating state tensor:
             ``torch.float32``, ``torch.bfloat16`` or ``torch.float16``
             (``None``: the parameter's, fp32 with master weights); the math
-            runs in fp32 (fp64 for fp64 parameters).
+            runs in fp32 (fp64 for fp64 parameters). ``"8bit"``: blockwise
+            8-bit states (uint8 codes and an fp32 absmax per 256 elements,
+            bitsandbytes' dynamic maps) for fp32/bf16/fp16 parameters of at
+            least 4096 elements, fp32 states for smaller ones; bitsandbytes'
+            8-bit checkpoints load (not with amsgrad, nor for DTensor
+            parameters).
 
     Raises:
         ValueError: An invalid hyperparameter (negative lr, betas outside
@@ -125,7 +131,12 @@ class FusedOptimizer(Optimizer):
 
     def _new_plan(self) -> StepPlan:
         return StepPlan(type(self).__name__, self._update_op_of, self._hyperparameters_of, self._check_edited_group,
-                        self._fill_states)
+                        self._fill_states, self._bucket_key)
+
+    def _bucket_key(self, p: torch.Tensor) -> Any:
+        """What splits a group's parameters into op calls: the dtype, and
+        whether the parameter's states are 8-bit codes."""
+        return p.dtype, self._precision.codes(p)
 
     def _update_op_of(self, group: Dict[str, Any]) -> Optional[str]:
         """The update op of the group's buckets (None: ``_update`` steps them otherwise)."""
@@ -138,8 +149,9 @@ class FusedOptimizer(Optimizer):
     def _check_hyperparameters(self, group: Dict[str, Any], where: str, momentum_on_device: bool = False) -> None:
         raise NotImplementedError
 
-    def _flags(self, group: Dict[str, Any], master: bool) -> int:
-        """The update op's ``flags`` for the group's buckets (``master``: with master weights)."""
+    def _flags(self, group: Dict[str, Any], master: bool, coded: bool) -> int:
+        """The update op's ``flags`` for a bucket of the group (``master``:
+        with master weights; ``coded``: its parameters' states are 8-bit)."""
         raise NotImplementedError
 
     def _start_state(self, p: torch.Tensor, state: Dict[str, Any], flags: int) -> None:
@@ -149,7 +161,8 @@ class FusedOptimizer(Optimizer):
         """Creates the bucket's missing state, its flags and its ``states``
         list: the op's present slots by name, slot after slot."""
         master = bool(bucket.params) and self._precision.uses_master(bucket.params[0].dtype)
-        flags = self._flags(bucket.group, master)
+        coded = bool(bucket.params) and self._precision.codes(bucket.params[0])
+        flags = self._flags(bucket.group, master, coded)
         update_op = self._update_op_of(bucket.group)
         rounds = flags & _C.UPDATE_OPS[update_op]["flags"]["stochastic_rounding"]
         states = [self.state[p] for p in bucket.params]
@@ -201,8 +214,9 @@ class FusedOptimizer(Optimizer):
         return self._precision.stochastic_rounding
 
     @property
-    def state_dtype(self) -> Optional[torch.dtype]:
-        """The dtype of every floating state tensor (None: the parameter's, fp32 with master weights)."""
+    def state_dtype(self):
+        """The dtype of every floating state tensor (None: the parameter's,
+        fp32 with master weights), or ``"8bit"``."""
         return self._precision.state_dtype
 
     @property
@@ -214,22 +228,43 @@ class FusedOptimizer(Optimizer):
         if self._precision.seed is not None:
             self.device_schedule.state[_C.ROUNDING_SEED] = float(self._precision.seed)
 
-    def _flag_options(self, master: bool) -> Dict[str, bool]:
-        """The update ops' precision flags for a bucket (``master``: with master weights)."""
-        return dict(master_weights=master, stochastic_rounding=self._precision.stochastic_rounding)
+    def _flag_options(self, master: bool, coded: bool) -> Dict[str, bool]:
+        """The update ops' precision flags for a bucket (``master``: with
+        master weights; ``coded``: with 8-bit states)."""
+        return dict(master_weights=master, stochastic_rounding=self._precision.stochastic_rounding,
+                    states_8bit=coded)
 
     def _state_tensor(self, p: torch.Tensor, state: Dict[str, Any], key: str) -> torch.Tensor:
         """``state[key]``, created as zeros where missing, in the parameter's
         state dtype (``Precision.state_dtype_of``); a state of another dtype
-        (set by hand, or loaded) is converted once."""
+        (set by hand, or loaded) is converted once: cast between float
+        dtypes, coded into 8-bit states, or read back from them (NOTE: [8-bit
+        states] in csrc/states_8bit.h)."""
+        coded = states_8bit.coded_keys(self.update_op)
+        if key.endswith("_absmax") and key[:-len("_absmax")] in coded:
+            value = state.get(key)
+            if value is None:
+                value = torch.zeros(states_8bit.num_blocks(p.numel()), dtype=torch.float32, device=p.device)
+                state[key] = value
+            return value
         dtype = self._precision.state_dtype_of(p, key)
         value = state.get(key)
         if value is None:
             value = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
             state[key] = value
+        elif dtype == torch.uint8 and value.dtype != torch.uint8:  # a float state, coded once
+            value, state[key + "_absmax"] = states_8bit.quantize(value, coded[key])
+            state[key] = value
+        elif value.dtype == torch.uint8 and dtype != torch.uint8:  # codes, read back once
+            value = states_8bit.dequantize(value, state[key + "_absmax"], coded[key]).to(dtype)
+            state[key] = value
+            for suffix in ("_absmax", "_qmap"):
+                state.pop(key + suffix, None)
         elif value.dtype != dtype:
             value = value.to(dtype)
             state[key] = value
+        if dtype == torch.uint8:
+            state[key + "_qmap"] = states_8bit.dynamic_map(coded[key], p.device)
         return value
 
     def _master_params(self, bucket: Bucket) -> List[torch.Tensor]:
@@ -250,13 +285,16 @@ class FusedOptimizer(Optimizer):
         """A saved ``master_param`` needs an optimizer with master weights and
         a bf16/fp16 parameter (else ValueError: there is no conversion that
         would not silently drop the fp32 trajectory). Returns, per saved id of
-        a parameter whose states are not in its own dtype (master weights, a
-        ``state_dtype``), its saved tensors (not ``step``): torch's
-        load_state_dict casts them to the parameter's dtype, they are
-        converted once to their dtype here instead (fp32 for the master)."""
+        a parameter, the saved tensors (not ``step``) torch's load_state_dict
+        would cast to the parameter's dtype wrongly: states kept in another
+        dtype (master weights, a ``state_dtype``: converted once to it here),
+        8-bit codes and their absmax (kept as saved; ``_state_tensor`` codes
+        or reads them back where this optimizer keeps the other kind), and
+        their maps (checked, then this optimizer's shared map)."""
         name = type(self).__name__
         saved_ids = [i for group in state_dict.get("param_groups", []) for i in group.get("params", [])]
         params = [p for group in self.param_groups for p in group["params"]]
+        coded = states_8bit.coded_keys(self.update_op)
         values = {}
         for index, (saved_id, p) in enumerate(zip(saved_ids, params)):
             state = state_dict.get("state", {}).get(saved_id)
@@ -269,12 +307,40 @@ class FusedOptimizer(Optimizer):
                     f"{name}: the state_dict holds fp32 master weights ('master_param') for parameter {index}, "
                     f"but {why}; build the optimizer with master_weights=True to resume them, or delete "
                     "'master_param' from each parameter's state to continue from the parameters' own values")
-            if self._precision.state_dtype_of(p) != p.dtype or self._precision.uses_master(p.dtype):
-                values[saved_id] = {
-                    key: value.to(torch.float32 if key == "master_param" else self._precision.state_dtype_of(p, key))
-                    for key, value in state.items()
-                    if key != "step" and isinstance(value, torch.Tensor) and value.is_floating_point()}
+            own = {}
+            converts = self._precision.state_dtype_of(p) != p.dtype or self._precision.uses_master(p.dtype)
+            for key, value in state.items():
+                if key == "step" or not isinstance(value, torch.Tensor):
+                    continue
+                if key.endswith("_qmap") and key[:-len("_qmap")] in coded:
+                    own[key] = states_8bit.dynamic_map(coded[key[:-len("_qmap")]], p.device)
+                elif value.dtype == torch.uint8 or (key.endswith("_absmax") and key[:-len("_absmax")] in coded):
+                    own[key] = value
+                elif value.is_floating_point() and converts:
+                    dtype = torch.float32 if key == "master_param" else self._precision.state_dtype_of(p, key)
+                    own[key] = value.to(value.dtype if dtype == torch.uint8 else dtype)
+            if own:
+                values[saved_id] = own
         return values
+
+    def _from_bitsandbytes(self, state_dict: Dict[str, Any]) -> Dict[str, Any]:
+        """A state_dict of a bitsandbytes 8-bit optimizer (``state1``,
+        ``absmax1``, ``qmap1``, ...), in this optimizer's names
+        (``states_8bit.from_bitsandbytes``), its groups without the keys this
+        optimizer does not take (``optim_bits``, ``percentile_clipping``, ...)."""
+        saved_state = state_dict.get("state")
+        if not isinstance(saved_state, dict) or not any(map(states_8bit.is_bitsandbytes_state,
+                                                            saved_state.values())):
+            return state_dict
+        name = type(self).__name__
+        coded = states_8bit.coded_keys(self.update_op)
+        order = {i: k for k, i in enumerate(i for g in state_dict.get("param_groups", []) for i in g.get("params", []))}
+        state = {key: states_8bit.from_bitsandbytes(value, coded, order.get(key, -1), name)
+                 if states_8bit.is_bitsandbytes_state(value) else value for key, value in saved_state.items()}
+        known = set(self.defaults) | {"params", "param_names", "initial_lr"}
+        groups = [{key: value for key, value in group.items() if key in known}
+                  for group in state_dict.get("param_groups", [])]
+        return {**state_dict, "state": state, "param_groups": groups}
 
     # ------------------------------------------------------------ groups
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
@@ -290,6 +356,7 @@ class FusedOptimizer(Optimizer):
         if self._precision.stochastic_rounding:
             for p in params:
                 check_roundable(p, name, where)
+        self._precision.check_params(params, where)
         group = {**self.defaults, **param_group}
         validation.normalize_lr(group, name, where)
         self._normalize_hyperparameters(group, where)
@@ -525,9 +592,12 @@ class FusedOptimizer(Optimizer):
         if not isinstance(state_dict, dict):
             raise TypeError(f"{name}: load_state_dict takes the dict state_dict() returns, got "
                             f"{type(state_dict).__name__}")
-        state_dict = self._adapt_saved_state(dict(state_dict))
+        state_dict = self._adapt_saved_state(self._from_bitsandbytes(dict(state_dict)))
         schedule_part = state_dict.pop("schedule", None)
-        validation.check_saved_state(state_dict, state_dict.get("param_groups", []), self.param_groups, name)
+        coded = states_8bit.coded_keys(self.update_op)
+        validation.check_saved_state(state_dict, state_dict.get("param_groups", []), self.param_groups, name,
+                                     lambda key, value, p, index: states_8bit.check_saved(key, value, p, coded,
+                                                                                          index, name))
         if schedule_part is not None:
             schedule_part = self.device_schedule.check_entry(schedule_part)
         own_dtype_values = self._saved_state_values(state_dict)
@@ -675,10 +745,10 @@ class FusedSGD(FusedOptimizer):
                 and "step" not in value else value for key, value in saved_state.items()}}
         return state_dict
 
-    def _flags(self, group: Dict[str, Any], master: bool) -> int:
-        return _ops.update_flags(
-            self.update_op, momentum=self.device_schedule.cycles_momentum or group["momentum"] != 0,
-            nesterov=group["nesterov"], maximize=group["maximize"], **self._flag_options(master))
+    def _flags(self, group: Dict[str, Any], master: bool, coded: bool) -> int:
+        momentum = self.device_schedule.cycles_momentum or group["momentum"] != 0
+        return _ops.update_flags(self.update_op, momentum=momentum, nesterov=group["nesterov"],
+                                 maximize=group["maximize"], **self._flag_options(master, coded and momentum))
 
     def _start_state(self, p: torch.Tensor, state: Dict[str, Any], flags: int) -> None:
         bits = _C.UPDATE_OPS[self.update_op]["flags"]
@@ -756,12 +826,17 @@ class FusedAdam(FusedOptimizer):
         validation.normalize_betas(group, type(self).__name__, where)
 
     def _check_hyperparameters(self, group: Dict[str, Any], where: str, momentum_on_device: bool = False) -> None:
-        validation.check_adam_hyperparameters(group, type(self).__name__, where, momentum_on_device)
+        name = type(self).__name__
+        validation.check_adam_hyperparameters(group, name, where, momentum_on_device)
+        if self._precision.eight_bit and group.get("amsgrad"):
+            raise ValueError(f"{name}: amsgrad=True is not taken with state_dtype='8bit' ({where}): the max of "
+                             "coded second moments is not built (bitsandbytes has none either); use a float "
+                             "state_dtype for amsgrad")
 
-    def _flags(self, group: Dict[str, Any], master: bool) -> int:
+    def _flags(self, group: Dict[str, Any], master: bool, coded: bool) -> int:
         return _ops.update_flags(
             self.update_op, amsgrad=group["amsgrad"], decoupled_weight_decay=group["decoupled_weight_decay"],
-            maximize=group["maximize"], **self._flag_options(master))
+            maximize=group["maximize"], **self._flag_options(master, coded))
 
     def _start_state(self, p: torch.Tensor, state: Dict[str, Any], flags: int) -> None:
         if "step" not in state:
@@ -872,8 +947,8 @@ class FusedLion(FusedOptimizer):
     def _check_hyperparameters(self, group: Dict[str, Any], where: str, momentum_on_device: bool = False) -> None:
         validation.check_lion_hyperparameters(group, type(self).__name__, where, momentum_on_device)
 
-    def _flags(self, group: Dict[str, Any], master: bool) -> int:
-        return _ops.update_flags(self.update_op, maximize=group["maximize"], **self._flag_options(master))
+    def _flags(self, group: Dict[str, Any], master: bool, coded: bool) -> int:
+        return _ops.update_flags(self.update_op, maximize=group["maximize"], **self._flag_options(master, coded))
 
     def _start_state(self, p: torch.Tensor, state: Dict[str, Any], flags: int) -> None:
         if flags & _C.UPDATE_OPS[self.update_op]["flags"]["stochastic_rounding"] and "step" not in state:

@@ -11,7 +11,10 @@ What each combination stores, per parameter of a bfloat16/float16 model:
   parameter without master weights, 16-bit states) is rounded stochastically;
 - ``state_dtype``: the dtype of every floating state tensor (``exp_avg``,
   ``exp_avg_sq``, ``max_exp_avg_sq``, ``momentum_buffer``), for parameters of
-  any dtype; the math runs in opmath (float32, float64 for float64 params).
+  any dtype; the math runs in opmath (float32, float64 for float64 params);
+- ``state_dtype="8bit"``: blockwise 8-bit states (NOTE: [8-bit states] in
+  csrc/states_8bit.h, ``lrsched_fused.states_8bit``) for parameters of at
+  least ``MIN_ELEMENTS`` elements, float32 states for smaller ones.
 """
 from __future__ import annotations
 
@@ -20,11 +23,14 @@ from typing import List, Optional, Sequence
 
 import torch
 
+from . import states_8bit
 from .validation import is_dtensor
 
-__all__ = ["Precision", "STATE_DTYPES"]
+__all__ = ["Precision", "STATE_DTYPES", "EIGHT_BIT"]
 
 STATE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+EIGHT_BIT = "8bit"
+_CODED_PARAM_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 SECOND_MOMENTS = ("exp_avg_sq", "max_exp_avg_sq")  # squares of grads: float16's range is too narrow
 _SEED_BOUND = 2 ** 53  # the seed is kept in the float64 schedule state, exactly
 
@@ -37,14 +43,18 @@ class Precision:
             raise TypeError(f"{owner}: master_weights must be True or False, got {master_weights!r}")
         if not isinstance(stochastic_rounding, bool):
             raise TypeError(f"{owner}: stochastic_rounding must be True or False, got {stochastic_rounding!r}")
-        accepted = "None, torch.float32, torch.bfloat16 or torch.float16"
-        if state_dtype is not None and not isinstance(state_dtype, torch.dtype):
+        accepted = "None, torch.float32, torch.bfloat16, torch.float16 or '8bit'"
+        if isinstance(state_dtype, str):
+            if state_dtype != EIGHT_BIT:
+                raise ValueError(f"{owner}: state_dtype must be {accepted}, got {state_dtype!r}")
+        elif state_dtype is not None and not isinstance(state_dtype, torch.dtype):
             raise TypeError(f"{owner}: state_dtype must be {accepted}, got {state_dtype!r}")
-        if state_dtype is not None and state_dtype not in STATE_DTYPES:
+        elif state_dtype is not None and state_dtype not in STATE_DTYPES:
             raise ValueError(f"{owner}: state_dtype must be {accepted}, got {state_dtype}")
         self.master_weights = master_weights
         self.stochastic_rounding = stochastic_rounding
-        self.state_dtype: Optional[torch.dtype] = state_dtype
+        self.state_dtype: Optional[torch.dtype | str] = state_dtype
+        self.eight_bit = state_dtype == EIGHT_BIT
         self.owner = owner
         # The key of the rounding bits: drawn from torch's default CPU
         # generator (so torch.manual_seed makes a run reproducible), only
@@ -57,11 +67,33 @@ class Precision:
         """Whether a parameter of ``dtype`` is stepped through an fp32 master."""
         return self.master_weights and dtype in (torch.bfloat16, torch.float16)
 
+    def codes(self, p: torch.Tensor) -> bool:
+        """Whether ``p``'s states are 8-bit codes: ``state_dtype="8bit"``
+        and at least ``states_8bit.MIN_ELEMENTS`` elements."""
+        return self.eight_bit and p.numel() >= states_8bit.MIN_ELEMENTS
+
+    def check_params(self, params, where: str) -> None:
+        """8-bit states are kept for float32/bfloat16/float16 parameters
+        that are plain tensors (DDP's replicas included), not DTensor shards."""
+        if not self.eight_bit:
+            return
+        for i, p in enumerate(params):
+            if p.dtype not in _CODED_PARAM_DTYPES:
+                raise ValueError(f"{self.owner}: state_dtype='8bit' keeps 8-bit states for float32, bfloat16 and "
+                                 f"float16 parameters; parameter {i} of {where} is {p.dtype}")
+            if is_dtensor(p):
+                raise ValueError(f"{self.owner}: state_dtype='8bit' does not take DTensor parameters (FSDP2, tensor "
+                                 f"parallel): parameter {i} of {where} is one. A shard's absmax vector would not be "
+                                 "a DTensor a distributed checkpoint can gather; use DDP, or another state_dtype")
+
     def state_dtype_of(self, p: torch.Tensor, key: str = "exp_avg") -> torch.dtype:
         """The dtype of ``p``'s floating state ``key``: ``state_dtype``, else
         fp32 with master weights, else the parameter's; Adam's second moments
         in bf16 where fp16 states were asked for (NOTE: [float16 second
-        moments] in csrc/dispatch.h)."""
+        moments] in csrc/dispatch.h); with 8-bit states uint8 codes (float32
+        states for a parameter too small to code)."""
+        if self.eight_bit:
+            return torch.uint8 if self.codes(p) else torch.float32
         own = torch.float32 if self.uses_master(p.dtype) else p.dtype
         dtype = own if self.state_dtype is None else self.state_dtype
         if dtype == torch.float16 and own != torch.float16 and key in SECOND_MOMENTS:

@@ -2,9 +2,9 @@
 reused while nothing structural changes.
 
 NOTE: [step plan]
-A step makes one op call per (param group, dtype), a ``Bucket``: the
-parameters of that group and dtype that have a grad, their grads and their
-state tensors. Building those lists costs Python work per parameter (state
+A step makes one op call per (param group, bucket key), a ``Bucket``: the
+parameters of that group that have a grad and share a key (their dtype, and
+whether their states are 8-bit codes), their grads and their state tensors. Building those lists costs Python work per parameter (state
 lookups, lazy state, the dtype split, grad checks), and handing a Python list
 of tensors to an op costs ~100 ns per tensor; on a model of thousands of small
 tensors that is most of a step. So the lists are built once and kept in C++
@@ -156,7 +156,7 @@ def plain_state(value):
 
 
 class Bucket:
-    """One op call: the parameters of one param group and one dtype that have a grad."""
+    """One op call: the parameters of one param group and one bucket key that have a grad."""
 
     __slots__ = ("group_index", "group", "positions", "params", "grads", "relayout", "flags", "states",
                  "element_offsets", "unchecked", "native", "native_index", "extra")
@@ -226,13 +226,16 @@ class StepPlan:
     (compared by identity each step); ``check_group(index, group)`` checks a
     group whose hyperparameters changed (and every group once);
     ``fill_states(bucket)`` creates missing state, the bucket's flags and its
-    states list for its update op.
+    states list for its update op; ``bucket_key(p)`` says which parameters
+    share an op call (the dtype by default).
     """
 
     def __init__(self, owner: str, update_op_of: Callable[[Dict[str, Any]], Optional[str]],
                  hyperparameters_of: Callable[[Dict[str, Any]], tuple],
-                 check_group: Callable[[int, Dict[str, Any]], None], fill_states: Callable[[Bucket], None]):
+                 check_group: Callable[[int, Dict[str, Any]], None], fill_states: Callable[[Bucket], None],
+                 bucket_key: Callable[[torch.Tensor], Any] = attrgetter("dtype")):
         self.owner = owner
+        self._bucket_key = bucket_key
         self._update_op_of = update_op_of
         self._hyperparameters_of = hyperparameters_of
         self._check_group = check_group
@@ -295,16 +298,20 @@ class StepPlan:
         for i, group in enumerate(param_groups):
             self._check_group(i, group)
             params = group["params"]
-            by_dtype: Dict[torch.dtype, List[int]] = {}
-            for position, p in enumerate(params):
-                if p.grad is not None:
-                    by_dtype.setdefault(p.dtype, []).append(position)
-            for positions in by_dtype.values():
+            for positions in self._split(params, [p.grad for p in params]):
                 bucket = Bucket(i, group, positions, [params[k] for k in positions])
                 bucket.grads = [params[k].grad for k in positions]
                 self._fill_states(bucket)
                 buckets.append(bucket)
         return buckets
+
+    def _split(self, params: Sequence[torch.Tensor], grads: List) -> List[List[int]]:
+        """The positions of the parameters with a grad, by bucket key."""
+        by_key: Dict[Any, List[int]] = defaultdict(list)
+        for position, (p, g) in enumerate(zip(params, grads)):
+            if g is not None:
+                by_key[self._bucket_key(p)].append(position)
+        return list(by_key.values())
 
     def fill(self, buckets: List[Bucket], states: ParamStates) -> None:
         """Gives new buckets their state (created where missing) and, where
@@ -331,12 +338,8 @@ class StepPlan:
 
     def _new_group_plan(self, index: int, group: Dict[str, Any], grads: List) -> _PlannedGroup:
         params = group["params"]
-        by_dtype: Dict[torch.dtype, List[int]] = defaultdict(list)
-        for position, (p, g) in enumerate(zip(params, grads)):
-            if g is not None:
-                by_dtype[p.dtype].append(position)
         buckets = []
-        for positions in by_dtype.values():
+        for positions in self._split(params, grads):
             bucket = Bucket(index, group, positions, [params[k] for k in positions])
             bucket.take_grads(grads)
             buckets.append(bucket)

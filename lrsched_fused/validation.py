@@ -249,9 +249,11 @@ def check_grad(p: torch.Tensor, g: torch.Tensor, index: int, group_index: int, o
 
 # -------------------------------------------------------------- state_dicts
 def check_saved_state(state_dict: Dict[str, Any], saved_groups: List[Dict[str, Any]],
-                      param_groups: List[Dict[str, Any]], owner: str) -> None:
+                      param_groups: List[Dict[str, Any]], owner: str, check_other=None) -> None:
     """Each saved per-parameter tensor must fit the parameter it will be
-    loaded into (torch's load_state_dict pairs them by position)."""
+    loaded into (torch's load_state_dict pairs them by position);
+    ``check_other(key, value, p, index)`` checks the entries not shaped like
+    the parameter it knows (8-bit states' absmax and maps), returning True."""
     if len(saved_groups) != len(param_groups):
         raise ValueError(f"{owner}: the state_dict has {len(saved_groups)} param groups, this optimizer "
                          f"{len(param_groups)}")
@@ -270,6 +272,8 @@ def check_saved_state(state_dict: Dict[str, Any], saved_groups: List[Dict[str, A
                 if not (is_real(value) or isinstance(value, torch.Tensor) and value.numel() == 1):
                     raise ValueError(f"{owner}: the state_dict's step of parameter {index} is {value!r}; "
                                      "accepted: a number or a one-element tensor")
+            elif check_other is not None and check_other(key, value, p, index):
+                continue
             elif isinstance(value, torch.Tensor) and value.shape != p.shape:
                 raise ValueError(f"{owner}: the state_dict's {key} of parameter {index} has shape "
                                  f"{tuple(value.shape)}, the parameter {tuple(p.shape)}")

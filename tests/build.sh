@@ -10,8 +10,9 @@
 #     torch as it is), scikit-learn and matplotlib (examples/), expecttest
 #     (torch.testing._internal.common_optimizers imports it:
 #     tests/test_torch_conformance.py), lion-pytorch (the reference of FusedLion:
-#     tests/test_lion.py; it leaves torch as it is) (+ any extra packages given
-#     as arguments)
+#     tests/test_lion.py; it leaves torch as it is), bitsandbytes (the
+#     reference of 8-bit states: tests/test_states_8bit.py and the benchmark;
+#     it leaves torch as it is) (+ any extra packages given as arguments)
 #   - LRSCHED_SKIP_INSTALL=1 skips the pip step (a machine that has them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +21,8 @@ PY=${PYTHON:-python3}
 if [ "${LRSCHED_SKIP_INSTALL:-0}" != "1" ]; then
   "$PY" -m pip install -q --disable-pip-version-check "torch==2.14.1" ninja pybind11 pytest hypothesis \
     "pytorch-lightning==2.6.6" "transformers==5.24.0" "accelerate==1.16.0" "scikit-learn==1.9.1" \
-    "matplotlib==3.11.2" "expecttest==0.3.0" "lion-pytorch==0.2.5" "$@"
+    "matplotlib==3.11.2" "expecttest==0.3.0" "lion-pytorch==0.2.5" \
+    "bitsandbytes==0.50.2" "$@"
 fi
 
 # nvcc: the toolkit at /usr/local/cuda unless CUDA_HOME says otherwise.

@@ -140,6 +140,7 @@ def run_ranks(rank: int, init_file: str, names: List[str], out_dir: str) -> None
         torch.save(_mismatched_grad_error(), os.path.join(out_dir, f"mismatched-grad.rank{rank}.pt"))
         torch.save(_stochastic_rounding_runs(rank), os.path.join(out_dir, f"stochastic-rounding.rank{rank}.pt"))
         torch.save(_muon_runs(rank), os.path.join(out_dir, f"muon.rank{rank}.pt"))
+        torch.save(_eight_bit_runs(rank), os.path.join(out_dir, f"8bit.rank{rank}.pt"))
         dist.barrier()  # neither rank tears down while the other still talks to it
     finally:
         dist.destroy_process_group()
@@ -316,3 +317,55 @@ def _muon_runs(rank: int) -> dict:
     except ValueError as error:
         refusal = str(error)
     return {"ddp": trace, "fsdp2 refusal": refusal}
+
+
+def _eight_bit_model() -> torch.nn.Module:
+    """A float32 MLP whose first weight (6144 elements) gets 8-bit states, its other tensors float32 states."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(6, 1024), torch.nn.Tanh(), torch.nn.Linear(1024, 1))
+
+
+def _eight_bit_optimizer(model: torch.nn.Module):
+    return FusedAdam(model.parameters(), lr=0.01, weight_decay=0.01, decoupled_weight_decay=True,
+                     state_dtype="8bit", schedule=schedules.CosineAnnealingLR(T_max=4, eta_min=1e-3))
+
+
+class _Float32(torch.nn.Module):
+    """The scenarios' float64 batches into a float32 model."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x.float()).double()
+
+
+def eight_bit_single_process_trace() -> Trace:
+    """FusedAdam with 8-bit states in one process on full batches."""
+    model = _eight_bit_model()
+    optimizer = _eight_bit_optimizer(model)
+    return train(_Float32(model), optimizer, lambda metric: optimizer.schedule_step(), optimizer.get_last_lr)
+
+
+def _eight_bit_runs(rank: int) -> dict:
+    """8-bit states under torch.distributed:
+    - "ddp": the float32 MLP under DistributedDataParallel, each rank half of
+      every batch (replicas code the same values alike);
+    - "fsdp2": the MLP under fully_shard: refused at construction (the message)."""
+    from torch.distributed.fsdp import fully_shard
+    from torch.nn.parallel import DistributedDataParallel
+
+    model = DistributedDataParallel(_eight_bit_model())
+    optimizer = _eight_bit_optimizer(model.module)
+    trace = train(_Float32(model), optimizer, lambda metric: optimizer.schedule_step(), optimizer.get_last_lr,
+                  rank=rank, world_size=WORLD_SIZE)
+    coded = optimizer.state[model.module[0].weight]["exp_avg"].dtype
+    sharded = _eight_bit_model()
+    fully_shard(sharded)
+    try:
+        _eight_bit_optimizer(sharded)
+        refusal = None
+    except ValueError as error:
+        refusal = str(error)
+    return {"ddp": trace, "coded": str(coded), "fsdp2 refusal": refusal}

@@ -40,7 +40,8 @@ def test_the_harness_times_every_cpu_competitor(tmp_path):
     assert {"add_ ceiling", "torch-forloop", "torch-foreach", "torch-fused", "ours"} <= set(competitors)
     for optimizer in ("SGD", "Adam"):
         for impl in competitors:
-            if not bench.COMPETITORS[impl].applies_to(optimizer):  # lion-pytorch, torch-muon, deepspeed for SGD
+            if not bench.COMPETITORS[impl].applies_to(optimizer, "fp32"):  # lion-pytorch, torch-muon, deepspeed for
+                # SGD, bitsandbytes' 8-bit optimizers on fp32 parameters with fp32 states
                 continue
             row = timed[(optimizer, impl)]
             assert row["median_ms"] > 0 and row["tensors"] == 4
@@ -68,15 +69,17 @@ def test_the_clip_rows_time_torchs_recipe_and_ours(tmp_path):
 def test_the_gpu_check_covers_what_it_promises():
     """benchmarks/gpu_check.sh: 100M+ parameters and 1000+ small tensors, fp32,
     bf16 and bf16 with master weights, Adam and SGD, every CUDA competitor;
-    GPT-2 small Adam with stochastic rounding, Lion and Muon."""
+    GPT-2 small Adam with stochastic rounding, Lion and Muon; AdamW with 8-bit states."""
     bench = load_bench()
     workloads = {c.workload for c in bench.GPU_CHECK_CONFIGS}
     sizes = {w: bench.WORKLOADS[w].shapes() for w in workloads}
     assert any(sum(math.prod(s) for s in shapes) >= 100e6 for shapes in sizes.values())
     assert any(len(shapes) >= 1000 for shapes in sizes.values())
-    assert {c.dtype for c in bench.GPU_CHECK_CONFIGS} == {"fp32", "bf16", "bf16+master", "bf16+SR"}
+    assert {c.dtype for c in bench.GPU_CHECK_CONFIGS} == {"fp32", "bf16", "bf16+master", "bf16+SR",
+                                                          "fp32+8bit states"}
     assert bench.Config("gpt2-small", "bf16+SR", "Adam", "CosineAnnealingLR") in bench.GPU_CHECK_CONFIGS
-    assert {c.optimizer for c in bench.GPU_CHECK_CONFIGS} == {"SGD", "Adam", "Lion", "Muon"}
+    assert bench.Config("gpt2-small", "fp32+8bit states", "AdamW", "CosineAnnealingLR") in bench.GPU_CHECK_CONFIGS
+    assert {c.optimizer for c in bench.GPU_CHECK_CONFIGS} == {"SGD", "Adam", "AdamW", "Lion", "Muon"}
     cuda = [name for name, c in bench.COMPETITORS.items() if "cuda" in c.devices]
     assert cuda == ["add_ ceiling", "torch-fused", "torch-tensor-lr", "ours", "ours+cudagraph", "torch-muon",
                     "lion-pytorch"]

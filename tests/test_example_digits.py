@@ -103,3 +103,25 @@ def test_optimizer_example(example, reference, ours, bound, needs, tmp_path, mon
         assert histories[ours][key] == histories[reference][key], key
     assert histories[ours]["val_loss"][-1] < bound
     assert png.stat().st_size > 10_000
+
+
+def test_8bit_example(tmp_path, monkeypatch):
+    """examples/train_digits_8bit.py, 40 epochs as committed: the 8-bit run
+    stays on the fp32-state run's curve. Measured (CPU,
+    ATEN_CPU_CAPABILITY=default): final validation loss 0.11888 (fp32
+    states), 0.11886 (8-bit), 0.11563 (bitsandbytes' AdamW8bit); the largest
+    gap between the first two at any epoch 0.0042. Bounds: 1 % at the end,
+    0.01 at any epoch."""
+    pytest.importorskip("bitsandbytes", reason="bitsandbytes is not installed (tests/build.sh installs it)")
+    monkeypatch.syspath_prepend(EXAMPLES)
+    spec = importlib.util.spec_from_file_location("train_digits_8bit", os.path.join(EXAMPLES, "train_digits_8bit.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    png = tmp_path / "curves.png"
+    histories = module.main(["--epochs", "40", "--out", str(png)])
+    fp32, coded = histories["FusedAdamW fp32 states"]["val_loss"], histories["FusedAdamW 8-bit states"]["val_loss"]
+    assert abs(coded[-1] / fp32[-1] - 1) < 0.01
+    assert max(abs(a - b) for a, b in zip(fp32, coded)) < 0.01
+    assert fp32 != coded  # the 8-bit run is its own
+    assert histories["bitsandbytes AdamW8bit"]["val_loss"][-1] < 0.15
+    assert png.stat().st_size > 10_000

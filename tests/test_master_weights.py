@@ -326,9 +326,9 @@ def test_op_refuses_bad_master_lists():
     opt = FusedSGD([torch.zeros(1, requires_grad=True)], lr=0.1)
     state = opt.schedule_state
     sgd_master = _ops.update_flags("sgd_step_", momentum=False, nesterov=False, maximize=False, master_weights=True,
-                                   stochastic_rounding=False)
+                                   stochastic_rounding=False, states_8bit=False)
     adam_master = _ops.update_flags("adam_step_", amsgrad=False, decoupled_weight_decay=False, maximize=False,
-                                    master_weights=True, stochastic_rounding=False)
+                                    master_weights=True, stochastic_rounding=False, states_8bit=False)
     with pytest.raises(RuntimeError, match="master_param\\[0\\] must match.*Float"):
         _ops.update_step_("sgd_step_", [p], [g], [torch.zeros(4, dtype=torch.bfloat16)], state, 0, sgd_master)
     with pytest.raises(RuntimeError, match="master weights are taken for bfloat16 and float16 params only"):

@@ -40,6 +40,11 @@ OPTIMIZERS = {
     "adamw clipped": lambda ps, **kw: FusedAdamW(ps, lr=0.01, max_grad_norm=1.0, **kw),
     "sgd clipped, inf norm": lambda ps, **kw: FusedSGD(ps, lr=0.1, momentum=0.9, max_grad_norm=0.5,
                                                        grad_norm_type=float("inf"), **kw),
+    # 8-bit states (the 70000-element parameter's; the small one keeps float32 states)
+    "adamw 8bit": lambda ps, **kw: FusedAdamW(ps, lr=0.01, state_dtype="8bit", **kw),
+    "sgd 8bit clipped": lambda ps, **kw: FusedSGD(ps, lr=0.1, momentum=0.9, state_dtype="8bit", max_grad_norm=1.0,
+                                                  **kw),
+    "lion 8bit": lambda ps, **kw: FusedLion(ps, lr=1e-3, state_dtype="8bit", **kw),
 }
 SCHEDULES = schedule_specs.NO_SYNC_SCHEDULES
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -74,13 +79,18 @@ PRECISION_OPTIONS = {
     "stochastic rounding": {"stochastic_rounding": True},
     "bf16 states, stochastic rounding": {"state_dtype": torch.bfloat16, "stochastic_rounding": True},
     "fp16 states, master weights": {"state_dtype": torch.float16, "master_weights": True},
+    "8-bit states, master weights": {"state_dtype": "8bit", "master_weights": True},
+    "8-bit states, stochastic rounding": {"state_dtype": "8bit", "stochastic_rounding": True},
 }
+# Each optimizer with each precision option it takes: the "8bit" entries set
+# their own state_dtype, and amsgrad ("adam") takes no 8-bit states.
+PRECISION_PAIRS = [(o, p) for o in OPTIMIZERS for p in PRECISION_OPTIONS
+                   if "8bit" not in o and not (o == "adam" and "8-bit" in p)]
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("precision", list(PRECISION_OPTIONS))
 @pytest.mark.parametrize("schedule", ["plateau", "one cycle (momentum on the device)"])
-@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+@pytest.mark.parametrize("optimizer, precision", PRECISION_PAIRS)
 def test_precision_options_do_not_read_device_values(optimizer, schedule, precision, device):
     params = [torch.randn(5, 3, device=device, dtype=torch.bfloat16, requires_grad=True),
               torch.randn(70000, device=device, dtype=torch.float16, requires_grad=True)]

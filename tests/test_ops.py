@@ -77,8 +77,14 @@ def test_update_op_declarations():
                                "Tensor? found_inf=None, Tensor? clip_coef=None, int[] element_offsets=[]) -> ()"), schema
     assert _ops.state_names("adam_step_", _ops.update_flags(
         "adam_step_", amsgrad=True, decoupled_weight_decay=False, maximize=False, master_weights=True,
-        stochastic_rounding=False)) == [
+        stochastic_rounding=False, states_8bit=False)) == [
         "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "step", "master_param"]
+    adam_8bit = _C.UPDATE_OPS["adam_step_"]["flags"]["states_8bit"]
+    assert _ops.state_names("adam_step_", adam_8bit) == [
+        "exp_avg", "exp_avg_sq", "step", "exp_avg_absmax", "exp_avg_sq_absmax"]
+    assert _C.UPDATE_OPS["adam_step_"]["coded"] == {
+        "exp_avg": "signed", "exp_avg_sq": "unsigned", "max_exp_avg_sq": "unsigned",
+        "exp_avg_absmax": "exp_avg", "exp_avg_sq_absmax": "exp_avg_sq"}
     assert _ops.state_names("sgd_step_", 0) == []
     assert _ops.state_names("sgd_step_", _C.UPDATE_OPS["sgd_step_"]["flags"]["stochastic_rounding"]) == ["step"]
     assert _ops.state_names("lion_step_", 0) == ["exp_avg"]
@@ -237,8 +243,8 @@ def test_op_boundary_checks():
         torch.ops.lrsched_fused.sgd_step_(p, [torch.zeros(4)], [], schedule_state("cpu"), 0, 0)
     with pytest.raises(RuntimeError, match="group_index 5 is out of range"):
         torch.ops.lrsched_fused.sgd_step_(p, [torch.zeros(3)], [], schedule_state("cpu"), 5, 0)
-    with pytest.raises(RuntimeError, match="flags 32 has bits no flag names"):
-        torch.ops.lrsched_fused.sgd_step_(p, [torch.zeros(3)], [], schedule_state("cpu"), 0, 32)
+    with pytest.raises(RuntimeError, match="flags 64 has bits no flag names"):
+        torch.ops.lrsched_fused.sgd_step_(p, [torch.zeros(3)], [], schedule_state("cpu"), 0, 64)
     sr = _C.UPDATE_OPS["sgd_step_"]["flags"]["stochastic_rounding"]
     step = [torch.zeros((), dtype=torch.float64)]
     with pytest.raises(RuntimeError, match=r"element_offsets has 0 values, expected 1 \(one per param"):
@@ -310,3 +316,56 @@ def test_update_ops_refuse_grad_mode_with_parameters_that_require_grad(op):
     with torch.no_grad():
         getattr(torch.ops.lrsched_fused, op)(*args)
     assert not torch.equal(p.detach(), torch.zeros(3))
+
+
+def coded_args(op, params, state, **flags):
+    """update_args with the states_8bit flag: uint8 codes and an fp32 absmax per 256 elements."""
+    bits = _C.UPDATE_OPS[op]["flags"]
+    flags = {name: flags.get(name, False) for name in bits}
+    flags["states_8bit"] = True
+    flag_bits = _ops.update_flags(op, **flags)
+    coded = _C.UPDATE_OPS[op]["coded"]
+    states = []
+    for name in _ops.state_names(op, flag_bits):
+        if name == "step":
+            states += [torch.zeros((), dtype=torch.float64) for p in params]
+        elif name == "master_param":
+            states += [p.float() for p in params]
+        elif coded.get(name) in ("signed", "unsigned"):
+            states += [torch.zeros_like(p, dtype=torch.uint8) for p in params]
+        else:
+            states += [torch.zeros(-(-p.numel() // 256)) for p in params]
+    grads = [torch.randn_like(p) for p in params]
+    return (params, grads, states, state, 0, flag_bits)
+
+
+@pytest.mark.parametrize("op, flags", [("adam_step_", {"decoupled_weight_decay": True}), ("sgd_step_", {"momentum": True}),
+                                       ("lion_step_", {})], ids=["adam", "sgd", "lion"])
+def test_8bit_update_ops_opcheck(op, flags):
+    params = [torch.randn(s) for s in [(300,), (5000,), (0,), (3, 4)]]
+    values = ADAM_VALUES if op == "adam_step_" else {}
+    torch.library.opcheck(update_op(op), coded_args(op, params, schedule_state("cpu", **values), **flags))
+
+
+def test_8bit_op_boundary_checks():
+    """NOTE: [8-bit states]: the op refuses what its coded kernels cannot take."""
+    params = [torch.randn(600)]
+    args = list(coded_args("adam_step_", params, schedule_state("cpu", **ADAM_VALUES)))
+    states = args[2]
+    bad = list(states)
+    bad[-1] = torch.zeros(2)  # 600 elements: 3 blocks
+    with pytest.raises(RuntimeError, match=r"exp_avg_sq_absmax\[0\] must be a contiguous float32 vector of 3"):
+        update_op("adam_step_")(*args[:2], bad, *args[3:])
+    bad = list(states)
+    bad[0] = torch.zeros(600)
+    with pytest.raises(RuntimeError, match="states are uint8 codes"):
+        update_op("adam_step_")(*args[:2], bad, *args[3:])
+    doubles = [torch.randn(600, dtype=torch.float64)]
+    with pytest.raises(RuntimeError, match="8-bit states are kept for float32, bfloat16 and float16"):
+        update_op("adam_step_")(doubles, [torch.randn_like(doubles[0])], *args[2:])
+    amsgrad = coded_args("adam_step_", params, schedule_state("cpu", **ADAM_VALUES), amsgrad=True)
+    with pytest.raises(RuntimeError, match="a flag that states_8bit does not take"):
+        update_op("adam_step_")(*amsgrad)
+    sgd = coded_args("sgd_step_", params, schedule_state("cpu"))  # no momentum: nothing to code
+    with pytest.raises(RuntimeError, match="momentum_buffer_absmax is there but momentum_buffer is not"):
+        update_op("sgd_step_")(*sgd)

@@ -339,7 +339,8 @@ def test_state_dict_converts_between_state_dtypes():
 # ------------------------------------------------------------- refusals
 @pytest.mark.parametrize("kind", ["sgd", "adam", "adamw", "lion"])
 @pytest.mark.parametrize("options,error,match", [
-    ({"state_dtype": "bf16"}, TypeError, "state_dtype must be None, torch.float32"),
+    ({"state_dtype": "bf16"}, ValueError, "state_dtype must be None, torch.float32, .* or '8bit', got 'bf16'"),
+    ({"state_dtype": 16}, TypeError, "state_dtype must be None, torch.float32"),
     ({"state_dtype": torch.int32}, ValueError, "got torch.int32"),
     ({"state_dtype": torch.float64}, ValueError, "got torch.float64"),
     ({"state_dtype": torch.float8_e4m3fn}, ValueError, "state_dtype"),

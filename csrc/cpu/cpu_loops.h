@@ -73,6 +73,14 @@ class ElementSpace {
     }
   }
 
+  // Units of another size per tensor (the 8-bit loops count blocks of
+  // elements, so a piece never cuts one).
+  explicit ElementSpace(const std::vector<int64_t>& sizes) : starts_(sizes.size() + 1, 0) {
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      starts_[i + 1] = starts_[i] + sizes[i];
+    }
+  }
+
   int64_t size() const { return starts_.back(); }
 
   // Calls piece(tensor, begin, end) for the part of every tensor inside
@@ -93,20 +101,22 @@ class ElementSpace {
   std::vector<int64_t> starts_;
 };
 
+// `block` and `serial`: kBlockElements and kSerialElements in the space's units.
 template <typename F>
-void for_each_piece_in_parallel(const ElementSpace& space, const F& piece) {
+void for_each_piece_in_parallel(const ElementSpace& space, const F& piece, int64_t block = kBlockElements,
+                                int64_t serial = kSerialElements) {
   const int64_t total = space.size();
-  if (total <= kSerialElements || at::get_num_threads() == 1 || at::in_parallel_region()) {
+  if (total <= serial || at::get_num_threads() == 1 || at::in_parallel_region()) {
     space.for_each_piece(0, total, piece);
     return;
   }
-  const int64_t blocks = (total + kBlockElements - 1) / kBlockElements;
+  const int64_t blocks = (total + block - 1) / block;
   std::atomic<int64_t> next_block{0};
   const int64_t workers = std::min<int64_t>(at::get_num_threads(), blocks);
   at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
     for (int64_t b = next_block.fetch_add(1, std::memory_order_relaxed); b < blocks;
          b = next_block.fetch_add(1, std::memory_order_relaxed)) {
-      space.for_each_piece(b * kBlockElements, std::min(total, (b + 1) * kBlockElements), piece);
+      space.for_each_piece(b * block, std::min(total, (b + 1) * block), piece);
     }
   });
 }

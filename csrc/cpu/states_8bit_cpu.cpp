@@ -1,0 +1,322 @@
+// CPU kernels of adam_step_, sgd_step_ and lion_step_ with 8-bit states
+// (NOTE: [8-bit states] in csrc/states_8bit.h): per block of 256 elements,
+// the codes are read into float32 (an L1-resident buffer), the update of
+// update_math.h runs over the block (the loop GCC vectorizes, as the
+// float states' loops), the block's new absmax is the buffer's largest
+// magnitude, and the buffer is coded back against it. The work is split over
+// threads in whole blocks (NOTE: [CPU work split]); reading and writing codes
+// go through AVX2 gathers where the AVX2 loops run (NOTE: [8-bit search table]).
+#include "states_8bit_cpu.h"
+
+#include <ATen/OpMathType.h>
+#include <ATen/core/Tensor.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#if defined(LRSCHED_FUSED_AVX2_CLONE)
+#include <immintrin.h>
+#endif
+
+#include "../dispatch.h"
+#include "cpu_loops.h"
+#include "update_elements.h"
+
+namespace lrsched_fused {
+namespace cpu {
+
+using states_8bit::kBlock;
+using states_8bit::MapKind;
+
+SearchTable::SearchTable(const float* map) {
+  for (int b = 0; b < kBuckets; ++b) {
+    const bool negative = static_cast<uint32_t>(b) >> kMantissaBits >= static_cast<uint32_t>(kBins);
+    const int bin = (b >> kMantissaBits) % kBins;
+    const uint32_t mantissa = static_cast<uint32_t>(b) & ((1u << kMantissaBits) - 1);
+    // The bucket's magnitudes, as bit patterns, and its k-th float in value order.
+    uint32_t low = 0;
+    uint32_t high = (kFirstExponent << 23) - 1;
+    if (bin > 0) {
+      low = ((kFirstExponent + bin - 1) << 23) | (mantissa << (23 - kMantissaBits));
+      high = low | ((1u << (23 - kMantissaBits)) - 1);
+    }
+    const auto value = [&](uint32_t k) {
+      return negative ? -states_8bit::from_bits(high - k) : states_8bit::from_bits(low + k);
+    };
+    const uint32_t last = high - low;
+    const int first = states_8bit::nearest_code(map, value(0));
+    const int top = states_8bit::nearest_code(map, value(last));
+    TORCH_INTERNAL_ASSERT(top <= first + 1, "8-bit search table: bucket ", b, " holds more than one crossing");
+    first_[b] = static_cast<uint8_t>(first);
+    threshold_[b] = INFINITY;
+    if (top == first + 1) {  // the smallest k whose value is coded first + 1
+      uint32_t lo = 0;
+      uint32_t hi = last;
+      while (lo < hi) {
+        const uint32_t mid = lo + (hi - lo) / 2;
+        if (states_8bit::nearest_code(map, value(mid)) > first) {
+          hi = mid;
+        } else {
+          lo = mid + 1;
+        }
+      }
+      threshold_[b] = value(lo);
+    }
+  }
+}
+
+const SearchTable& search_table(MapKind kind) {
+  static const SearchTable signed_table(states_8bit::kSignedMap);
+  static const SearchTable unsigned_table(states_8bit::kUnsignedMap);
+  return kind == MapKind::Signed ? signed_table : unsigned_table;
+}
+
+namespace {
+
+// n values of a block from their codes: map[code] * absmax.
+void dequantize_scalar(const uint8_t* codes, const float* map, float absmax, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    out[i] = map[codes[i]] * absmax;
+  }
+}
+
+// n values' codes against the block's absmax.
+void quantize_scalar(const float* values, float absmax, const SearchTable& table, uint8_t* codes, int64_t n) {
+  const float inverse = states_8bit::inverse_scale(absmax);
+  for (int64_t i = 0; i < n; ++i) {
+    codes[i] = static_cast<uint8_t>(table.code(states_8bit::normalized(values[i], inverse)));
+  }
+}
+
+#if defined(LRSCHED_FUSED_AVX2_CLONE)
+// The same, 8 values at a time with gathers; the rest as above.
+__attribute__((target("avx2"), noinline)) void dequantize_avx2(const uint8_t* codes, const float* map,
+                                                                float absmax, float* out, int64_t n) {
+  const __m256 scale = _mm256_set1_ps(absmax);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i index = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + i)));
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_i32gather_ps(map, index, 4), scale));
+  }
+  dequantize_scalar(codes + i, map, absmax, out + i, n - i);
+}
+
+__attribute__((target("avx2"), noinline)) void quantize_avx2(const float* values, float absmax,
+                                                              const SearchTable& table, uint8_t* codes, int64_t n) {
+  using T = SearchTable;
+  const __m256 inverse = _mm256_set1_ps(states_8bit::inverse_scale(absmax));
+  const __m256i exponent_mask = _mm256_set1_epi32(0xFF);
+  const __m256i mantissa_mask = _mm256_set1_epi32((1 << T::kMantissaBits) - 1);
+  const __m256i first_bin = _mm256_set1_epi32(static_cast<int>(T::kFirstExponent) - 1);
+  const __m256i last_bin = _mm256_set1_epi32(T::kBins - 1);
+  const __m256i bins = _mm256_set1_epi32(T::kBins);
+  const __m256i byte = _mm256_set1_epi32(0xFF);
+  const int* first = reinterpret_cast<const int*>(table.first());
+  const float* threshold = table.threshold();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    // normalized(): value * (1 / absmax), 0 for a NaN
+    __m256 x = _mm256_mul_ps(_mm256_loadu_ps(values + i), inverse);
+    x = _mm256_and_ps(x, _mm256_cmp_ps(x, x, _CMP_ORD_Q));
+    // SearchTable::bucket
+    const __m256i bits = _mm256_castps_si256(x);
+    __m256i bin = _mm256_sub_epi32(_mm256_and_si256(_mm256_srli_epi32(bits, 23), exponent_mask), first_bin);
+    bin = _mm256_min_epi32(_mm256_max_epi32(bin, _mm256_setzero_si256()), last_bin);
+    __m256i mantissa = _mm256_and_si256(_mm256_srli_epi32(bits, 23 - T::kMantissaBits), mantissa_mask);
+    mantissa = _mm256_andnot_si256(_mm256_cmpeq_epi32(bin, _mm256_setzero_si256()), mantissa);
+    const __m256i row = _mm256_add_epi32(_mm256_mullo_epi32(_mm256_srli_epi32(bits, 31), bins), bin);
+    const __m256i bucket = _mm256_or_si256(_mm256_slli_epi32(row, T::kMantissaBits), mantissa);
+    // SearchTable::code: first[bucket] (a byte), one more from threshold[bucket] on
+    const __m256i j = _mm256_and_si256(_mm256_i32gather_epi32(first, bucket, 1), byte);
+    const __m256 up = _mm256_cmp_ps(x, _mm256_i32gather_ps(threshold, bucket, 4), _CMP_GE_OQ);
+    const __m256i code = _mm256_sub_epi32(j, _mm256_castps_si256(up));  // a true mask is -1
+    const __m128i words = _mm_packus_epi32(_mm256_castsi256_si128(code), _mm256_extracti128_si256(code, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(codes + i), _mm_packus_epi16(words, words));
+  }
+  quantize_scalar(values + i, absmax, table, codes + i, n - i);
+}
+#endif
+
+void dequantize(bool avx2, const uint8_t* codes, const float* map, float absmax, float* out, int64_t n) {
+#if defined(LRSCHED_FUSED_AVX2_CLONE)
+  if (avx2) {
+    dequantize_avx2(codes, map, absmax, out, n);
+    return;
+  }
+#endif
+  dequantize_scalar(codes, map, absmax, out, n);
+}
+
+void quantize(bool avx2, const float* values, float absmax, const SearchTable& table, uint8_t* codes, int64_t n) {
+#if defined(LRSCHED_FUSED_AVX2_CLONE)
+  if (avx2) {
+    quantize_avx2(values, absmax, table, codes, n);
+    return;
+  }
+#endif
+  quantize_scalar(values, absmax, table, codes, n);
+}
+
+// A piece's coded states: codes and absmax from its first block on.
+template <int kStates>
+struct CodedPiece {
+  std::array<uint8_t*, kStates> codes;
+  std::array<float*, kStates> absmax;
+};
+
+// The blocks of a piece of n elements (the first at a block's start).
+template <typename scalar_t, bool kMaster, bool kRound, typename Rule>
+struct CodedElements {
+  static constexpr int kStates = Rule::kStates;
+  using Values = typename Rule::Values;
+
+  static LRSCHED_FUSED_ALWAYS_INLINE void run(scalar_t* __restrict__ param, scalar_t* __restrict__ grad,
+                                              float* __restrict__ master, const CodedPiece<kStates>& coded,
+                                              int64_t n, const Values& values, const PieceRounding& rounding,
+                                              bool avx2) {
+    Values copy = values;
+    const std::array<bool, 2> flags{Rule::grad(copy).unscale, Rule::grad(copy).clip};
+    run_pinned<CodedElements>(flags, param, grad, master, coded, n, values, rounding, avx2);
+  }
+
+  template <bool kUnscale, bool kClip>
+  static LRSCHED_FUSED_ALWAYS_INLINE void loop(scalar_t* __restrict__ param, scalar_t* __restrict__ grad,
+                                               float* __restrict__ master, const CodedPiece<kStates>& coded,
+                                               int64_t n, const Values& values, const PieceRounding& rounding,
+                                               bool avx2) {
+    Values c = values;  // a local copy: the stores cannot alias it
+    Rule::grad(c).clip = kClip;
+    const RoundingStream stream = rounding.stream;
+    const uint64_t first_index = rounding.first_index;
+    alignas(64) float block[kStates][kBlock];
+    for (int64_t start = 0; start < n; start += kBlock) {
+      const int64_t count = std::min<int64_t>(kBlock, n - start);
+      const int64_t b = start / kBlock;
+      for (int k = 0; k < kStates; ++k) {
+        dequantize(avx2, coded.codes[k] + start, states_8bit::host_map(Rule::map(k)), coded.absmax[k][b],
+                   block[k], count);
+      }
+      scalar_t* __restrict__ block_param = param + start;
+      scalar_t* __restrict__ block_grad = grad + start;
+      float* __restrict__ block_master = kMaster ? master + start : nullptr;
+      for (int64_t i = 0; i < count; ++i) {
+        float p = kMaster ? block_master[i] : static_cast<float>(block_param[i]);
+        float g = static_cast<float>(block_grad[i]);
+        float s[kStates];
+        for (int k = 0; k < kStates; ++k) {
+          s[k] = block[k][i];
+        }
+        Rule::template update<scalar_t>(p, g, s, c);
+        const PhiloxWords bits = element_words<kRound>(stream, first_index, start + i);
+        store_param<scalar_t, kMaster, kRound>(block_param, block_master, i, p, bits.w[0]);
+        for (int k = 0; k < kStates; ++k) {
+          block[k][i] = s[k];
+        }
+        if constexpr (kUnscale) {
+          block_grad[i] = to_storage<scalar_t>(g);
+        }
+      }
+      for (int k = 0; k < kStates; ++k) {
+        uint32_t peak = 0;
+        for (int64_t i = 0; i < count; ++i) {
+          peak = std::max(peak, states_8bit::magnitude_bits(block[k][i]));
+        }
+        const float absmax = states_8bit::from_bits(peak);
+        coded.absmax[k][b] = absmax;
+        quantize(avx2, block[k], absmax, search_table(Rule::map(k)), coded.codes[k] + start, count);
+      }
+    }
+  }
+};
+
+// Runs Rule over every tensor of the call, in parallel over whole blocks:
+// `coded` and `absmax` are its coded slots in Rule's order; each tensor's
+// Values are made from its step count before this step (0 without counters),
+// which advances first.
+template <typename Rule, typename Op>
+void run_coded(const UpdateCall<Op>& call, const std::array<at::TensorList, Rule::kStates>& coded,
+               const std::array<at::TensorList, Rule::kStates>& absmax, bool nesterov) {
+  const GradOptions<float> grad = grad_options<float>(call);
+  const double* schedule_state = call.schedule_state.template const_data_ptr<double>();
+  std::vector<typename Rule::Values> values;
+  values.reserve(call.params.size());
+  for (size_t t = 0; t < call.params.size(); ++t) {
+    double step_before = 0.0;
+    if (!call.slots[Op::kStep].empty()) {
+      double& count = *call.slots[Op::kStep][t].template mutable_data_ptr<double>();
+      step_before = count;
+      count += 1;
+    }
+    values.push_back(Rule::make(schedule_state, call.group_index, grad, step_before, nesterov));
+  }
+  std::vector<int64_t> blocks;
+  blocks.reserve(call.params.size());
+  for (const at::Tensor& p : call.params) {
+    blocks.push_back(states_8bit::num_blocks(p.numel()));
+  }
+  const ElementSpace space(blocks);
+  const bool avx2 = use_avx2();
+  const std::vector<RoundingStream> streams = rounding_streams(call);
+  std::array<std::vector<uint8_t*>, Rule::kStates> code_data;
+  std::array<std::vector<float*>, Rule::kStates> absmax_data;
+  for (int k = 0; k < Rule::kStates; ++k) {
+    code_data[k] = data_pointers<uint8_t>(coded[k]);
+    absmax_data[k] = data_pointers<float>(absmax[k]);
+  }
+  const auto master_data = data_pointers<float>(call.slots[Op::kMasterParam]);
+  dispatch_update_types(call.params[0].scalar_type(), at::kFloat, call.has(Op::kMasterWeights),
+                        [&](auto scalar, auto, auto master_flag) {
+    using scalar_t = decltype(scalar);
+    if constexpr (!std::is_same_v<scalar_t, double>) {  // refused by the op's checks
+      constexpr bool kMaster = decltype(master_flag)::value;
+      const auto param_data = data_pointers<scalar_t>(call.params);
+      const auto grad_data = data_pointers<scalar_t>(call.grads);
+      with_rounding<scalar_t, float, kMaster>(call.has(Op::kStochasticRounding), [&](auto round_flag) {
+        using Elements = CodedElements<scalar_t, kMaster, decltype(round_flag)::value, Rule>;
+        for_each_piece_in_parallel(
+            space,
+            [&](size_t t, int64_t first_block, int64_t end_block) {
+              const int64_t begin = first_block * kBlock;
+              const int64_t end = std::min(end_block * kBlock, call.params[t].numel());
+              CodedPiece<Rule::kStates> piece;
+              for (int k = 0; k < Rule::kStates; ++k) {
+                piece.codes[k] = code_data[k][t] + begin;
+                piece.absmax[k] = absmax_data[k][t] + first_block;
+              }
+              run_elements<Elements>(avx2, param_data[t] + begin, grad_data[t] + begin,
+                                     offset_or_null(master_data, t, begin), piece, end - begin, values[t],
+                                     piece_rounding(streams, call.element_offsets, t, begin), avx2);
+            },
+            kBlockElements / kBlock, kSerialElements / kBlock);
+      });
+    }
+  });
+}
+
+}  // namespace
+
+void run_step_8bit(const UpdateCall<AdamStepOp>& call) {
+  using Op = AdamStepOp;
+  const std::array<at::TensorList, 2> coded{call.slots[Op::kExpAvg], call.slots[Op::kExpAvgSq]};
+  const std::array<at::TensorList, 2> absmax{call.slots[Op::kExpAvgAbsmax], call.slots[Op::kExpAvgSqAbsmax]};
+  with_bool(call.has(Op::kDecoupledWeightDecay), [&](auto decoupled_flag) {
+    run_coded<states_8bit::AdamRule<decltype(decoupled_flag)::value>>(call, coded, absmax, false);
+  });
+}
+
+void run_step_8bit(const UpdateCall<SgdStepOp>& call) {
+  using Op = SgdStepOp;  // 8-bit states need momentum: the step counters are there
+  run_coded<states_8bit::SgdRule>(call, {call.slots[Op::kMomentumBuffer]}, {call.slots[Op::kMomentumBufferAbsmax]},
+                                  call.has(Op::kNesterov));
+}
+
+void run_step_8bit(const UpdateCall<LionStepOp>& call) {
+  using Op = LionStepOp;  // a step counter only with stochastic rounding (its bits' counter)
+  run_coded<states_8bit::LionRule>(call, {call.slots[Op::kExpAvg]}, {call.slots[Op::kExpAvgAbsmax]}, false);
+}
+
+}  // namespace cpu
+}  // namespace lrsched_fused
