@@ -7,14 +7,16 @@
 #      counts, calls of several launches, bf16/fp16 with master weights;
 #      Lion against lion-pytorch, skipped where lion-pytorch is not
 #      importable: put its pure-Python package on PYTHONPATH; Muon against
-#      torch.optim.Muon + AdamW), plus the CUDA cases of tests/test_ops.py and
+#      torch.optim.Muon + AdamW; 8-bit states against the CPU kernel and
+#      replayed from a graph), plus the CUDA cases of tests/test_ops.py and
 #      tests/test_no_sync.py,
 #   3. runs the GPU benchmark: benchmarks/bench.py --gpu-check (GPT-2 small's
 #      124M parameters and 2000 small tensors, fp32/bf16/bf16 with master
 #      weights, Adam and SGD; torch
 #      fused + eager scheduler, torch with a tensor lr, ours eager and
 #      graph-replayed, beside the device-copy ceiling of the same run; GPT-2
-#      small Lion and Muon against lion-pytorch and torch's Muon + AdamW).
+#      small Lion and Muon against lion-pytorch and torch's Muon + AdamW;
+#      AdamW with 8-bit states against torch's fused fp32 AdamW).
 # Meant to finish in under 7 minutes on one H100/H200. Writes three files under
 # $OUT (default benchmarks/out/gpu_check): summary.md (status and the
 # benchmark table), gpu_check.json (status, environment, every benchmark row),

@@ -100,19 +100,24 @@ def test_stochastic_rounding_of_shards_and_replicas(rank_results):
 MUON_DDP_TOLERANCE = 1e-12
 
 
+def assert_replicas_follow(runs, single: Trace, what: str, tolerance: float) -> None:
+    """Both DDP replicas' "ddp" traces are equal bit for bit, within
+    `tolerance` (relative, per tensor) of the single-process run, with its lrs."""
+    for a, b in zip(runs[0]["ddp"].params, runs[1]["ddp"].params):
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+    worst = max(relative_error(x, y) for step, reference in zip(runs[0]["ddp"].params, single.params)
+                for x, y in zip(step, reference))
+    record_worst(f"{what} ddp vs one process", param=worst)
+    assert worst <= tolerance
+    assert runs[0]["ddp"].lrs == single.lrs
+
+
 def test_muon_under_ddp_and_fsdp2(rank_results):
     """FusedMuon under DDP: both replicas step alike (bit for bit) and follow
     the single-process run; under FSDP2 its Muon group is refused with a
     message naming the way out."""
     runs = rank_results["muon"]
-    single = distributed_scenarios.muon_single_process_trace()
-    for a, b in zip(runs[0]["ddp"].params, runs[1]["ddp"].params):
-        assert all(torch.equal(x, y) for x, y in zip(a, b))
-    worst = max(relative_error(x, y) for step, reference in zip(runs[0]["ddp"].params, single.params)
-                for x, y in zip(step, reference))
-    record_worst("muon ddp vs one process", param=worst)
-    assert worst <= MUON_DDP_TOLERANCE
-    assert runs[0]["ddp"].lrs == single.lrs
+    assert_replicas_follow(runs, distributed_scenarios.muon_single_process_trace(), "muon", MUON_DDP_TOLERANCE)
     for run in runs:
         message = run["fsdp2 refusal"]
         assert message is not None and "is a DTensor shard" in message and "use_muon=False" in message
@@ -128,14 +133,8 @@ def test_8bit_states_under_ddp_and_fsdp2(rank_results):
     """8-bit states under DDP: both replicas step alike, bit for bit, and
     follow the single-process run; FSDP2's DTensor shards are refused."""
     runs = rank_results["8bit"]
-    single = distributed_scenarios.eight_bit_single_process_trace()
     assert runs[0]["coded"] == "torch.uint8"
-    for a, b in zip(runs[0]["ddp"].params, runs[1]["ddp"].params):
-        assert all(torch.equal(x, y) for x, y in zip(a, b))
-    worst = max(relative_error(x, y) for step, reference in zip(runs[0]["ddp"].params, single.params)
-                for x, y in zip(step, reference))
-    record_worst("8-bit ddp vs one process", param=worst)
-    assert worst <= EIGHT_BIT_DDP_TOLERANCE
-    assert runs[0]["ddp"].lrs == single.lrs
+    assert_replicas_follow(runs, distributed_scenarios.eight_bit_single_process_trace(), "8-bit",
+                           EIGHT_BIT_DDP_TOLERANCE)
     for run in runs:
         assert run["fsdp2 refusal"] is not None and "DTensor" in run["fsdp2 refusal"]

@@ -42,10 +42,11 @@ def grads_for(step, params):
     return [torch.randn(p.shape, generator=g) * (1 + 0.5 * math.sin(step)) for p in params]
 
 
-def drive(opts_and_params, steps=STEPS, schedulers=(), clip=None):
-    """Steps every (optimizer, params) with the same grads; clip: torch's
-    clip_grad_norm_ before the optimizers listed in it."""
-    for step in range(steps):
+def drive(opts_and_params, steps=STEPS, schedulers=(), clip=None, first=0):
+    """Steps every (optimizer, params) with the same grads (those of steps
+    first, first + 1, ...); clip: torch's clip_grad_norm_ before the
+    optimizers listed in it (by position)."""
+    for step in range(first, first + steps):
         for k, (opt, params) in enumerate(opts_and_params):
             for p, g in zip(params, grads_for(step, params)):
                 p.grad = g.to(p.dtype)
@@ -367,11 +368,7 @@ def test_stochastic_rounding_rounds_the_param_and_resumes():
         for p, q in zip(b, a):
             p.copy_(q)
     opt_b.load_state_dict(opt_a.state_dict())
-    for step in range(3, 6):
-        for params, opt in ((a, opt_a), (b, opt_b)):
-            for p, g in zip(params, grads_for(step, params)):
-                p.grad = g.to(p.dtype)
-            opt.step()
+    drive([(opt_a, a), (opt_b, b)], steps=3, first=3)
     assert all(torch.equal(p, q) for p, q in zip(a, b))
     nearest = copies(base)
     opt_n = FusedAdamW(nearest, lr=1e-4, state_dtype="8bit")
@@ -395,11 +392,7 @@ def test_state_dict_resumes_bit_for_bit():
     opt_b = FusedAdamW(b, state_dtype="8bit", schedule=schedules.CosineAnnealingLR(T_max=20),
                        schedule_interval="step")
     opt_b.load_state_dict(saved)
-    for step in range(7, 14):
-        for params, opt in ((a, opt_a), (b, opt_b)):
-            for p, g in zip(params, grads_for(step, params)):
-                p.grad = g
-            opt.step()
+    drive([(opt_a, a), (opt_b, b)], steps=7, first=7)
     assert all(torch.equal(p, q) for p, q in zip(a, b))
     for p, q in zip(a, b):
         for key, value in opt_a.state[p].items():
@@ -433,11 +426,7 @@ def test_bitsandbytes_checkpoint_loads_and_continues():
     reference = copies(mine)
     opt_ref = bnb.optim.AdamW8bit(reference, lr=1e-3)
     opt_ref.load_state_dict(saved)
-    for step in range(10, 30):
-        for params, opt in ((mine, opt_mine), (reference, opt_ref)):
-            for p, g in zip(params, grads_for(step, params)):
-                p.grad = g
-            opt.step()
+    drive([(opt_mine, mine), (opt_ref, reference)], steps=20, first=10)
     error = max_error(mine, reference)
     print(f"\nafter loading bitsandbytes' checkpoint, 20 steps each: max difference {error:.3g}")
     assert error <= 1e-3  # measured 2.9e-4: their search and map (above) and the update's rounding
