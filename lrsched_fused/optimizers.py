@@ -15,11 +15,10 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 from torch.optim import Optimizer
 
-from . import _C, _ops, validation
+from . import _C, _ops, states_8bit, validation
 from .device_schedule import DeviceSchedule, HyperparameterSlots, MomentumField
 from .grad_clipping import GradClipping, check_grad_clipping_arguments
 from .param_groups import ParamGroup
-from . import states_8bit
 from .precision import Precision, check_roundable, element_offsets
 from .schedules import Constant, Schedule
 from .step_plan import Bucket, ParamStates, StepPlan, plain_state

@@ -4,8 +4,9 @@ reused while nothing structural changes.
 NOTE: [step plan]
 A step makes one op call per (param group, bucket key), a ``Bucket``: the
 parameters of that group that have a grad and share a key (their dtype, and
-whether their states are 8-bit codes), their grads and their state tensors. Building those lists costs Python work per parameter (state
-lookups, lazy state, the dtype split, grad checks), and handing a Python list
+whether their states are 8-bit codes), their grads and their state tensors.
+Building those lists costs Python work per parameter (state lookups, lazy
+state, the dtype split, grad checks), and handing a Python list
 of tensors to an op costs ~100 ns per tensor; on a model of thousands of small
 tensors that is most of a step. So the lists are built once and kept in C++
 (``_C.GroupPlan``, csrc/step_plan.h), which each step reads every parameter's
