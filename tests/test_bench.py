@@ -82,7 +82,7 @@ def test_the_gpu_check_covers_what_it_promises():
     assert {c.optimizer for c in bench.GPU_CHECK_CONFIGS} == {"SGD", "Adam", "AdamW", "Lion", "Muon"}
     cuda = [name for name, c in bench.COMPETITORS.items() if "cuda" in c.devices]
     assert cuda == ["add_ ceiling", "torch-fused", "torch-tensor-lr", "ours", "ours+cudagraph", "torch-muon",
-                    "lion-pytorch"]
+                    "lion-pytorch", "bitsandbytes-8bit"]
 
 
 def test_the_harness_times_master_weights(tmp_path):

@@ -244,7 +244,8 @@ def test_lion_16_bit_matches_the_cpu_kernel(dtype):
 # multiply-adds, so a value near a code's crossing may take the other code and
 # the runs drift apart by 8-bit noise: bound 1e-3 norm-relative after 300
 # steps (ours against float32 torch is ~3e-4 norm-relative after 120 steps,
-# tests/test_states_8bit.py). On the CPU itself, equal bit for bit.
+# tests/test_states_8bit.py), or the 16-bit tolerance of TOLERANCES for bf16
+# parameters. On the CPU itself, equal bit for bit.
 EIGHT_BIT_KINDS = {
     "adamw": lambda ps, **kw: FusedAdamW(ps, lr=1e-3, weight_decay=1e-2, state_dtype="8bit", **kw),
     "sgd": lambda ps, **kw: FusedSGD(ps, lr=1e-3, momentum=0.9, nesterov=True, state_dtype="8bit", **kw),
@@ -285,8 +286,8 @@ def test_8bit_states_match_the_cpu_kernel(kind, option):
     record_worst(f"cuda tests {DEVICE.type} 8-bit {kind} vs cpu", param=float(error))
     if ON_CPU:
         assert share == 1.0 and error == 0.0
-    else:
-        assert share >= 0.99 and error <= 1e-3, (share, float(error))
+    else:  # bf16 parameters: a flipped rounding moves an element by an ulp, as in TOLERANCES
+        assert share >= 0.99 and error <= max(1e-3, TOLERANCES[dtype]), (share, float(error))
 
 
 @needs_cuda
