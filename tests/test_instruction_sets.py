@@ -1,5 +1,5 @@
 """Our AVX2 loops (NOTE: [CPU instruction sets]) give bit-identical results to
-our baseline loops. The rest of the suite pins ATEN_CPU_CAPABILITY=default
+our baseline loops, states included (8-bit states: codes and absmax). The rest of the suite pins ATEN_CPU_CAPABILITY=default
 (tests/conftest.py), which selects the baseline loops, so this runs the same
 training in a subprocess at the machine's own capability and compares."""
 import os
@@ -13,7 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPT = r"""
 import sys, torch
-from lrsched_fused import FusedAdam, FusedAdamW, FusedSGD, schedules
+from lrsched_fused import FusedAdam, FusedAdamW, FusedLion, FusedSGD, schedules
 print(torch.backends.cpu.get_cpu_capability(), file=sys.stderr)
 inputs = torch.load(sys.argv[2])  # made by the parent: torch.randn itself differs across instruction sets
 results = {}
@@ -23,7 +23,13 @@ for dtype in (torch.float32, torch.float64, torch.bfloat16):
         ("adam", lambda ps: FusedAdam(ps, lr=0.01, weight_decay=0.1, amsgrad=True)),
         ("adamw", lambda ps: FusedAdamW(ps, lr=0.01, maximize=True,
                                         schedule=schedules.CosineAnnealingLR(T_max=3))),
+        # 8-bit states: the AVX2 coding (gathers, the search table) against the scalar one
+        ("adamw-8bit", lambda ps: FusedAdamW(ps, lr=0.01, state_dtype="8bit", max_grad_norm=1.0)),
+        ("sgd-8bit", lambda ps: FusedSGD(ps, lr=0.05, momentum=0.9, state_dtype="8bit")),
+        ("lion-8bit", lambda ps: FusedLion(ps, lr=1e-3, weight_decay=0.1, state_dtype="8bit")),
     ):
+        if dtype == torch.float64 and name.endswith("8bit"):
+            continue
         params = [t.to(dtype).clone().requires_grad_() for t in inputs["params"]]
         opt = make(params)
         for step in range(20):
@@ -32,7 +38,8 @@ for dtype in (torch.float32, torch.float64, torch.bfloat16):
             opt.step()
             if step % 5 == 4:
                 opt.schedule_step()
-        results[f"{name}-{dtype}"] = [p.detach().clone() for p in params]
+        results[f"{name}-{dtype}"] = [p.detach().clone() for p in params] + [
+            v.clone() for p in params for v in opt.state[p].values() if isinstance(v, torch.Tensor)]
 torch.save(results, sys.argv[1])
 """
 
