@@ -5,6 +5,7 @@
 #include <torch/extension.h>
 
 #include <map>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -84,9 +85,11 @@ at::Tensor round_stochastic_of(const at::Tensor& values, const at::Tensor& rando
 }
 
 // The 8-bit codes of normalized values x (NOTE: [8-bit states]) with the
-// `signed_map` or the unsigned one, found with the CPU's search table
-// (NOTE: [8-bit search table]) or, with table=False, by nearest_code's binary search.
-at::Tensor codes_8bit(const at::Tensor& values, bool signed_map, bool table) {
+// `signed_map` or the unsigned one, by `method`: "search" (nearest_code's
+// binary search), "table" (the CPU's search table, NOTE: [8-bit search
+// table]) or the kernels' coding loops "baseline", "avx2", "avx512" (coding x
+// against an absmax of 1); None where this CPU cannot run that loop.
+std::optional<at::Tensor> codes_8bit(const at::Tensor& values, bool signed_map, const std::string& method) {
   TORCH_CHECK(values.scalar_type() == at::kFloat, "codes_8bit: float32 values");
   namespace q = lrsched_fused::states_8bit;
   const q::MapKind kind = signed_map ? q::MapKind::Signed : q::MapKind::Unsigned;
@@ -94,11 +97,34 @@ at::Tensor codes_8bit(const at::Tensor& values, bool signed_map, bool table) {
   at::Tensor out = at::empty(x.sizes(), x.options().dtype(at::kByte));
   const float* value = x.const_data_ptr<float>();
   uint8_t* code = out.mutable_data_ptr<uint8_t>();
-  for (int64_t i = 0; i < x.numel(); ++i) {
-    code[i] = static_cast<uint8_t>(table ? cpu::search_table(kind).code(value[i])
-                                         : q::nearest_code(q::host_map(kind), value[i]));
+  if (method == "search" || method == "table") {
+    for (int64_t i = 0; i < x.numel(); ++i) {
+      code[i] = static_cast<uint8_t>(method == "table" ? cpu::search_table(kind).code(value[i])
+                                                       : q::nearest_code(q::host_map(kind), value[i]));
+    }
+    return out;
   }
-  return out;
+  const std::map<std::string, cpu::CodingIsa> loops{
+      {"baseline", cpu::CodingIsa::Baseline}, {"avx2", cpu::CodingIsa::Avx2}, {"avx512", cpu::CodingIsa::Avx512}};
+  const auto loop = loops.find(method);
+  TORCH_CHECK(loop != loops.end(), "codes_8bit: method must be search, table, baseline, avx2 or avx512, got ", method);
+  std::optional<at::Tensor> result;
+  if (cpu::code_values(loop->second, value, 1.0f, kind, code, x.numel())) {
+    result = out;
+  }
+  return result;
+}
+
+// The coding loops' version the kernels run on this machine (NOTE: [CPU instruction sets]).
+std::string coding_isa_8bit() {
+  switch (cpu::coding_isa()) {
+    case cpu::CodingIsa::Avx512:
+      return "avx512";
+    case cpu::CodingIsa::Avx2:
+      return "avx2";
+    default:
+      return "baseline";
+  }
 }
 
 }  // namespace testing
@@ -207,7 +233,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   testing.def("round_stochastic", &lrsched_fused::testing::round_stochastic_of, py::arg("values"),
               py::arg("randoms"), py::arg("dtype"), "float32 values rounded stochastically with the given words");
   testing.def("codes_8bit", &lrsched_fused::testing::codes_8bit, py::arg("values"), py::arg("signed_map"),
-              py::arg("table") = true, "the 8-bit codes of normalized float32 values (NOTE: [8-bit states])");
+              py::arg("method"), "the 8-bit codes of normalized float32 values (NOTE: [8-bit states])");
+  testing.def("coding_isa_8bit", &lrsched_fused::testing::coding_isa_8bit,
+              "the 8-bit coding loops' version the kernels run here: baseline, avx2 or avx512");
 #ifdef LRSCHED_FUSED_WITH_CUDA
   testing.def("cuda_tensors_per_launch", &lrsched_fused::cuda::tensors_per_launch,
               "the tensors one CUDA launch carries, per kind of launch (NOTE: [tensors in kernel arguments])");

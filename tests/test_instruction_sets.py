@@ -1,5 +1,6 @@
-"""Our AVX2 loops (NOTE: [CPU instruction sets]) give bit-identical results to
-our baseline loops, states included (8-bit states: codes and absmax). The rest of the suite pins ATEN_CPU_CAPABILITY=default
+"""Our AVX2 loops (NOTE: [CPU instruction sets]), and the 8-bit states' AVX-512
+coding loops, give bit-identical results to our baseline loops, states included
+(8-bit states: codes and absmax). The rest of the suite pins ATEN_CPU_CAPABILITY=default
 (tests/conftest.py), which selects the baseline loops, so this runs the same
 training in a subprocess at the machine's own capability and compares."""
 import os
@@ -15,6 +16,8 @@ SCRIPT = r"""
 import sys, torch
 from lrsched_fused import FusedAdam, FusedAdamW, FusedLion, FusedSGD, schedules
 print(torch.backends.cpu.get_cpu_capability(), file=sys.stderr)
+from lrsched_fused import _C
+print(_C.testing.coding_isa_8bit(), file=sys.stderr)
 inputs = torch.load(sys.argv[2])  # made by the parent: torch.randn itself differs across instruction sets
 results = {}
 for dtype in (torch.float32, torch.float64, torch.bfloat16):
@@ -63,15 +66,21 @@ def run(tmp_path, capability):
     done = subprocess.run([sys.executable, "-c", SCRIPT, str(out), str(make_inputs(tmp_path))], env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr
-    return torch.load(out), done.stderr.strip().splitlines()[0]
+    capability, coding = done.stderr.strip().splitlines()[:2]
+    return torch.load(out), capability, coding
 
 
-def test_avx2_loops_match_the_baseline_loops_bit_for_bit(tmp_path):
-    native, capability = run(tmp_path, None)
+@pytest.mark.parametrize("pinned", [None, "avx2"])
+def test_avx2_loops_match_the_baseline_loops_bit_for_bit(tmp_path, pinned):
+    """At the machine's capability (on an AVX-512 CPU with VBMI the 8-bit
+    states' coding runs its AVX-512 loops) and pinned to AVX2."""
+    native, capability, coding = run(tmp_path, pinned)
     if capability not in ("AVX2", "AVX512"):
         pytest.skip(f"this CPU's capability is {capability}: only the baseline loops exist here")
-    baseline, baseline_capability = run(tmp_path, "default")
-    assert baseline_capability == "DEFAULT"
+    assert coding == ("avx2" if capability == "AVX2" else coding), coding
+    print(f"capability {capability}: 8-bit coding loops {coding}")
+    baseline, baseline_capability, baseline_coding = run(tmp_path, "default")
+    assert (baseline_capability, baseline_coding) == ("DEFAULT", "baseline")
     assert native.keys() == baseline.keys()
     for key in native:
         for a, b in zip(native[key], baseline[key]):

@@ -121,9 +121,34 @@ def test_search_table_gives_binary_search_codes():
     search give the same code for every probe."""
     x = probe_values()
     for signed in (True, False):
-        table = _C.testing.codes_8bit(x, signed, True)
-        search = _C.testing.codes_8bit(x, signed, False)
+        table = _C.testing.codes_8bit(x, signed, "table")
+        search = _C.testing.codes_8bit(x, signed, "search")
         assert torch.equal(table, search)
+
+
+def float_sweep():
+    """Floats of magnitude under 2 (a normalized state is within [-1, 1] up to
+    its rounding): one bit pattern in 4093 of all of them, 2^22 random ones,
+    and the probes."""
+    bits = torch.arange(0, 0x40000000, 4093, dtype=torch.int64)
+    g = torch.Generator().manual_seed(1)
+    bits = torch.cat([bits, torch.randint(0, 0x40000000, (1 << 22,), generator=g, dtype=torch.int64)])
+    magnitudes = bits.to(torch.int32).view(torch.float32)
+    return torch.cat([magnitudes, -magnitudes, probe_values()])
+
+
+@pytest.mark.parametrize("method", ["baseline", "avx2", "avx512"])
+def test_coding_loops_give_table_codes(method):
+    """The kernels' coding loops (the baseline one, the AVX2 one with two
+    gathers per 8 values, the AVX-512 one with one gather of packed entries
+    per 16: NOTE: [8-bit search table]) code every float of the sweep as the
+    table does, whatever instruction set the suite runs the kernels at."""
+    x = float_sweep()
+    for signed in (True, False):
+        codes = _C.testing.codes_8bit(x, signed, method)
+        if codes is None:
+            pytest.skip(f"this CPU cannot run the {method} coding loop")
+        assert torch.equal(codes, _C.testing.codes_8bit(x, signed, "table"))
 
 
 def test_torch_quantizer_gives_kernel_codes():
@@ -135,7 +160,7 @@ def test_torch_quantizer_gives_kernel_codes():
     for kind, signed in (("signed", True), ("unsigned", False)):
         codes, absmax = states_8bit.quantize(x, kind)
         assert torch.equal(absmax, torch.ones(x.shape[0]))
-        assert torch.equal(codes.flatten(), _C.testing.codes_8bit(x.flatten(), signed, False))
+        assert torch.equal(codes.flatten(), _C.testing.codes_8bit(x.flatten(), signed, "search"))
 
 
 def test_codes_match_bitsandbytes_quantizer():

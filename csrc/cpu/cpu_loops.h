@@ -138,6 +138,25 @@ inline bool use_avx2() {
 #endif
 }
 
+// The 8-bit states' coding loops have a third version, for AVX-512 with its
+// byte permutes (VBMI): a gather of 16 table entries per 16 values and the
+// map read through permutes, where the AVX2 version needs two gathers per 8
+// and a gather per 8 (csrc/cpu/states_8bit_cpu.cpp). Explicit intrinsics, no
+// contraction: its codes equal the other versions' bit for bit. It runs when
+// torch reports AVX512 and the CPU has the four extensions it uses.
+inline bool use_avx512_vbmi() {
+#ifdef LRSCHED_FUSED_AVX2_CLONE
+  static const bool value = [] {
+    return at::get_cpu_capability() == "AVX512" && __builtin_cpu_supports("avx512f") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512vbmi");
+  }();
+  return value;
+#else
+  return false;
+#endif
+}
+
 template <typename Elements, typename... Args>
 LRSCHED_FUSED_FLATTEN void run_baseline(const Args&... args) {
   Elements::run(args...);

@@ -65,6 +65,14 @@ SearchTable::SearchTable(const float* map) {
       }
       threshold_[b] = value(lo);
     }
+    uint32_t key = kNoCrossing;
+    if (top == first + 1) {  // crossings are inside bins 1 .. kBins - 2, where a bucket's floats share their top 16 bits
+      TORCH_INTERNAL_ASSERT(bin > 0 && bin < kBins - 1, "8-bit search table: a crossing in bucket ", b);
+      uint32_t bits;
+      std::memcpy(&bits, &threshold_[b], sizeof(bits));
+      key = negative ? 0xFFFFu - (bits & 0xFFFFu) : bits & 0xFFFFu;
+    }
+    entry_[b] = static_cast<uint32_t>(first) << 24 | key;
   }
 }
 
@@ -138,21 +146,147 @@ __attribute__((target("avx2"), noinline)) void quantize_avx2(const float* values
   }
   quantize_scalar(values + i, absmax, table, codes + i, n - i);
 }
+
+#define LRSCHED_FUSED_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi"), noinline))
+
+// GCC 12 warns that its own AVX-512 headers read an uninitialized value (the
+// "undefined" source of a masked intrinsic): not ours, silenced here only.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+// A map as four planes of bytes (byte k of every value), for the AVX-512
+// dequantize: two 128-entry byte permutes per plane read 64 values' bytes.
+struct MapPlanes {
+  alignas(64) uint8_t plane[4][states_8bit::kCodes];
+
+  explicit MapPlanes(const float* map) {
+    for (int code = 0; code < states_8bit::kCodes; ++code) {
+      uint32_t bits;
+      std::memcpy(&bits, &map[code], sizeof(bits));
+      for (int k = 0; k < 4; ++k) {
+        plane[k][code] = static_cast<uint8_t>(bits >> (8 * k));
+      }
+    }
+  }
+};
+
+const MapPlanes& map_planes(MapKind kind) {
+  static const MapPlanes signed_planes(states_8bit::kSignedMap);
+  static const MapPlanes unsigned_planes(states_8bit::kUnsignedMap);
+  return kind == MapKind::Signed ? signed_planes : unsigned_planes;
+}
+
+// 64 values at a time: each plane's bytes by the codes (bit 7 picks the
+// half), then the planes interleaved into floats. The interleave works in
+// 128-bit lanes, so the codes are first put in the order it undoes.
+LRSCHED_FUSED_TARGET_AVX512 void dequantize_avx512(const uint8_t* codes, MapKind kind, float absmax, float* out,
+                                                   int64_t n) {
+  const MapPlanes& planes = map_planes(kind);
+  __m512i quarter[4][4];  // [plane][codes 64 * q ...]
+  for (int k = 0; k < 4; ++k) {
+    for (int q = 0; q < 4; ++q) {
+      quarter[k][q] = _mm512_load_si512(planes.plane[k] + 64 * q);
+    }
+  }
+  // After the byte then word interleaves, output r (0..3) holds in lane l,
+  // position p the value the permuted codes have at l * 16 + 4 * r + p: that
+  // must be element 16 * r + 4 * l + p.
+  alignas(64) uint8_t order[64];
+  for (int l = 0; l < 4; ++l) {
+    for (int r = 0; r < 4; ++r) {
+      for (int p = 0; p < 4; ++p) {
+        order[l * 16 + 4 * r + p] = static_cast<uint8_t>(16 * r + 4 * l + p);
+      }
+    }
+  }
+  const __m512i reorder = _mm512_load_si512(order);
+  const __m512 scale = _mm512_set1_ps(absmax);
+  int64_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    const __m512i code = _mm512_permutexvar_epi8(reorder, _mm512_loadu_si512(codes + i));
+    const __mmask64 top = _mm512_movepi8_mask(code);
+    __m512i byte[4];
+    for (int k = 0; k < 4; ++k) {
+      byte[k] = _mm512_mask_blend_epi8(top, _mm512_permutex2var_epi8(quarter[k][0], code, quarter[k][1]),
+                                       _mm512_permutex2var_epi8(quarter[k][2], code, quarter[k][3]));
+    }
+    const __m512i low01 = _mm512_unpacklo_epi8(byte[0], byte[1]);
+    const __m512i high01 = _mm512_unpackhi_epi8(byte[0], byte[1]);
+    const __m512i low23 = _mm512_unpacklo_epi8(byte[2], byte[3]);
+    const __m512i high23 = _mm512_unpackhi_epi8(byte[2], byte[3]);
+    const __m512i words[4] = {_mm512_unpacklo_epi16(low01, low23), _mm512_unpackhi_epi16(low01, low23),
+                              _mm512_unpacklo_epi16(high01, high23), _mm512_unpackhi_epi16(high01, high23)};
+    for (int r = 0; r < 4; ++r) {
+      _mm512_storeu_ps(out + i + 16 * r, _mm512_mul_ps(_mm512_castsi512_ps(words[r]), scale));
+    }
+  }
+  dequantize_avx2(codes + i, states_8bit::host_map(kind), absmax, out + i, n - i);
+}
+
+// SearchTable::code with one gather of 16 entries (NOTE: [8-bit search table]).
+LRSCHED_FUSED_TARGET_AVX512 void quantize_avx512(const float* values, float absmax, const SearchTable& table,
+                                                 uint8_t* codes, int64_t n) {
+  using T = SearchTable;
+  const __m512 inverse = _mm512_set1_ps(states_8bit::inverse_scale(absmax));
+  const __m512i exponent_mask = _mm512_set1_epi32(0xFF);
+  const __m512i first_bin = _mm512_set1_epi32(static_cast<int>(T::kFirstExponent) - 1);
+  const __m512i last_bin = _mm512_set1_epi32(T::kBins - 1);
+  const __m512i mantissa_mask = _mm512_set1_epi32((1 << T::kMantissaBits) - 1);
+  const __m512i negative_rows = _mm512_set1_epi32(T::kBins << T::kMantissaBits);
+  const __m512i low_bits = _mm512_set1_epi32(0xFFFF);
+  const __m512i key_mask = _mm512_set1_epi32(T::kKeyMask);
+  const __m512i one = _mm512_set1_epi32(1);
+  const int* entry = reinterpret_cast<const int*>(table.entry());
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    // normalized(): value * (1 / absmax), 0 for a NaN
+    __m512 x = _mm512_mul_ps(_mm512_loadu_ps(values + i), inverse);
+    x = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, x, _CMP_ORD_Q), x);
+    // SearchTable::bucket
+    const __m512i bits = _mm512_castps_si512(x);
+    const __mmask16 negative = _mm512_cmplt_epi32_mask(bits, _mm512_setzero_si512());
+    __m512i bin = _mm512_sub_epi32(_mm512_and_si512(_mm512_srli_epi32(bits, 23), exponent_mask), first_bin);
+    bin = _mm512_min_epi32(_mm512_max_epi32(bin, _mm512_setzero_si512()), last_bin);
+    __m512i bucket = _mm512_maskz_and_epi32(_mm512_test_epi32_mask(bin, bin),
+                                            _mm512_srli_epi32(bits, 23 - T::kMantissaBits), mantissa_mask);
+    bucket = _mm512_or_si512(bucket, _mm512_slli_epi32(bin, T::kMantissaBits));
+    bucket = _mm512_mask_add_epi32(bucket, negative, bucket, negative_rows);
+    // the entry's code, one more where x's key reaches the threshold's
+    const __m512i found = _mm512_i32gather_epi32(bucket, entry, 4);
+    __m512i key = _mm512_and_si512(bits, low_bits);
+    key = _mm512_mask_xor_epi32(key, negative, key, low_bits);
+    const __mmask16 up = _mm512_cmpge_epu32_mask(key, _mm512_and_si512(found, key_mask));
+    const __m512i first = _mm512_srli_epi32(found, 24);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + i),
+                     _mm512_cvtepi32_epi8(_mm512_mask_add_epi32(first, up, first, one)));
+  }
+  quantize_avx2(values + i, absmax, table, codes + i, n - i);
+}
+#pragma GCC diagnostic pop
 #endif
 
-void dequantize(bool avx2, const uint8_t* codes, const float* map, float absmax, float* out, int64_t n) {
+void dequantize(CodingIsa isa, const uint8_t* codes, MapKind kind, float absmax, float* out, int64_t n) {
 #if defined(LRSCHED_FUSED_AVX2_CLONE)
-  if (avx2) {
-    dequantize_avx2(codes, map, absmax, out, n);
+  if (isa == CodingIsa::Avx512) {
+    dequantize_avx512(codes, kind, absmax, out, n);
+    return;
+  }
+  if (isa == CodingIsa::Avx2) {
+    dequantize_avx2(codes, states_8bit::host_map(kind), absmax, out, n);
     return;
   }
 #endif
-  dequantize_scalar(codes, map, absmax, out, n);
+  dequantize_scalar(codes, states_8bit::host_map(kind), absmax, out, n);
 }
 
-void quantize(bool avx2, const float* values, float absmax, const SearchTable& table, uint8_t* codes, int64_t n) {
+void quantize(CodingIsa isa, const float* values, float absmax, MapKind kind, uint8_t* codes, int64_t n) {
+  const SearchTable& table = search_table(kind);
 #if defined(LRSCHED_FUSED_AVX2_CLONE)
-  if (avx2) {
+  if (isa == CodingIsa::Avx512) {
+    quantize_avx512(values, absmax, table, codes, n);
+    return;
+  }
+  if (isa == CodingIsa::Avx2) {
     quantize_avx2(values, absmax, table, codes, n);
     return;
   }
@@ -176,17 +310,17 @@ struct CodedElements {
   static LRSCHED_FUSED_ALWAYS_INLINE void run(scalar_t* __restrict__ param, scalar_t* __restrict__ grad,
                                               float* __restrict__ master, const CodedPiece<kStates>& coded,
                                               int64_t n, const Values& values, const PieceRounding& rounding,
-                                              bool avx2) {
+                                              CodingIsa isa) {
     Values copy = values;
     const std::array<bool, 2> flags{Rule::grad(copy).unscale, Rule::grad(copy).clip};
-    run_pinned<CodedElements>(flags, param, grad, master, coded, n, values, rounding, avx2);
+    run_pinned<CodedElements>(flags, param, grad, master, coded, n, values, rounding, isa);
   }
 
   template <bool kUnscale, bool kClip>
   static LRSCHED_FUSED_ALWAYS_INLINE void loop(scalar_t* __restrict__ param, scalar_t* __restrict__ grad,
                                                float* __restrict__ master, const CodedPiece<kStates>& coded,
                                                int64_t n, const Values& values, const PieceRounding& rounding,
-                                               bool avx2) {
+                                               CodingIsa isa) {
     Values c = values;  // a local copy: the stores cannot alias it
     Rule::grad(c).clip = kClip;
     const RoundingStream stream = rounding.stream;
@@ -196,8 +330,7 @@ struct CodedElements {
       const int64_t count = std::min<int64_t>(kBlock, n - start);
       const int64_t b = start / kBlock;
       for (int k = 0; k < kStates; ++k) {
-        dequantize(avx2, coded.codes[k] + start, states_8bit::host_map(Rule::map(k)), coded.absmax[k][b],
-                   block[k], count);
+        dequantize(isa, coded.codes[k] + start, Rule::map(k), coded.absmax[k][b], block[k], count);
       }
       scalar_t* __restrict__ block_param = param + start;
       scalar_t* __restrict__ block_grad = grad + start;
@@ -226,7 +359,7 @@ struct CodedElements {
         }
         const float absmax = states_8bit::from_bits(peak);
         coded.absmax[k][b] = absmax;
-        quantize(avx2, block[k], absmax, search_table(Rule::map(k)), coded.codes[k] + start, count);
+        quantize(isa, block[k], absmax, Rule::map(k), coded.codes[k] + start, count);
       }
     }
   }
@@ -258,7 +391,8 @@ void run_coded(const UpdateCall<Op>& call, const std::array<at::TensorList, Rule
     blocks.push_back(states_8bit::num_blocks(p.numel()));
   }
   const ElementSpace space(blocks);
-  const bool avx2 = use_avx2();
+  const CodingIsa isa = coding_isa();
+  const bool avx2 = isa != CodingIsa::Baseline;
   const std::vector<RoundingStream> streams = rounding_streams(call);
   std::array<std::vector<uint8_t*>, Rule::kStates> code_data;
   std::array<std::vector<float*>, Rule::kStates> absmax_data;
@@ -288,7 +422,7 @@ void run_coded(const UpdateCall<Op>& call, const std::array<at::TensorList, Rule
               }
               run_elements<Elements>(avx2, param_data[t] + begin, grad_data[t] + begin,
                                      offset_or_null(master_data, t, begin), piece, end - begin, values[t],
-                                     piece_rounding(streams, call.element_offsets, t, begin), avx2);
+                                     piece_rounding(streams, call.element_offsets, t, begin), isa);
             },
             kBlockElements / kBlock, kSerialElements / kBlock);
       });
@@ -297,6 +431,29 @@ void run_coded(const UpdateCall<Op>& call, const std::array<at::TensorList, Rule
 }
 
 }  // namespace
+
+CodingIsa coding_isa() {
+  if (use_avx512_vbmi()) {
+    return CodingIsa::Avx512;
+  }
+  return use_avx2() ? CodingIsa::Avx2 : CodingIsa::Baseline;
+}
+
+bool code_values(CodingIsa isa, const float* values, float absmax, MapKind kind, uint8_t* codes, int64_t n) {
+#if defined(LRSCHED_FUSED_AVX2_CLONE)
+  const bool runs = isa == CodingIsa::Baseline ||
+                    (isa == CodingIsa::Avx2 && __builtin_cpu_supports("avx2")) ||
+                    (isa == CodingIsa::Avx512 && __builtin_cpu_supports("avx512f") &&
+                     __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+                     __builtin_cpu_supports("avx512vbmi"));
+#else
+  const bool runs = isa == CodingIsa::Baseline;
+#endif
+  if (runs) {
+    quantize(isa, values, absmax, kind, codes, n);
+  }
+  return runs;
+}
 
 void run_step_8bit(const UpdateCall<AdamStepOp>& call) {
   using Op = AdamStepOp;

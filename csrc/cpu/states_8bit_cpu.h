@@ -28,6 +28,16 @@ namespace cpu {
 // the AVX2 loop. The constructor checks the one-crossing property for every
 // bucket, so the table gives nearest_code's code for every float (a test
 // compares them on every map value, every midpoint and their neighbours).
+//
+// The AVX-512 loop reads both in one 32-bit entry per bucket, one gather per
+// 16 values: entry[b] = first[b] << 24 | the threshold's key. A bucket with
+// a crossing (bins 1 to kBins - 2) holds the floats that share their top 16
+// bits, so its threshold is told apart by its low 16 bits: x >= threshold
+// exactly when x's low 16 bits are at least the threshold's (for a negative
+// bucket, whose floats grow as their bits shrink, both sides are flipped,
+// 0xFFFF - bits). The key is 0x10000, which no 16-bit value reaches, where
+// the bucket has no crossing (a test compares the three coders on every
+// float of magnitude under 2).
 class SearchTable {
  public:
   static constexpr int kMantissaBits = 7;
@@ -54,13 +64,29 @@ class SearchTable {
 
   const uint8_t* first() const { return first_.data(); }
   const float* threshold() const { return threshold_.data(); }
+  const uint32_t* entry() const { return entry_.data(); }
+
+  static constexpr uint32_t kNoCrossing = 0x10000;
+  static constexpr uint32_t kKeyMask = 0x1FFFF;
 
  private:
   alignas(64) std::array<uint8_t, kBuckets + 4> first_{};  // + 4: a 4-byte gather of the last bucket stays inside
   alignas(64) std::array<float, kBuckets> threshold_{};
+  alignas(64) std::array<uint32_t, kBuckets> entry_{};
 };
 
 const SearchTable& search_table(states_8bit::MapKind kind);
+
+// Which version of the coding loops runs (NOTE: [CPU instruction sets]):
+// AVX-512 (with VBMI's byte permutes) where torch reports that capability.
+enum class CodingIsa { Baseline, Avx2, Avx512 };
+
+CodingIsa coding_isa();
+
+// n values' codes against absmax with the given version (for the tests: the
+// kernels call it per block); false if this CPU or build cannot run it.
+bool code_values(CodingIsa isa, const float* values, float absmax, states_8bit::MapKind kind, uint8_t* codes,
+                 int64_t n);
 
 // The coded loops of each update op (the flag states_8bit set).
 void run_step_8bit(const UpdateCall<AdamStepOp>& call);
