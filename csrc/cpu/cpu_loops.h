@@ -28,7 +28,10 @@
 // kernels run with ATEN_CPU_CAPABILITY=default. (torch's AVX2 kernels contract
 // into FMA; against them we differ by rounding, worst seen 1.4e-6 relative on
 // an fp32 Adam element where grad + weight_decay * param cancels, see
-// benchmarks/check_against_torch.py.) No -ffast-math either.
+// benchmarks/check_against_torch.py.) No -ffast-math either. The 8-bit
+// states' coding loops have a third version, for AVX-512 (use_avx512_vbmi).
+// The AVX-512 version runs at capability AVX512 only, so pinning
+// ATEN_CPU_CAPABILITY=avx2 runs (and a test compares) the AVX2 one.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/Version.h>
@@ -144,17 +147,18 @@ inline bool use_avx2() {
 // and a gather per 8 (csrc/cpu/states_8bit_cpu.cpp). Explicit intrinsics, no
 // contraction: its codes equal the other versions' bit for bit. It runs when
 // torch reports AVX512 and the CPU has the four extensions it uses.
-inline bool use_avx512_vbmi() {
+inline bool cpu_has_avx512_vbmi() {
 #ifdef LRSCHED_FUSED_AVX2_CLONE
-  static const bool value = [] {
-    return at::get_cpu_capability() == "AVX512" && __builtin_cpu_supports("avx512f") &&
-           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-           __builtin_cpu_supports("avx512vbmi");
-  }();
-  return value;
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vbmi");
 #else
   return false;
 #endif
+}
+
+inline bool use_avx512_vbmi() {
+  static const bool value = at::get_cpu_capability() == "AVX512" && cpu_has_avx512_vbmi();
+  return value;
 }
 
 template <typename Elements, typename... Args>

@@ -176,6 +176,22 @@ const MapPlanes& map_planes(MapKind kind) {
   return kind == MapKind::Signed ? signed_planes : unsigned_planes;
 }
 
+// After the byte then word interleaves below, output r (0..3) holds in
+// 128-bit lane l, position p, the value the reordered codes have at
+// l * 16 + 4 * r + p: that must be element 16 * r + 4 * l + p.
+constexpr std::array<uint8_t, 64> interleave_order() {
+  std::array<uint8_t, 64> order{};
+  for (int l = 0; l < 4; ++l) {
+    for (int r = 0; r < 4; ++r) {
+      for (int p = 0; p < 4; ++p) {
+        order[l * 16 + 4 * r + p] = static_cast<uint8_t>(16 * r + 4 * l + p);
+      }
+    }
+  }
+  return order;
+}
+alignas(64) constexpr std::array<uint8_t, 64> kInterleaveOrder = interleave_order();
+
 // 64 values at a time: each plane's bytes by the codes (bit 7 picks the
 // half), then the planes interleaved into floats. The interleave works in
 // 128-bit lanes, so the codes are first put in the order it undoes.
@@ -188,18 +204,7 @@ LRSCHED_FUSED_TARGET_AVX512 void dequantize_avx512(const uint8_t* codes, MapKind
       quarter[k][q] = _mm512_load_si512(planes.plane[k] + 64 * q);
     }
   }
-  // After the byte then word interleaves, output r (0..3) holds in lane l,
-  // position p the value the permuted codes have at l * 16 + 4 * r + p: that
-  // must be element 16 * r + 4 * l + p.
-  alignas(64) uint8_t order[64];
-  for (int l = 0; l < 4; ++l) {
-    for (int r = 0; r < 4; ++r) {
-      for (int p = 0; p < 4; ++p) {
-        order[l * 16 + 4 * r + p] = static_cast<uint8_t>(16 * r + 4 * l + p);
-      }
-    }
-  }
-  const __m512i reorder = _mm512_load_si512(order);
+  const __m512i reorder = _mm512_load_si512(kInterleaveOrder.data());
   const __m512 scale = _mm512_set1_ps(absmax);
   int64_t i = 0;
   for (; i + 64 <= n; i += 64) {
@@ -441,14 +446,12 @@ CodingIsa coding_isa() {
 
 bool code_values(CodingIsa isa, const float* values, float absmax, MapKind kind, uint8_t* codes, int64_t n) {
 #if defined(LRSCHED_FUSED_AVX2_CLONE)
-  const bool runs = isa == CodingIsa::Baseline ||
-                    (isa == CodingIsa::Avx2 && __builtin_cpu_supports("avx2")) ||
-                    (isa == CodingIsa::Avx512 && __builtin_cpu_supports("avx512f") &&
-                     __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-                     __builtin_cpu_supports("avx512vbmi"));
+  const bool avx2 = __builtin_cpu_supports("avx2");
 #else
-  const bool runs = isa == CodingIsa::Baseline;
+  const bool avx2 = false;
 #endif
+  const bool runs = isa == CodingIsa::Baseline || (isa == CodingIsa::Avx2 && avx2) ||
+                    (isa == CodingIsa::Avx512 && cpu_has_avx512_vbmi());
   if (runs) {
     quantize(isa, values, absmax, kind, codes, n);
   }
