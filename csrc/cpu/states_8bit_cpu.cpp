@@ -33,16 +33,11 @@ using states_8bit::MapKind;
 
 SearchTable::SearchTable(const float* map) {
   for (int b = 0; b < kBuckets; ++b) {
-    const bool negative = static_cast<uint32_t>(b) >> kMantissaBits >= static_cast<uint32_t>(kBins);
-    const int bin = (b >> kMantissaBits) % kBins;
-    const uint32_t mantissa = static_cast<uint32_t>(b) & ((1u << kMantissaBits) - 1);
+    const bool negative = b >= kKeys;
+    const uint32_t key = kLowKey + static_cast<uint32_t>(b % kKeys);
     // The bucket's magnitudes, as bit patterns, and its k-th float in value order.
-    uint32_t low = 0;
-    uint32_t high = (kFirstExponent << 23) - 1;
-    if (bin > 0) {
-      low = ((kFirstExponent + bin - 1) << 23) | (mantissa << (23 - kMantissaBits));
-      high = low | ((1u << (23 - kMantissaBits)) - 1);
-    }
+    const uint32_t low = key == kLowKey ? 0u : key << 16;
+    const uint32_t high = key == kHighKey ? 0x7F800000u : key << 16 | 0xFFFFu;  // the highest up to inf
     const auto value = [&](uint32_t k) {
       return negative ? -states_8bit::from_bits(high - k) : states_8bit::from_bits(low + k);
     };
@@ -52,7 +47,9 @@ SearchTable::SearchTable(const float* map) {
     TORCH_INTERNAL_ASSERT(top <= first + 1, "8-bit search table: bucket ", b, " holds more than one crossing");
     first_[b] = static_cast<uint8_t>(first);
     threshold_[b] = INFINITY;
+    uint32_t threshold_key = kNoCrossing;
     if (top == first + 1) {  // the smallest k whose value is coded first + 1
+      TORCH_INTERNAL_ASSERT(key != kLowKey && key != kHighKey, "8-bit search table: a crossing in bucket ", b);
       uint32_t lo = 0;
       uint32_t hi = last;
       while (lo < hi) {
@@ -64,15 +61,10 @@ SearchTable::SearchTable(const float* map) {
         }
       }
       threshold_[b] = value(lo);
+      const uint32_t bits = states_8bit::magnitude_bits(threshold_[b]) & 0xFFFFu;
+      threshold_key = negative ? 0xFFFFu - bits : bits;
     }
-    uint32_t key = kNoCrossing;
-    if (top == first + 1) {  // crossings are inside bins 1 .. kBins - 2, where a bucket's floats share their top 16 bits
-      TORCH_INTERNAL_ASSERT(bin > 0 && bin < kBins - 1, "8-bit search table: a crossing in bucket ", b);
-      uint32_t bits;
-      std::memcpy(&bits, &threshold_[b], sizeof(bits));
-      key = negative ? 0xFFFFu - (bits & 0xFFFFu) : bits & 0xFFFFu;
-    }
-    entry_[b] = static_cast<uint32_t>(first) << 24 | key;
+    entry_[b] = threshold_key << 8 | static_cast<uint32_t>(first);
   }
 }
 
@@ -116,11 +108,10 @@ __attribute__((target("avx2"), noinline)) void quantize_avx2(const float* values
                                                               const SearchTable& table, uint8_t* codes, int64_t n) {
   using T = SearchTable;
   const __m256 inverse = _mm256_set1_ps(states_8bit::inverse_scale(absmax));
-  const __m256i exponent_mask = _mm256_set1_epi32(0xFF);
-  const __m256i mantissa_mask = _mm256_set1_epi32((1 << T::kMantissaBits) - 1);
-  const __m256i first_bin = _mm256_set1_epi32(static_cast<int>(T::kFirstExponent) - 1);
-  const __m256i last_bin = _mm256_set1_epi32(T::kBins - 1);
-  const __m256i bins = _mm256_set1_epi32(T::kBins);
+  const __m256i magnitude_mask = _mm256_set1_epi32(0x7FFFFFFF);
+  const __m256i low_key = _mm256_set1_epi32(static_cast<int>(T::kLowKey));
+  const __m256i high_key = _mm256_set1_epi32(static_cast<int>(T::kHighKey));
+  const __m256i keys = _mm256_set1_epi32(T::kKeys);
   const __m256i byte = _mm256_set1_epi32(0xFF);
   const int* first = reinterpret_cast<const int*>(table.first());
   const float* threshold = table.threshold();
@@ -131,12 +122,10 @@ __attribute__((target("avx2"), noinline)) void quantize_avx2(const float* values
     x = _mm256_and_ps(x, _mm256_cmp_ps(x, x, _CMP_ORD_Q));
     // SearchTable::bucket
     const __m256i bits = _mm256_castps_si256(x);
-    __m256i bin = _mm256_sub_epi32(_mm256_and_si256(_mm256_srli_epi32(bits, 23), exponent_mask), first_bin);
-    bin = _mm256_min_epi32(_mm256_max_epi32(bin, _mm256_setzero_si256()), last_bin);
-    __m256i mantissa = _mm256_and_si256(_mm256_srli_epi32(bits, 23 - T::kMantissaBits), mantissa_mask);
-    mantissa = _mm256_andnot_si256(_mm256_cmpeq_epi32(bin, _mm256_setzero_si256()), mantissa);
-    const __m256i row = _mm256_add_epi32(_mm256_mullo_epi32(_mm256_srli_epi32(bits, 31), bins), bin);
-    const __m256i bucket = _mm256_or_si256(_mm256_slli_epi32(row, T::kMantissaBits), mantissa);
+    __m256i key = _mm256_srli_epi32(_mm256_and_si256(bits, magnitude_mask), 16);
+    key = _mm256_min_epu32(_mm256_max_epu32(key, low_key), high_key);
+    const __m256i sign_row = _mm256_and_si256(_mm256_srai_epi32(bits, 31), keys);
+    const __m256i bucket = _mm256_add_epi32(_mm256_sub_epi32(key, low_key), sign_row);
     // SearchTable::code: first[bucket] (a byte), one more from threshold[bucket] on
     const __m256i j = _mm256_and_si256(_mm256_i32gather_epi32(first, bucket, 1), byte);
     const __m256 up = _mm256_cmp_ps(x, _mm256_i32gather_ps(threshold, bucket, 4), _CMP_GE_OQ);
@@ -233,14 +222,11 @@ LRSCHED_FUSED_TARGET_AVX512 void quantize_avx512(const float* values, float absm
                                                  uint8_t* codes, int64_t n) {
   using T = SearchTable;
   const __m512 inverse = _mm512_set1_ps(states_8bit::inverse_scale(absmax));
-  const __m512i exponent_mask = _mm512_set1_epi32(0xFF);
-  const __m512i first_bin = _mm512_set1_epi32(static_cast<int>(T::kFirstExponent) - 1);
-  const __m512i last_bin = _mm512_set1_epi32(T::kBins - 1);
-  const __m512i mantissa_mask = _mm512_set1_epi32((1 << T::kMantissaBits) - 1);
-  const __m512i negative_rows = _mm512_set1_epi32(T::kBins << T::kMantissaBits);
+  const __m512i low_key = _mm512_set1_epi32(static_cast<int>(T::kLowKey));
+  const __m512i high_key = _mm512_set1_epi32(static_cast<int>(T::kHighKey));
+  const __m512i positive_row = _mm512_set1_epi32(-static_cast<int>(T::kLowKey));
+  const __m512i negative_row = _mm512_set1_epi32(T::kKeys - static_cast<int>(T::kLowKey));
   const __m512i low_bits = _mm512_set1_epi32(0xFFFF);
-  const __m512i key_mask = _mm512_set1_epi32(T::kKeyMask);
-  const __m512i one = _mm512_set1_epi32(1);
   const int* entry = reinterpret_cast<const int*>(table.entry());
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
@@ -250,20 +236,16 @@ LRSCHED_FUSED_TARGET_AVX512 void quantize_avx512(const float* values, float absm
     // SearchTable::bucket
     const __m512i bits = _mm512_castps_si512(x);
     const __mmask16 negative = _mm512_cmplt_epi32_mask(bits, _mm512_setzero_si512());
-    __m512i bin = _mm512_sub_epi32(_mm512_and_si512(_mm512_srli_epi32(bits, 23), exponent_mask), first_bin);
-    bin = _mm512_min_epi32(_mm512_max_epi32(bin, _mm512_setzero_si512()), last_bin);
-    __m512i bucket = _mm512_maskz_and_epi32(_mm512_test_epi32_mask(bin, bin),
-                                            _mm512_srli_epi32(bits, 23 - T::kMantissaBits), mantissa_mask);
-    bucket = _mm512_or_si512(bucket, _mm512_slli_epi32(bin, T::kMantissaBits));
-    bucket = _mm512_mask_add_epi32(bucket, negative, bucket, negative_rows);
-    // the entry's code, one more where x's key reaches the threshold's
+    __m512i key = _mm512_srli_epi32(_mm512_slli_epi32(bits, 1), 17);
+    key = _mm512_min_epu32(_mm512_max_epu32(key, low_key), high_key);
+    const __m512i bucket = _mm512_add_epi32(key, _mm512_mask_blend_epi32(negative, positive_row, negative_row));
+    // the entry's code (its low byte), one more where x's low bits reach the threshold's key
     const __m512i found = _mm512_i32gather_epi32(bucket, entry, 4);
-    __m512i key = _mm512_and_si512(bits, low_bits);
-    key = _mm512_mask_xor_epi32(key, negative, key, low_bits);
-    const __mmask16 up = _mm512_cmpge_epu32_mask(key, _mm512_and_si512(found, key_mask));
-    const __m512i first = _mm512_srli_epi32(found, 24);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + i),
-                     _mm512_cvtepi32_epi8(_mm512_mask_add_epi32(first, up, first, one)));
+    __m512i x_key = _mm512_and_si512(bits, low_bits);
+    x_key = _mm512_mask_xor_epi32(x_key, negative, x_key, low_bits);
+    const __mmask16 up = _mm512_cmpge_epu32_mask(x_key, _mm512_srli_epi32(found, 8));
+    const __m512i code = _mm512_mask_add_epi32(found, up, found, _mm512_set1_epi32(1));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + i), _mm512_cvtepi32_epi8(code));  // the low bytes
   }
   quantize_avx2(values + i, absmax, table, codes + i, n - i);
 }

@@ -2,8 +2,10 @@
 // The CPU side of 8-bit states (NOTE: [8-bit states] in csrc/states_8bit.h):
 // the update ops' coded loops (csrc/cpu/states_8bit_cpu.cpp) and the table
 // the CPU finds codes with.
+#include <algorithm>
 #include <array>
 #include <cstdint>
+#include <cstring>
 
 #include "../op_checks.h"
 #include "../states_8bit.h"
@@ -14,47 +16,48 @@ namespace cpu {
 
 // NOTE: [8-bit search table]
 // A value's code (nearest_code) is a binary search of 8 dependent steps;
-// the CPU loops look it up instead, indexed by the value's float bits: its
-// sign, its exponent (one bin for everything under 2^-25, where no two codes
-// are, then one per exponent up to 2^0) and the top kMantissaBits of its
-// mantissa. No bucket holds more than one crossing between neighbouring
-// codes (in [0.5, 1) a bucket is 2^-8 wide and the crossings are at least
-// 0.0053 apart; below, the buckets narrow with the exponent and the codes
-// crowd only by decade), and nearest_code is monotone, so for any x in bucket b the
-// code is first[b] (the code of the bucket's smallest value), plus one from
-// threshold[b] on (the bucket's smallest float that nearest_code codes one
-// higher, found by a binary search over the bucket's floats; +inf if none):
-// two reads that do not wait on each other, two gathers per 8 values in
-// the AVX2 loop. The constructor checks the one-crossing property for every
-// bucket, so the table gives nearest_code's code for every float (a test
-// compares them on every map value, every midpoint and their neighbours).
+// the CPU loops look it up instead, in a table of buckets: a bucket is the
+// floats of one sign that share their top 16 bits past the sign (the
+// exponent and the top 7 mantissa bits, a 16-bit key), with every magnitude
+// under 2^-25 in the lowest bucket (where no two codes are) and every one
+// from 2 - 2^-7 up (inf included) in the highest. No bucket holds more than one
+// crossing between neighbouring codes (in [0.5, 1) a bucket is 2^-8 wide and
+// the crossings are at least 0.0053 apart; below, the buckets narrow with
+// the exponent and the codes crowd only by decade), and nearest_code is
+// monotone, so for any x in bucket b the code is first[b] (the code of the
+// bucket's smallest value), plus one from threshold[b] on (the bucket's
+// smallest float that nearest_code codes one higher, found by a binary
+// search over the bucket's floats; +inf if none): two reads that do not
+// wait on each other, two gathers per 8 values in the AVX2 loop. The
+// constructor checks the one-crossing property for every bucket, so the
+// table gives nearest_code's code for every float (a test compares them on
+// every map value, every midpoint and their neighbours).
 //
 // The AVX-512 loop reads both in one 32-bit entry per bucket, one gather per
-// 16 values: entry[b] = first[b] << 24 | the threshold's key. A bucket with
-// a crossing (bins 1 to kBins - 2) holds the floats that share their top 16
-// bits, so its threshold is told apart by its low 16 bits: x >= threshold
-// exactly when x's low 16 bits are at least the threshold's (for a negative
-// bucket, whose floats grow as their bits shrink, both sides are flipped,
-// 0xFFFF - bits). The key is 0x10000, which no 16-bit value reaches, where
-// the bucket has no crossing (a test compares the three coders on every
-// float of magnitude under 2).
+// 16 values: entry[b] = the threshold's key << 8 | first[b]. A bucket with a
+// crossing is a whole 16-bit group (not the lowest or highest), so its
+// threshold is told apart by its low 16 bits: x >= threshold exactly when
+// x's low 16 bits are at least the threshold's (for a negative bucket, whose
+// floats grow as their bits shrink, both sides are flipped, 0xFFFF - bits).
+// The key is 0x10000, which no 16-bit value reaches, where the bucket has no
+// crossing; the code is the entry's low byte, plus one past the key (a test
+// compares the three loops' codes on a sweep of every float of magnitude
+// under 2).
 class SearchTable {
  public:
-  static constexpr int kMantissaBits = 7;
-  static constexpr int kBins = 27;                  // under 2^-25, then one per exponent 2^-25 ... 2^0
-  static constexpr uint32_t kFirstExponent = 102;   // 2^-25's biased exponent: bin 1
-  static constexpr int kBuckets = 2 * kBins << kMantissaBits;
+  static constexpr uint32_t kLowKey = (102u << 7) - 1;     // the key of [2^-25 - 2^-33, 2^-25), and all below
+  static constexpr uint32_t kHighKey = (127u << 7) | 127u;  // the key of [2 - 2^-7, 2), and all above
+  static constexpr int kKeys = kHighKey - kLowKey + 1;      // buckets per sign
+  static constexpr int kBuckets = 2 * kKeys;
+  static constexpr uint32_t kNoCrossing = 0x10000;
 
   explicit SearchTable(const float* map);
 
   static uint32_t bucket(float x) {
     uint32_t bits;
     std::memcpy(&bits, &x, sizeof(bits));
-    const int32_t exponent = static_cast<int32_t>((bits >> 23) & 0xFFu);
-    int32_t bin = exponent - static_cast<int32_t>(kFirstExponent) + 1;
-    bin = bin < 0 ? 0 : (bin > kBins - 1 ? kBins - 1 : bin);
-    const uint32_t mantissa = bin == 0 ? 0u : (bits >> (23 - kMantissaBits)) & ((1u << kMantissaBits) - 1);
-    return (((bits >> 31) * kBins + static_cast<uint32_t>(bin)) << kMantissaBits) | mantissa;
+    const uint32_t key = std::min(std::max((bits & 0x7FFFFFFFu) >> 16, kLowKey), kHighKey);
+    return key - kLowKey + (bits >> 31) * static_cast<uint32_t>(kKeys);
   }
 
   int code(float x) const {
@@ -65,9 +68,6 @@ class SearchTable {
   const uint8_t* first() const { return first_.data(); }
   const float* threshold() const { return threshold_.data(); }
   const uint32_t* entry() const { return entry_.data(); }
-
-  static constexpr uint32_t kNoCrossing = 0x10000;
-  static constexpr uint32_t kKeyMask = 0x1FFFF;
 
  private:
   alignas(64) std::array<uint8_t, kBuckets + 4> first_{};  // + 4: a 4-byte gather of the last bucket stays inside
