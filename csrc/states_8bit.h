@@ -246,7 +246,8 @@ C10_HOST_DEVICE inline float from_bits(uint32_t bits) {
 // What an op's coded kernels (the CPU's and the CUDA's) need of it: its coded
 // states (kStates, in the op's slot order, with the map of each), what is
 // computed once per tensor from the group's values and its step count before
-// this step (Values, made by make), and one element's update, in float32.
+// this step (Values, made by make; grad gives its GradOptions), and one
+// element's update, in float32.
 template <bool kDecoupled>
 struct AdamRule {
   static constexpr int kStates = 2;
@@ -257,7 +258,8 @@ struct AdamRule {
     const AdamGroupValues group = adam_group_values(schedule_state, group_index);
     return make_adam_coefficients<float>(group, grad, adam_step_terms(group, step_before + 1.0));
   }
-  C10_HOST_DEVICE static GradOptions<float>& grad(Values& v) { return v.grad; }
+  template <typename V>
+  C10_HOST_DEVICE static auto& grad(V& v) { return v.grad; }
   template <typename scalar_t>
   C10_HOST_DEVICE static void update(float& p, float& g, float (&s)[kStates], const Values& c) {
     float unused = 0;
@@ -277,7 +279,8 @@ struct SgdRule {
     return {make_sgd_coefficients<float>(sgd_group_values(schedule_state, group_index), nesterov, grad),
             step_before == 0.0 ? 1.0f : 0.0f};
   }
-  C10_HOST_DEVICE static GradOptions<float>& grad(Values& v) { return v.coefficients.grad; }
+  template <typename V>
+  C10_HOST_DEVICE static auto& grad(V& v) { return v.coefficients.grad; }
   template <typename scalar_t>
   C10_HOST_DEVICE static void update(float& p, float& g, float (&s)[kStates], const Values& c) {
     sgd_update<float, true, scalar_t>(p, g, s[0], c.first_step, c.coefficients);
@@ -292,7 +295,8 @@ struct LionRule {
                                      const GradOptions<float>& grad, double, bool) {
     return make_lion_coefficients<float>(lion_group_values(schedule_state, group_index), grad);
   }
-  C10_HOST_DEVICE static GradOptions<float>& grad(Values& v) { return v.grad; }
+  template <typename V>  // Values or const Values
+  C10_HOST_DEVICE static auto& grad(V& v) { return v.grad; }
   template <typename scalar_t>
   C10_HOST_DEVICE static void update(float& p, float& g, float (&s)[kStates], const Values& c) {
     lion_update<float, scalar_t>(p, g, s[0], c);

@@ -298,8 +298,7 @@ struct CodedElements {
                                               float* __restrict__ master, const CodedPiece<kStates>& coded,
                                               int64_t n, const Values& values, const PieceRounding& rounding,
                                               CodingIsa isa) {
-    Values copy = values;
-    const std::array<bool, 2> flags{Rule::grad(copy).unscale, Rule::grad(copy).clip};
+    const std::array<bool, 2> flags{Rule::grad(values).unscale, Rule::grad(values).clip};
     run_pinned<CodedElements>(flags, param, grad, master, coded, n, values, rounding, isa);
   }
 
