@@ -5,7 +5,9 @@
 // float states' loops), the block's new absmax is the buffer's largest
 // magnitude, and the buffer is coded back against it. The work is split over
 // threads in whole blocks (NOTE: [CPU work split]); reading and writing codes
-// go through AVX2 gathers where the AVX2 loops run (NOTE: [8-bit search table]).
+// go through AVX2 gathers where the AVX2 loops run, through byte permutes and
+// one gather per 16 values where the AVX-512 ones do (NOTE: [8-bit search
+// table], use_avx512_vbmi in csrc/cpu/cpu_loops.h).
 #include "states_8bit_cpu.h"
 
 #include <ATen/OpMathType.h>
