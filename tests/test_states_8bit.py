@@ -118,8 +118,10 @@ def probe_values():
 
 def test_search_table_gives_binary_search_codes():
     """NOTE: [8-bit search table]: the CPU's table and nearest_code's binary
-    search give the same code for every probe."""
-    x = probe_values()
+    search give the same code for every probe, and for values past 1 up to
+    inf (a block whose absmax is so small its inverse is inf codes inf)."""
+    large = torch.tensor([1.5, 2.0, 3.0, 1e30, torch.finfo(torch.float32).max, math.inf])
+    x = torch.cat([probe_values(), large, -large])
     for signed in (True, False):
         table = _C.testing.codes_8bit(x, signed, "table")
         search = _C.testing.codes_8bit(x, signed, "search")
@@ -129,10 +131,13 @@ def test_search_table_gives_binary_search_codes():
 def float_sweep():
     """Floats of magnitude under 2 (a normalized state is within [-1, 1] up to
     its rounding): one bit pattern in 4093 of all of them, 2^22 random ones,
-    and the probes."""
+    and the probes; and, for a block coded against an absmax so small that its
+    inverse is inf (inverse_scale), one in 4093 of the floats from 2 up to
+    inf, inf itself."""
     bits = torch.arange(0, 0x40000000, 4093, dtype=torch.int64)
     g = torch.Generator().manual_seed(1)
-    bits = torch.cat([bits, torch.randint(0, 0x40000000, (1 << 22,), generator=g, dtype=torch.int64)])
+    bits = torch.cat([bits, torch.randint(0, 0x40000000, (1 << 22,), generator=g, dtype=torch.int64),
+                      torch.arange(0x40000000, 0x7F800000, 4093, dtype=torch.int64), torch.tensor([0x7F800000])])
     magnitudes = bits.to(torch.int32).view(torch.float32)
     return torch.cat([magnitudes, -magnitudes, probe_values()])
 

@@ -48,8 +48,7 @@ SearchTable::SearchTable(const float* map) {
     const int top = states_8bit::nearest_code(map, value(last));
     TORCH_INTERNAL_ASSERT(top <= first + 1, "8-bit search table: bucket ", b, " holds more than one crossing");
     first_[b] = static_cast<uint8_t>(first);
-    threshold_[b] = INFINITY;
-    uint32_t threshold_key = kNoCrossing;
+    threshold_[b] = NAN;  // x >= NaN is false for every x
     if (top == first + 1) {  // the smallest k whose value is coded first + 1
       TORCH_INTERNAL_ASSERT(key != kLowKey && key != kHighKey, "8-bit search table: a crossing in bucket ", b);
       uint32_t lo = 0;
@@ -63,10 +62,23 @@ SearchTable::SearchTable(const float* map) {
         }
       }
       threshold_[b] = value(lo);
-      const uint32_t bits = states_8bit::magnitude_bits(threshold_[b]) & 0xFFFFu;
-      threshold_key = negative ? 0xFFFFu - bits : bits;
     }
-    entry_[b] = threshold_key << 8 | static_cast<uint32_t>(first);
+  }
+  // The AVX-512 loop's entries, by top 16 bits: a clamped key's is its
+  // bucket's, which holds no crossing.
+  for (uint32_t top = 0; top < static_cast<uint32_t>(kTopBits); ++top) {
+    const bool negative = (top >> 15) != 0;
+    const uint32_t b = bucket(states_8bit::from_bits(top << 16));
+    const uint32_t first = first_[b];
+    const float threshold = threshold_[b];
+    uint32_t bound = 0xFFFFu;
+    uint32_t code = negative ? (first - 1) & 0xFFFFu : first;
+    if (threshold == threshold) {
+      const uint32_t t = states_8bit::magnitude_bits(threshold) & 0xFFFFu;
+      bound = negative ? t : t - 1;  // t >= 1: the bucket's first float is coded first
+      code = first;
+    }
+    entry_[top] = bound << 16 | code;
   }
 }
 
@@ -219,34 +231,27 @@ LRSCHED_FUSED_TARGET_AVX512 void dequantize_avx512(const uint8_t* codes, MapKind
   dequantize_avx2(codes + i, states_8bit::host_map(kind), absmax, out + i, n - i);
 }
 
-// SearchTable::code with one gather of 16 entries (NOTE: [8-bit search table]).
+// SearchTable::code with one gather of 16 entries, by the values' top 16
+// bits (NOTE: [8-bit search table]).
 LRSCHED_FUSED_TARGET_AVX512 void quantize_avx512(const float* values, float absmax, const SearchTable& table,
                                                  uint8_t* codes, int64_t n) {
-  using T = SearchTable;
   const __m512 inverse = _mm512_set1_ps(states_8bit::inverse_scale(absmax));
-  const __m512i low_key = _mm512_set1_epi32(static_cast<int>(T::kLowKey));
-  const __m512i high_key = _mm512_set1_epi32(static_cast<int>(T::kHighKey));
-  const __m512i positive_row = _mm512_set1_epi32(-static_cast<int>(T::kLowKey));
-  const __m512i negative_row = _mm512_set1_epi32(T::kKeys - static_cast<int>(T::kLowKey));
-  const __m512i low_bits = _mm512_set1_epi32(0xFFFF);
+  // fixupimm's token per class of its input: QNaN and SNaN (the low two
+  // nibbles) become +0 (token 8), the rest keeps x (token 0).
+  const __m512i nan_to_zero = _mm512_set1_epi32(0x88);
+  const __m512i one = _mm512_set1_epi32(1);
   const int* entry = reinterpret_cast<const int*>(table.entry());
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
     // normalized(): value * (1 / absmax), 0 for a NaN
     __m512 x = _mm512_mul_ps(_mm512_loadu_ps(values + i), inverse);
-    x = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, x, _CMP_ORD_Q), x);
-    // SearchTable::bucket
+    x = _mm512_fixupimm_ps(x, x, nan_to_zero, 0);
     const __m512i bits = _mm512_castps_si512(x);
-    const __mmask16 negative = _mm512_cmplt_epi32_mask(bits, _mm512_setzero_si512());
-    __m512i key = _mm512_srli_epi32(_mm512_slli_epi32(bits, 1), 17);
-    key = _mm512_min_epu32(_mm512_max_epu32(key, low_key), high_key);
-    const __m512i bucket = _mm512_add_epi32(key, _mm512_mask_blend_epi32(negative, positive_row, negative_row));
-    // the entry's code (its low byte), one more where x's low bits reach the threshold's key
-    const __m512i found = _mm512_i32gather_epi32(bucket, entry, 4);
-    __m512i x_key = _mm512_and_si512(bits, low_bits);
-    x_key = _mm512_mask_xor_epi32(x_key, negative, x_key, low_bits);
-    const __mmask16 up = _mm512_cmpge_epu32_mask(x_key, _mm512_srli_epi32(found, 8));
-    const __m512i code = _mm512_mask_add_epi32(found, up, found, _mm512_set1_epi32(1));
+    const __m512i found = _mm512_i32gather_epi32(_mm512_srli_epi32(bits, 16), entry, 4);
+    // one more where x's low bits pass the bound, read the other way for a negative x
+    const __mmask16 past = _mm512_cmpgt_epu32_mask(_mm512_slli_epi32(bits, 16), found);
+    const __mmask16 up = _kxor_mask16(past, _mm512_cmplt_epi32_mask(bits, _mm512_setzero_si512()));
+    const __m512i code = _mm512_mask_add_epi32(found, up, found, one);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + i), _mm512_cvtepi32_epi8(code));  // the low bytes
   }
   quantize_avx2(values + i, absmax, table, codes + i, n - i);

@@ -27,29 +27,37 @@ namespace cpu {
 // monotone, so for any x in bucket b the code is first[b] (the code of the
 // bucket's smallest value), plus one from threshold[b] on (the bucket's
 // smallest float that nearest_code codes one higher, found by a binary
-// search over the bucket's floats; +inf if none): two reads that do not
-// wait on each other, two gathers per 8 values in the AVX2 loop. The
-// constructor checks the one-crossing property for every bucket, so the
-// table gives nearest_code's code for every float (a test compares them on
-// every map value, every midpoint and their neighbours).
+// search over the bucket's floats; NaN, which no x reaches, if none): two
+// reads that do not wait on each other, two gathers per 8 values in the AVX2
+// loop. The constructor checks the one-crossing property for every bucket,
+// so the table gives nearest_code's code for every float but NaN (a test
+// compares them on every map value, every midpoint and their neighbours).
 //
-// The AVX-512 loop reads both in one 32-bit entry per bucket, one gather per
-// 16 values: entry[b] = the threshold's key << 8 | first[b]. A bucket with a
-// crossing is a whole 16-bit group (not the lowest or highest), so its
-// threshold is told apart by its low 16 bits: x >= threshold exactly when
-// x's low 16 bits are at least the threshold's (for a negative bucket, whose
-// floats grow as their bits shrink, both sides are flipped, 0xFFFF - bits).
-// The key is 0x10000, which no 16-bit value reaches, where the bucket has no
-// crossing; the code is the entry's low byte, plus one past the key (a test
-// compares the three loops' codes with the table's on a sweep of the floats
-// of magnitude under 2: one bit pattern in 4093, 4M random ones, the probes).
+// The AVX-512 loop reads both in one 32-bit entry, one gather per 16
+// values, and from a table indexed by the float's whole top 16 bits, its
+// sign included (2^16 entries, 256 KB per map, of which a step touches the
+// few KB its values' scales fall in), so the index is one shift: no
+// clamping, no sign row. An entry is the code in its low 16 bits and, in
+// its high 16 bits, the bucket's low-bits bound; with x_high = x's bits <<
+// 16 (its low 16 bits, on top), the code is the entry's low byte, plus one
+// where (x_high > entry) differs from x's sign. A bucket with a crossing is
+// a whole 16-bit group (not one of the clamped ones), so its threshold is
+// told apart by its low 16 bits t: positive x reaches it when its low bits
+// exceed t - 1 (the bound; t >= 1, the bucket's first float being coded
+// first), negative x when its low bits do not exceed t (its magnitude grows
+// with its bits; the bound is t). Without a crossing, the bound is 0xFFFF,
+// which x_high never exceeds: a positive x keeps the code, a negative one
+// adds one to a stored code - 1 (mod 2^16: the stored byte is what counts).
+// A test compares the three loops' codes with the table's on a sweep of the
+// floats (one bit pattern in 4093 of those under 2 in magnitude, 4M random
+// ones, the probes, values from 2 up to inf).
 class SearchTable {
  public:
   static constexpr uint32_t kLowKey = (102u << 7) - 1;     // the key of [2^-25 - 2^-33, 2^-25), and all below
   static constexpr uint32_t kHighKey = (127u << 7) | 127u;  // the key of [2 - 2^-7, 2), and all above
   static constexpr int kKeys = kHighKey - kLowKey + 1;      // buckets per sign
   static constexpr int kBuckets = 2 * kKeys;
-  static constexpr uint32_t kNoCrossing = 0x10000;
+  static constexpr int kTopBits = 1 << 16;                  // a float's top 16 bits, its sign included
 
   explicit SearchTable(const float* map);
 
@@ -67,12 +75,12 @@ class SearchTable {
 
   const uint8_t* first() const { return first_.data(); }
   const float* threshold() const { return threshold_.data(); }
-  const uint32_t* entry() const { return entry_.data(); }
+  const uint32_t* entry() const { return entry_.data(); }  // by top 16 bits: the AVX-512 loop's
 
  private:
   alignas(64) std::array<uint8_t, kBuckets + 4> first_{};  // + 4: a 4-byte gather of the last bucket stays inside
   alignas(64) std::array<float, kBuckets> threshold_{};
-  alignas(64) std::array<uint32_t, kBuckets> entry_{};
+  alignas(64) std::array<uint32_t, kTopBits> entry_{};
 };
 
 const SearchTable& search_table(states_8bit::MapKind kind);
