@@ -59,7 +59,10 @@ def extension():
     # lets GCC compute both sides of a select (no value changes, only whether a
     # floating-point exception flag could be raised): the CPU loops' runtime
     # options become vector selects (NOTE: [CPU loop specialization]).
-    cxx_flags = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fvisibility=hidden"] + _openmp_flags()
+    # -ffp-contract=off: no a * b + c fused into one rounding where a loop's
+    # target has FMA (the AVX-512 one), so every version rounds as torch does.
+    cxx_flags = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off",
+                 "-fvisibility=hidden"] + _openmp_flags()
     link_flags = _openmp_flags()
     sources = [os.path.relpath(p, ROOT) for p in sorted(glob.glob(os.path.join(ROOT, "csrc", "**", "*.cpp"), recursive=True))]
     cuda_sources = [os.path.relpath(p, ROOT) for p in sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))]

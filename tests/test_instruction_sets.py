@@ -29,11 +29,14 @@ for dtype in (torch.float32, torch.float64, torch.bfloat16):
         ("adamw", lambda ps: FusedAdamW(ps, lr=0.01, maximize=True,
                                         schedule=schedules.CosineAnnealingLR(T_max=3))),
         # 8-bit states: the AVX2 coding (gathers, the search table) against the scalar one
+        # and its pipelined blocks (NOTE: [8-bit pipelined blocks]) against the block-by-block loop
         ("adamw-8bit", lambda ps: FusedAdamW(ps, lr=0.01, state_dtype="8bit", max_grad_norm=1.0)),
         ("sgd-8bit", lambda ps: FusedSGD(ps, lr=0.05, momentum=0.9, state_dtype="8bit")),
         ("lion-8bit", lambda ps: FusedLion(ps, lr=1e-3, weight_decay=0.1, state_dtype="8bit")),
+        ("adam-8bit-master-sr", lambda ps: FusedAdam(ps, lr=0.01, weight_decay=0.1, state_dtype="8bit",
+                                                     master_weights=True, stochastic_rounding=True)),
     ):
-        if dtype == torch.float64 and name.endswith("8bit"):
+        if dtype == torch.float64 and "8bit" in name:
             continue
         params = [t.to(dtype).clone().requires_grad_() for t in inputs["params"]]
         opt = make(params)

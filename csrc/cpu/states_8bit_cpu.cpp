@@ -150,7 +150,9 @@ __attribute__((target("avx2"), noinline)) void quantize_avx2(const float* values
   quantize_scalar(values + i, absmax, table, codes + i, n - i);
 }
 
-#define LRSCHED_FUSED_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi"), noinline))
+#define LRSCHED_FUSED_AVX512_ISA target("avx512f,avx512bw,avx512vl,avx512vbmi")
+#define LRSCHED_FUSED_TARGET_AVX512 __attribute__((LRSCHED_FUSED_AVX512_ISA, noinline))
+#define LRSCHED_FUSED_INLINE_AVX512 __attribute__((LRSCHED_FUSED_AVX512_ISA, always_inline)) inline
 
 // GCC 12 warns that its own AVX-512 headers read an uninitialized value (the
 // "undefined" source of a masked intrinsic): not ours, silenced here only.
@@ -195,23 +197,26 @@ constexpr std::array<uint8_t, 64> interleave_order() {
 }
 alignas(64) constexpr std::array<uint8_t, 64> kInterleaveOrder = interleave_order();
 
-// 64 values at a time: each plane's bytes by the codes (bit 7 picks the
-// half), then the planes interleaved into floats. The interleave works in
-// 128-bit lanes, so the codes are first put in the order it undoes.
-LRSCHED_FUSED_TARGET_AVX512 void dequantize_avx512(const uint8_t* codes, MapKind kind, float absmax, float* out,
-                                                   int64_t n) {
-  const MapPlanes& planes = map_planes(kind);
+// The AVX-512 decoding: a map's planes in registers, and the reorder.
+struct Avx512Decoder {
   __m512i quarter[4][4];  // [plane][codes 64 * q ...]
-  for (int k = 0; k < 4; ++k) {
-    for (int q = 0; q < 4; ++q) {
-      quarter[k][q] = _mm512_load_si512(planes.plane[k] + 64 * q);
+  __m512i reorder;
+
+  LRSCHED_FUSED_INLINE_AVX512 void load(MapKind kind) {
+    const MapPlanes& planes = map_planes(kind);
+    for (int k = 0; k < 4; ++k) {
+      for (int q = 0; q < 4; ++q) {
+        quarter[k][q] = _mm512_load_si512(planes.plane[k] + 64 * q);
+      }
     }
+    reorder = _mm512_load_si512(kInterleaveOrder.data());
   }
-  const __m512i reorder = _mm512_load_si512(kInterleaveOrder.data());
-  const __m512 scale = _mm512_set1_ps(absmax);
-  int64_t i = 0;
-  for (; i + 64 <= n; i += 64) {
-    const __m512i code = _mm512_permutexvar_epi8(reorder, _mm512_loadu_si512(codes + i));
+
+  // 64 values: each plane's bytes by the codes (bit 7 picks the half), then
+  // the planes interleaved into floats. The interleave works in 128-bit
+  // lanes, so the codes are first put in the order it undoes.
+  LRSCHED_FUSED_INLINE_AVX512 void decode64(const uint8_t* codes, __m512 scale, float* out) const {
+    const __m512i code = _mm512_permutexvar_epi8(reorder, _mm512_loadu_si512(codes));
     const __mmask64 top = _mm512_movepi8_mask(code);
     __m512i byte[4];
     for (int k = 0; k < 4; ++k) {
@@ -225,34 +230,48 @@ LRSCHED_FUSED_TARGET_AVX512 void dequantize_avx512(const uint8_t* codes, MapKind
     const __m512i words[4] = {_mm512_unpacklo_epi16(low01, low23), _mm512_unpackhi_epi16(low01, low23),
                               _mm512_unpacklo_epi16(high01, high23), _mm512_unpackhi_epi16(high01, high23)};
     for (int r = 0; r < 4; ++r) {
-      _mm512_storeu_ps(out + i + 16 * r, _mm512_mul_ps(_mm512_castsi512_ps(words[r]), scale));
+      _mm512_storeu_ps(out + 16 * r, _mm512_mul_ps(_mm512_castsi512_ps(words[r]), scale));
     }
+  }
+};
+
+LRSCHED_FUSED_TARGET_AVX512 void dequantize_avx512(const uint8_t* codes, MapKind kind, float absmax, float* out,
+                                                   int64_t n) {
+  Avx512Decoder decoder;
+  decoder.load(kind);
+  const __m512 scale = _mm512_set1_ps(absmax);
+  int64_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    decoder.decode64(codes + i, scale, out + i);
   }
   dequantize_avx2(codes + i, states_8bit::host_map(kind), absmax, out + i, n - i);
 }
 
-// SearchTable::code with one gather of 16 entries, by the values' top 16
-// bits (NOTE: [8-bit search table]).
+// SearchTable::code of 16 values with one gather of their entries, by the
+// values' top 16 bits (NOTE: [8-bit search table]).
+LRSCHED_FUSED_INLINE_AVX512 void code16_avx512(const float* values, __m512 inverse, const int* entry,
+                                               uint8_t* codes) {
+  // normalized(): value * (1 / absmax), 0 for a NaN (fixupimm's token per
+  // class of its input: QNaN and SNaN, the low two nibbles, become +0, token
+  // 8; the rest keeps x, token 0)
+  __m512 x = _mm512_mul_ps(_mm512_loadu_ps(values), inverse);
+  x = _mm512_fixupimm_ps(x, x, _mm512_set1_epi32(0x88), 0);
+  const __m512i bits = _mm512_castps_si512(x);
+  const __m512i found = _mm512_i32gather_epi32(_mm512_srli_epi32(bits, 16), entry, 4);
+  // one more where x's low bits pass the bound, read the other way for a negative x
+  const __mmask16 past = _mm512_cmpgt_epu32_mask(_mm512_slli_epi32(bits, 16), found);
+  const __mmask16 up = _kxor_mask16(past, _mm512_cmplt_epi32_mask(bits, _mm512_setzero_si512()));
+  const __m512i code = _mm512_mask_add_epi32(found, up, found, _mm512_set1_epi32(1));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(codes), _mm512_cvtepi32_epi8(code));  // the low bytes
+}
+
 LRSCHED_FUSED_TARGET_AVX512 void quantize_avx512(const float* values, float absmax, const SearchTable& table,
                                                  uint8_t* codes, int64_t n) {
   const __m512 inverse = _mm512_set1_ps(states_8bit::inverse_scale(absmax));
-  // fixupimm's token per class of its input: QNaN and SNaN (the low two
-  // nibbles) become +0 (token 8), the rest keeps x (token 0).
-  const __m512i nan_to_zero = _mm512_set1_epi32(0x88);
-  const __m512i one = _mm512_set1_epi32(1);
   const int* entry = reinterpret_cast<const int*>(table.entry());
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    // normalized(): value * (1 / absmax), 0 for a NaN
-    __m512 x = _mm512_mul_ps(_mm512_loadu_ps(values + i), inverse);
-    x = _mm512_fixupimm_ps(x, x, nan_to_zero, 0);
-    const __m512i bits = _mm512_castps_si512(x);
-    const __m512i found = _mm512_i32gather_epi32(_mm512_srli_epi32(bits, 16), entry, 4);
-    // one more where x's low bits pass the bound, read the other way for a negative x
-    const __mmask16 past = _mm512_cmpgt_epu32_mask(_mm512_slli_epi32(bits, 16), found);
-    const __mmask16 up = _kxor_mask16(past, _mm512_cmplt_epi32_mask(bits, _mm512_setzero_si512()));
-    const __m512i code = _mm512_mask_add_epi32(found, up, found, one);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + i), _mm512_cvtepi32_epi8(code));  // the low bytes
+    code16_avx512(values + i, inverse, entry, codes + i);
   }
   quantize_avx2(values + i, absmax, table, codes + i, n - i);
 }
@@ -300,6 +319,7 @@ template <typename scalar_t, bool kMaster, bool kRound, typename Rule>
 struct CodedElements {
   static constexpr int kStates = Rule::kStates;
   using Values = typename Rule::Values;
+  using Block = float[kStates][kBlock];  // a block's state values, as float32
 
   static LRSCHED_FUSED_ALWAYS_INLINE void run(scalar_t* __restrict__ param, scalar_t* __restrict__ grad,
                                               float* __restrict__ master, const CodedPiece<kStates>& coded,
@@ -309,6 +329,42 @@ struct CodedElements {
     run_pinned<CodedElements>(flags, param, grad, master, coded, n, values, rounding, isa);
   }
 
+  // Rule's update of elements [begin, end) of the piece, whose block starts
+  // at `start` and has its state values in `block` (read, then written back).
+  template <bool kUnscale>
+  static LRSCHED_FUSED_ALWAYS_INLINE void update(scalar_t* __restrict__ param, scalar_t* __restrict__ grad,
+                                                 float* __restrict__ master, Block& __restrict__ block,
+                                                 int64_t start, int64_t begin, int64_t end, const Values& c,
+                                                 const PieceRounding& rounding) {
+    for (int64_t e = begin; e < end; ++e) {
+      const int64_t i = e - start;
+      float p = kMaster ? master[e] : static_cast<float>(param[e]);
+      float g = static_cast<float>(grad[e]);
+      float s[kStates];
+      for (int k = 0; k < kStates; ++k) {
+        s[k] = block[k][i];
+      }
+      Rule::template update<scalar_t>(p, g, s, c);
+      const PhiloxWords bits = element_words<kRound>(rounding.stream, rounding.first_index, e);
+      store_param<scalar_t, kMaster, kRound>(param, master, e, p, bits.w[0]);
+      for (int k = 0; k < kStates; ++k) {
+        block[k][i] = s[k];
+      }
+      if constexpr (kUnscale) {
+        grad[e] = to_storage<scalar_t>(g);
+      }
+    }
+  }
+
+  // The largest magnitude of count state values (a block's new absmax).
+  static LRSCHED_FUSED_ALWAYS_INLINE float block_absmax(const float* values, int64_t count) {
+    uint32_t peak = 0;
+    for (int64_t i = 0; i < count; ++i) {
+      peak = std::max(peak, states_8bit::magnitude_bits(values[i]));
+    }
+    return states_8bit::from_bits(peak);
+  }
+
   template <bool kUnscale, bool kClip>
   static LRSCHED_FUSED_ALWAYS_INLINE void loop(scalar_t* __restrict__ param, scalar_t* __restrict__ grad,
                                                float* __restrict__ master, const CodedPiece<kStates>& coded,
@@ -316,46 +372,104 @@ struct CodedElements {
                                                CodingIsa isa) {
     Values c = values;  // a local copy: the stores cannot alias it
     Rule::grad(c).clip = kClip;
-    const RoundingStream stream = rounding.stream;
-    const uint64_t first_index = rounding.first_index;
-    alignas(64) float block[kStates][kBlock];
-    for (int64_t start = 0; start < n; start += kBlock) {
+    int64_t start = 0;
+#if defined(LRSCHED_FUSED_AVX2_CLONE)
+    if (isa == CodingIsa::Avx512) {
+      start = pipelined_avx512<kUnscale>(param, grad, master, coded, n, c, rounding);
+    }
+#endif
+    alignas(64) Block block;
+    for (; start < n; start += kBlock) {
       const int64_t count = std::min<int64_t>(kBlock, n - start);
       const int64_t b = start / kBlock;
       for (int k = 0; k < kStates; ++k) {
         dequantize(isa, coded.codes[k] + start, Rule::map(k), coded.absmax[k][b], block[k], count);
       }
-      scalar_t* __restrict__ block_param = param + start;
-      scalar_t* __restrict__ block_grad = grad + start;
-      float* __restrict__ block_master = kMaster ? master + start : nullptr;
-      for (int64_t i = 0; i < count; ++i) {
-        float p = kMaster ? block_master[i] : static_cast<float>(block_param[i]);
-        float g = static_cast<float>(block_grad[i]);
-        float s[kStates];
-        for (int k = 0; k < kStates; ++k) {
-          s[k] = block[k][i];
-        }
-        Rule::template update<scalar_t>(p, g, s, c);
-        const PhiloxWords bits = element_words<kRound>(stream, first_index, start + i);
-        store_param<scalar_t, kMaster, kRound>(block_param, block_master, i, p, bits.w[0]);
-        for (int k = 0; k < kStates; ++k) {
-          block[k][i] = s[k];
-        }
-        if constexpr (kUnscale) {
-          block_grad[i] = to_storage<scalar_t>(g);
-        }
-      }
+      update<kUnscale>(param, grad, master, block, start, start, start + count, c, rounding);
       for (int k = 0; k < kStates; ++k) {
-        uint32_t peak = 0;
-        for (int64_t i = 0; i < count; ++i) {
-          peak = std::max(peak, states_8bit::magnitude_bits(block[k][i]));
-        }
-        const float absmax = states_8bit::from_bits(peak);
+        const float absmax = block_absmax(block[k], count);
         coded.absmax[k][b] = absmax;
         quantize(isa, block[k], absmax, Rule::map(k), coded.codes[k] + start, count);
       }
     }
   }
+
+#if defined(LRSCHED_FUSED_AVX2_CLONE)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+  // NOTE: [8-bit pipelined blocks]
+  // The update is bound by its divisions and square root (one unit, which
+  // takes no new one for several cycles), the coding by its gathers and
+  // byte permutes (other units): run one after the other per block, they
+  // add. Here they run side by side: 16 elements of block b are updated,
+  // then 16 values of block b - 1 (whose absmax is known) are coded, and
+  // every 4th time 64 of block b + 1 decoded, so the processor finds both
+  // kinds of work within its window. The same update (update()), the same
+  // coding (SearchTable's entries) and the same decoding as the block-by-
+  // block loop, so the same bits (a test compares the AVX-512 run with the
+  // baseline one). The piece's whole blocks only; returns where they end.
+  template <bool kUnscale>
+  static __attribute__((LRSCHED_FUSED_AVX512_ISA, noinline)) int64_t pipelined_avx512(
+      scalar_t* __restrict__ param, scalar_t* __restrict__ grad, float* __restrict__ master,
+      const CodedPiece<kStates>& coded, int64_t n, const Values& values, const PieceRounding& rounding) {
+    constexpr int64_t kChunk = 16;
+    const Values c = values;  // a local copy: the stores cannot alias it
+    const int64_t blocks = n / kBlock;
+    if (blocks < 2) {
+      return 0;
+    }
+    std::array<const int*, kStates> entry;
+    std::array<Avx512Decoder, kStates> decoder;
+    for (int k = 0; k < kStates; ++k) {
+      decoder[k].load(Rule::map(k));
+      entry[k] = reinterpret_cast<const int*>(search_table(Rule::map(k)).entry());
+    }
+    alignas(64) Block ring[3];  // blocks b - 1, b, b + 1 in turn
+    for (int k = 0; k < kStates; ++k) {
+      const __m512 scale = _mm512_set1_ps(coded.absmax[k][0]);
+      for (int64_t i = 0; i < kBlock; i += 64) {
+        decoder[k].decode64(coded.codes[k] + i, scale, ring[0][k] + i);
+      }
+    }
+    __m512 inverse[kStates] = {};  // block b - 1's
+    for (int64_t b = 0; b <= blocks; ++b) {
+      Block& current = ring[b % 3];
+      Block& previous = ring[(b + 2) % 3];
+      Block& next = ring[(b + 1) % 3];
+      const int64_t start = b * kBlock;
+      const bool coding = b > 0;
+      const bool decoding = b + 1 < blocks;
+      __m512 scale[kStates];  // block b + 1's
+      for (int k = 0; k < kStates; ++k) {
+        scale[k] = _mm512_set1_ps(decoding ? coded.absmax[k][b + 1] : 0.0f);
+      }
+      for (int64_t i = 0; i < kBlock; i += kChunk) {
+        if (b < blocks) {
+          update<kUnscale>(param, grad, master, current, start, start + i, start + i + kChunk, c, rounding);
+        }
+        if (coding) {
+          for (int k = 0; k < kStates; ++k) {
+            code16_avx512(previous[k] + i, inverse[k], entry[k], coded.codes[k] + start - kBlock + i);
+          }
+        }
+        if (decoding && i % 64 == 0) {
+          for (int k = 0; k < kStates; ++k) {
+            decoder[k].decode64(coded.codes[k] + start + kBlock + i, scale[k], next[k] + i);
+          }
+        }
+      }
+      if (b < blocks) {
+        for (int k = 0; k < kStates; ++k) {
+          const float absmax = block_absmax(current[k], kBlock);
+          coded.absmax[k][b] = absmax;
+          inverse[k] = _mm512_set1_ps(states_8bit::inverse_scale(absmax));
+        }
+      }
+    }
+    return blocks * kBlock;
+  }
+#pragma GCC diagnostic pop
+#endif
 };
 
 // Runs Rule over every tensor of the call, in parallel over whole blocks:
