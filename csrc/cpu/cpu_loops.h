@@ -29,7 +29,9 @@
 // into FMA; against them we differ by rounding, worst seen 1.4e-6 relative on
 // an fp32 Adam element where grad + weight_decay * param cancels, see
 // benchmarks/check_against_torch.py.) No -ffast-math either. The 8-bit
-// states' coding loops have a third version, for AVX-512 (use_avx512_vbmi).
+// states' coding loops have a third version, for AVX-512 (use_avx512_vbmi),
+// with FMA in its target: -ffp-contract=off (setup.py) keeps a * b + c two
+// roundings there too.
 // The AVX-512 version runs at capability AVX512 only, so pinning
 // ATEN_CPU_CAPABILITY=avx2 runs (and a test compares) the AVX2 one.
 #include <ATen/Dispatch.h>
