@@ -13,7 +13,9 @@
 //
 // A step runs per block, in one pass of one kernel: dequantize the block's
 // codes, run the update of update_math.h in float32 for every element
-// (the param is stored from the float32 states, as bitsandbytes does), keep
+// (the param is stored from the float32 states, as bitsandbytes does; Adam
+// in the folded form of its bias correction, NOTE: [folded bias
+// correction], one division fewer, as bitsandbytes' kernels), keep
 // the block's new state values in registers (CUDA: one element per thread
 // of a 256-thread block) or an L1-resident buffer (CPU), reduce their
 // largest magnitude to the block's new absmax, then code each value against
@@ -256,14 +258,14 @@ struct AdamRule {
   C10_HOST_DEVICE static Values make(const double* schedule_state, int64_t group_index,
                                      const GradOptions<float>& grad, double step_before, bool) {
     const AdamGroupValues group = adam_group_values(schedule_state, group_index);
-    return make_adam_coefficients<float>(group, grad, adam_step_terms(group, step_before + 1.0));
+    return make_folded_adam_coefficients<float>(group, grad, adam_step_terms(group, step_before + 1.0));
   }
   template <typename V>
   C10_HOST_DEVICE static auto& grad(V& v) { return v.grad; }
   template <typename scalar_t>
   C10_HOST_DEVICE static void update(float& p, float& g, float (&s)[kStates], const Values& c) {
     float unused = 0;
-    adam_update<float, false, kDecoupled, scalar_t>(p, g, s[0], s[1], unused, c);
+    adam_update<float, false, kDecoupled, scalar_t, true>(p, g, s[0], s[1], unused, c);
   }
 };
 

@@ -161,6 +161,22 @@ C10_HOST_DEVICE inline AdamCoefficients<opmath_t> make_adam_coefficients(
   return c;
 }
 
+// NOTE: [folded bias correction]
+// step_size * m / (sqrt(v) / bc2 + eps) is (step_size * bc2) * m / (sqrt(v)
+// + eps * bc2), bc2 = sqrt(1 - beta2**step): the Adam paper's "efficient"
+// form and bitsandbytes' 8-bit kernels', one division per element fewer. The
+// two differ by rounding only. The 8-bit states use it (on the CPU their step
+// waits on the divider); every other path keeps torch's form, bit for bit.
+template <typename opmath_t>
+C10_HOST_DEVICE inline AdamCoefficients<opmath_t> make_folded_adam_coefficients(
+    const AdamGroupValues& group, const GradOptions<opmath_t>& grad, const AdamStepTerms& terms) {
+  AdamCoefficients<opmath_t> c = make_adam_coefficients<opmath_t>(group, grad, terms);
+  c.step_size = opmath_t(terms.step_size * terms.bias_correction2_sqrt);
+  c.eps = opmath_t(group.eps * terms.bias_correction2_sqrt);
+  c.bias_correction2_sqrt = opmath_t(1);  // not read
+  return c;
+}
+
 // NOTE: [NaN in amsgrad's max]
 // torch is not consistent here: its for-loop and foreach Adam use
 // torch.maximum (NaN propagates), its fused CPU kernel propagates in the
@@ -183,8 +199,10 @@ C10_HOST_DEVICE inline T grad_to_apply(T& grad, const GradOptions<T>& o) {
 }
 
 // One element of Adam (kDecoupled = false) or AdamW (kDecoupled = true); the
-// grad as grad_to_apply gives it. `max_exp_avg_sq` is touched only when kAmsgrad.
-template <typename T, bool kAmsgrad, bool kDecoupled, typename GradStorage = T>
+// grad as grad_to_apply gives it. `max_exp_avg_sq` is touched only when
+// kAmsgrad; kFolded: the coefficients are make_folded_adam_coefficients'
+// (NOTE: [folded bias correction]).
+template <typename T, bool kAmsgrad, bool kDecoupled, typename GradStorage = T, bool kFolded = false>
 C10_HOST_DEVICE inline void adam_update(
     T& param, T& grad, T& exp_avg, T& exp_avg_sq, T& max_exp_avg_sq, const AdamCoefficients<T>& c) {
   T g = grad_to_apply<T, GradStorage>(grad, c.grad);
@@ -201,7 +219,12 @@ C10_HOST_DEVICE inline void adam_update(
     max_exp_avg_sq = (max_exp_avg_sq < exp_avg_sq || exp_avg_sq != exp_avg_sq) ? exp_avg_sq : max_exp_avg_sq;
     second_moment = max_exp_avg_sq;
   }
-  const T denom = math_sqrt(second_moment) / c.bias_correction2_sqrt + c.eps;
+  T denom;
+  if constexpr (kFolded) {
+    denom = math_sqrt(second_moment) + c.eps;
+  } else {
+    denom = math_sqrt(second_moment) / c.bias_correction2_sqrt + c.eps;
+  }
   param = param - c.step_size * exp_avg / denom;
 }
 
