@@ -267,21 +267,35 @@ def test_kernel_codes_are_the_coded_float_states():
     """The kernel's codes and absmax are those of its float32 states: one
     8-bit step from zero states is the float32 step, coded. The param is
     stepped from those float32 states in the folded form of the bias
-    correction (NOTE: [folded bias correction] in csrc/update_math.h): it
-    differs from torch's form by rounding, within 2e-5 of the step (measured
-    7.5e-6), and does differ somewhere (one division fewer)."""
+    correction (NOTE: [folded bias correction] in csrc/update_math.h), bit
+    for bit (each float32 operation emulated in float64 and rounded, which
+    is exact for + - * / and sqrt: no torch kernel's own rounding in the
+    reference); it differs from torch's form by rounding, within 2e-5 of the
+    step (measured 7.5e-6), and does differ somewhere (one division fewer)."""
     params = make_params()
     before = copies(params)
     reference = copies(params)
     opt, ref = FusedAdamW(params, state_dtype="8bit"), FusedAdamW(reference)
     drive([(opt, params), (ref, reference)], steps=1)
-    decay = torch.tensor(1 - 1e-3 * 0.01, dtype=torch.float32)  # FusedAdamW's default lr and weight_decay
+    lr, beta1, beta2, eps, weight_decay = 1e-3, 0.9, 0.999, 1e-8, 0.01  # FusedAdamW's defaults
+    bias_correction2_sqrt = math.sqrt(1 - beta2)  # step 1, in float64 as the kernels compute it
+
+    def f32(x):  # one float32 rounding of a float64 result
+        return x.to(torch.float32).to(torch.float64)
+
+    step_size = f32(torch.tensor(lr / (1 - beta1) * bias_correction2_sqrt, dtype=torch.float64))
+    folded_eps = f32(torch.tensor(eps * bias_correction2_sqrt, dtype=torch.float64))
+    decay = f32(torch.tensor(1 - lr * weight_decay, dtype=torch.float64))
     differs = False
     for p, p0, r in zip(params, before, reference):
         if p.numel() < states_8bit.MIN_ELEMENTS:
             assert torch.equal(p, r)  # float states: torch's form
             continue
-        step = (p0.detach() * decay - r.detach()).abs()
+        m, v = (ref.state[r][key].to(torch.float64) for key in ("exp_avg", "exp_avg_sq"))
+        decayed = f32(p0.detach().to(torch.float64) * decay)
+        expected = f32(decayed - f32(f32(step_size * m) / f32(f32(v.sqrt()) + folded_eps)))
+        assert torch.equal(p.detach(), expected.to(torch.float32))
+        step = (decayed - r.detach().to(torch.float64)).abs()
         assert ((p - r).abs() <= 2e-5 * step).all()
         differs = differs or not torch.equal(p, r)
         for key, kind in (("exp_avg", "signed"), ("exp_avg_sq", "unsigned")):
